@@ -1,0 +1,230 @@
+/*
+ * ECCL - Elastic Collective Communication Library. The whole C99 API.
+ *
+ * Conventions
+ *  - Every function returns ecclResult_t; out-parameters come last.
+ *  - Handles are opaque pointers. Config structs begin with `size_t structSize`
+ *    and must be initialised with their ECCL_*_INIT macro so that fields added
+ *    later get defaults.
+ *  - A failed call leaves a message for ecclGetLastError(comm) (per
+ *    communicator) and for ecclGetLastError(NULL) (per calling thread).
+ *  - Thread safety: functions taking a communicator may be called from any
+ *    thread; collectives of one tag must be issued in the same order on every
+ *    member (as in NCCL/MPI). Different tags run concurrently.
+ *  - No call blocks forever: connects, topology updates and collectives are
+ *    bounded by the timeouts in the config.
+ */
+#ifndef ECCL_ECCL_H_
+#define ECCL_ECCL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eccl/version.h"
+
+#if defined(_WIN32)
+#define ECCL_API
+#elif defined(__GNUC__)
+#define ECCL_API __attribute__((visibility("default")))
+#else
+#define ECCL_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Result codes. The numbers are stable and never reused. */
+typedef enum {
+  ecclSuccess = 0,
+  ecclInvalidArgument = 1,
+  ecclInvalidUsage = 2,
+  ecclInternalError = 3,
+  ecclSystemError = 4,
+  ecclTimeout = 5,
+  ecclPeerLost = 6,
+  ecclTooFewPeers = 7,
+  ecclMasterUnreachable = 8,
+  ecclAuthFailed = 9,
+  ecclVersionMismatch = 10,
+  ecclStateMismatch = 11,
+  ecclUnsupported = 12,
+  ecclInProgress = 13,
+  ecclKicked = 14,
+  ecclNumResults = 15
+} ecclResult_t;
+
+typedef enum {
+  ecclInt8 = 0,
+  ecclUint8 = 1,
+  ecclInt16 = 2,
+  ecclUint16 = 3,
+  ecclInt32 = 4,
+  ecclUint32 = 5,
+  ecclInt64 = 6,
+  ecclUint64 = 7,
+  ecclFloat16 = 8,
+  ecclBfloat16 = 9,
+  ecclFloat32 = 10,
+  ecclFloat64 = 11,
+  ecclNumTypes = 12
+} ecclDataType_t;
+
+typedef enum {
+  ecclSum = 0,
+  ecclAvg = 1, /* sum, then one division by the world size (integers truncate) */
+  ecclProd = 2,
+  ecclMax = 3,
+  ecclMin = 4,
+  ecclNumOps = 5
+} ecclRedOp_t;
+
+typedef enum { ecclMemHost = 0, ecclMemCuda = 1 } ecclMemType_t;
+
+typedef enum { ecclQuantNone = 0 } ecclQuantization_t;
+
+typedef struct ecclMaster* ecclMaster_t;
+typedef struct ecclComm* ecclComm_t;
+typedef struct ecclRequest* ecclRequest_t;
+
+/* ---- Errors and version ------------------------------------------------ */
+
+/* Static text for a result: what happened and what to do about it. */
+ECCL_API const char* ecclGetErrorString(ecclResult_t result);
+
+/* Message of the last failed call on `comm`; with comm == NULL, of the last
+ * failed call on this thread. Never NULL; valid until the next failing call. */
+ECCL_API const char* ecclGetLastError(ecclComm_t comm);
+
+/* ECCL_VERSION_CODE of the library actually loaded. */
+ECCL_API ecclResult_t ecclGetVersion(int* version);
+
+/* ---- Master (membership manager) --------------------------------------- */
+
+typedef struct {
+  size_t structSize;
+  const char* listenAddress; /* "0.0.0.0", "::", "127.0.0.1"; NULL = all IPv4 */
+  uint16_t port;             /* 0 = any free port, see ecclMasterGetPort */
+  const char* authToken;     /* NULL or "" = no authentication */
+  uint32_t heartbeatIntervalMs;
+  uint32_t failureTimeoutMs;
+} ecclMasterConfig_t;
+
+#define ECCL_MASTER_CONFIG_INIT \
+  { sizeof(ecclMasterConfig_t), NULL, 0, NULL, 500, 2000 }
+
+/* Starts a master in this process, serving on a background thread. */
+ECCL_API ecclResult_t ecclMasterCreate(const ecclMasterConfig_t* config,
+                                       ecclMaster_t* master);
+ECCL_API ecclResult_t ecclMasterGetPort(ecclMaster_t master, uint16_t* port);
+/* Stops serving; connected peers see ecclMasterUnreachable. NULL is a no-op. */
+ECCL_API ecclResult_t ecclMasterDestroy(ecclMaster_t master);
+
+/* ---- Communicator ------------------------------------------------------ */
+
+typedef struct {
+  size_t structSize;
+  const char* masterAddress; /* "host:port", "[v6]:port" (required) */
+  uint32_t peerGroup;        /* collectives are scoped to a peer group */
+  const char* transport;     /* "tcp" (NULL = "tcp") */
+  uint32_t streamsPerPeer;   /* parallel streams per neighbour link; 0 = default (4) */
+  const char* authToken;     /* must equal the master's */
+  uint32_t connectTimeoutMs; /* registering with the master */
+  uint32_t opTimeoutMs;      /* a topology update or collective making no progress */
+  const char* advertisedAddress; /* address others dial for data links; NULL = the
+                                    local address used to reach the master */
+  const char* bindAddress;   /* local address the data acceptor binds; NULL = any */
+  uint32_t heartbeatIntervalMs;
+} ecclCommConfig_t;
+
+#define ECCL_COMM_CONFIG_INIT \
+  { sizeof(ecclCommConfig_t), NULL, 0, NULL, 0, NULL, 10000, 60000, NULL, NULL, 500 }
+
+/* Creates a communicator; nothing is contacted yet. */
+ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t* comm);
+
+/* Registers with the master and blocks until admitted: at once when the world
+ * is empty, else at the members' next ecclCommUpdateTopology. Fails with
+ * ecclMasterUnreachable within connectTimeoutMs, ecclVersionMismatch,
+ * ecclAuthFailed. */
+ECCL_API ecclResult_t ecclCommConnect(ecclComm_t comm);
+
+/* Collective over all members of all peer groups: admits pending peers,
+ * starts a new epoch with a new ring when the membership changed, and returns
+ * once this peer's data links for that epoch are up. No collective of this
+ * communicator may be in flight (ecclInvalidUsage). */
+ECCL_API ecclResult_t ecclCommUpdateTopology(ecclComm_t comm);
+
+/* Whether a newcomer is waiting to be admitted (one master round-trip). */
+ECCL_API ecclResult_t ecclCommArePeersPending(ecclComm_t comm, int* pending);
+
+ECCL_API ecclResult_t ecclCommGetWorldSize(ecclComm_t comm, int* worldSize);
+ECCL_API ecclResult_t ecclCommGetRank(ecclComm_t comm, int* rank);
+ECCL_API ecclResult_t ecclCommGetEpoch(ecclComm_t comm, uint64_t* epoch);
+ECCL_API ecclResult_t ecclCommGetPeerGroup(ecclComm_t comm, uint32_t* peerGroup);
+
+/* Leaves the group and frees the communicator; waits for in-flight requests
+ * up to opTimeoutMs. NULL is a no-op. Requests must not be used afterwards. */
+ECCL_API ecclResult_t ecclCommDestroy(ecclComm_t comm);
+
+/* ---- Collectives ------------------------------------------------------- */
+
+typedef struct {
+  size_t structSize;
+  uint32_t tag;                    /* ops of one tag run in issue order */
+  ecclQuantization_t quantization; /* ecclQuantNone only, for now */
+  ecclMemType_t memType;           /* ecclMemHost only with the tcp transport */
+  void* cudaStream;                /* reserved for ecclMemCuda */
+} ecclOpOptions_t;
+
+#define ECCL_OP_OPTIONS_INIT { sizeof(ecclOpOptions_t), 0, ecclQuantNone, ecclMemHost, NULL }
+
+typedef struct {
+  size_t structSize;
+  uint64_t bytesSent;
+  uint64_t bytesReceived;
+  int worldSize;
+  uint64_t epoch;
+  double seconds;
+} ecclOpInfo_t;
+
+#define ECCL_OP_INFO_INIT { sizeof(ecclOpInfo_t), 0, 0, 0, 0, 0.0 }
+
+/* Ring all-reduce of `count` elements of `sendbuf` into `recvbuf` on every
+ * member of the peer group; sendbuf == recvbuf is allowed. opts and info may
+ * be NULL. Succeeds only when every member finished the op with identical
+ * bits. Members disagreeing on count/dtype/op for one tag all get
+ * ecclInvalidUsage. */
+ECCL_API ecclResult_t ecclAllReduce(const void* sendbuf, void* recvbuf, size_t count,
+                                    ecclDataType_t dtype, ecclRedOp_t op,
+                                    const ecclOpOptions_t* opts, ecclComm_t comm,
+                                    ecclOpInfo_t* info);
+
+/* Copies `count` elements of `buf` on rank `root` (of the current epoch)
+ * into `buf` on every other member of the peer group. */
+ECCL_API ecclResult_t ecclBroadcast(void* buf, size_t count, ecclDataType_t dtype, int root,
+                                    const ecclOpOptions_t* opts, ecclComm_t comm,
+                                    ecclOpInfo_t* info);
+
+/* Asynchronous forms: the buffers must stay valid until ecclWait returns or
+ * ecclTest reports done. Every request must be finished with ecclWait, which
+ * frees it. */
+ECCL_API ecclResult_t ecclAllReduceAsync(const void* sendbuf, void* recvbuf, size_t count,
+                                         ecclDataType_t dtype, ecclRedOp_t op,
+                                         const ecclOpOptions_t* opts, ecclComm_t comm,
+                                         ecclRequest_t* request);
+ECCL_API ecclResult_t ecclBroadcastAsync(void* buf, size_t count, ecclDataType_t dtype,
+                                         int root, const ecclOpOptions_t* opts,
+                                         ecclComm_t comm, ecclRequest_t* request);
+
+/* Blocks until the request finishes, returns its result and frees it. */
+ECCL_API ecclResult_t ecclWait(ecclRequest_t request, ecclOpInfo_t* info);
+
+/* Sets *done to 1 when ecclWait would not block. Never blocks. */
+ECCL_API ecclResult_t ecclTest(ecclRequest_t request, int* done);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ECCL_ECCL_H_ */

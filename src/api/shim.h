@@ -1,0 +1,52 @@
+// The shim layer: the only place where C++ exceptions are caught. Every C
+// function body runs inside guard(), which maps a Status or an exception to a
+// result and records the message for ecclGetLastError.
+#pragma once
+
+#include <new>
+#include <string>
+
+#include "comm/communicator.h"
+#include "common/status.h"
+
+struct ecclComm {
+  std::unique_ptr<eccl::comm::Communicator> impl;
+};
+
+namespace eccl::api {
+
+void recordError(ecclComm_t comm, ecclResult_t result, const std::string& message);
+
+template <typename F>
+ecclResult_t guard(ecclComm_t comm, const char* function, F&& body) noexcept {
+  try {
+    Status st = body();
+    if (!st.isOk()) recordError(comm, st.code(), std::string(function) + ": " + st.message());
+    return st.code();
+  } catch (const std::bad_alloc&) {
+    recordError(comm, ecclSystemError, std::string(function) + ": out of memory");
+    return ecclSystemError;
+  } catch (const std::exception& e) {
+    recordError(comm, ecclInternalError, std::string(function) + ": " + e.what());
+    return ecclInternalError;
+  } catch (...) {
+    recordError(comm, ecclInternalError, std::string(function) + ": unknown exception");
+    return ecclInternalError;
+  }
+}
+
+// Config structs: callers built with an older, smaller struct are accepted;
+// a structSize smaller than the first version means it was not initialised.
+template <typename T>
+Status checkStruct(const T* p, size_t firstVersionSize, const char* name, const char* initMacro) {
+  if (p == nullptr) return error(ecclInvalidArgument, std::string(name) + " is NULL");
+  const size_t size = p->structSize;
+  if (size < firstVersionSize || size > (1u << 16)) {
+    return error(ecclInvalidArgument, std::string(name) + ".structSize is " +
+                                          std::to_string(p->structSize) + "; initialise it with " +
+                                          initMacro);
+  }
+  return Status::ok();
+}
+
+}  // namespace eccl::api

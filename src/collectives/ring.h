@@ -1,0 +1,39 @@
+// Ring collectives, written against transport::Link only.
+//
+// All-reduce = reduce-scatter then all-gather, pipelined per segment: as soon
+// as a segment arrives it is reduced and sent on, so sending, receiving and
+// reducing overlap. Each element's reduction order is fixed by ring position,
+// the final value of a chunk is produced once by its owner and forwarded
+// verbatim, so every member ends with identical bits. AVG divides once at the
+// owner. Broadcast is a pipelined chain from the root along the ring.
+//
+// Every received frame is checked against the op's descriptor; a frame of
+// another op shape means the peers disagree (ecclInvalidUsage).
+#pragma once
+
+#include <chrono>
+
+#include "eccl/eccl.h"
+#include "transport/transport.h"
+
+namespace eccl::collectives {
+
+struct RingContext {
+  int rank = 0;
+  int world = 1;
+  transport::Link* right = nullptr;  // we send to it
+  transport::Link* left = nullptr;   // we receive from it
+  wire::DataHeader base;             // epoch, group, tag, seq and the op descriptor
+  std::chrono::milliseconds progressTimeout{60000};  // per frame waited for
+  const transport::CancelFlag* cancel = nullptr;
+  size_t segmentBytes = 1 << 20;
+  uint64_t bytesSent = 0;
+  uint64_t bytesReceived = 0;
+};
+
+Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
+                     ecclDataType_t dtype, ecclRedOp_t op);
+
+Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t dtype, int root);
+
+}  // namespace eccl::collectives

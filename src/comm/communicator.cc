@@ -1,0 +1,340 @@
+#include "comm/communicator.h"
+
+#include <fmt/format.h>
+
+#include <future>
+
+#include "collectives/ring.h"
+#include "common/dtype.h"
+#include "common/env.h"
+#include "common/log.h"
+
+namespace eccl::comm {
+namespace {
+
+transport::Deadline after(std::chrono::milliseconds d) { return transport::Clock::now() + d; }
+
+}  // namespace
+
+Communicator::Communicator(CommOptions options) : options_(std::move(options)) {}
+
+Communicator::~Communicator() {
+  {
+    std::unique_lock<std::mutex> lock(opsMu_);
+    // Let submitted ops finish (bounded), then stop the workers.
+    opsCv_.wait_for(lock, options_.opTimeout, [&] { return inFlight_ == 0; });
+    stopping_ = true;
+    for (auto& [key, req] : active_) req->setVerdict(ecclInvalidUsage, "communicator destroyed");
+  }
+  opsCv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(viewMu_);
+    if (right_) right_->interrupt();
+    if (left_) left_->interrupt();
+  }
+  for (auto& [tag, q] : tags_) {
+    if (q.worker.joinable()) q.worker.join();
+  }
+  if (control_) {
+    control_->send(wire::Leave{});
+    control_.reset();  // flushes the Leave, closes, joins
+  }
+  right_.reset();
+  left_.reset();
+  transport_.reset();
+}
+
+Status Communicator::connect() {
+  {
+    std::lock_guard<std::mutex> lock(viewMu_);
+    if (connected_ || control_) return error(ecclInvalidUsage, "communicator already connected");
+  }
+  transport::TransportOptions topts;
+  topts.bindAddress = options_.bindAddress;
+  topts.streams = options_.streams;
+  topts.authToken = options_.authToken;
+  Result<std::unique_ptr<transport::Transport>> t = transport::createTransport(options_.transport, topts);
+  if (!t) return t.status();
+  transport_ = std::move(*t);
+
+  Result<std::unique_ptr<ControlClient>> c = ControlClient::connect(
+      options_.masterAddress, after(options_.connectTimeout), options_.heartbeatInterval,
+      [this](const wire::OpVerdict& v) { onVerdict(v); },
+      [this](const Status& st) { onMasterLost(st); });
+  if (!c) return c.status();
+  control_ = std::move(*c);
+
+  wire::Register reg;
+  reg.authToken = options_.authToken;
+  reg.peerGroup = options_.peerGroup;
+  reg.dataHost = options_.advertisedAddress;  // empty: the master uses what it sees
+  reg.dataPort = transport_->port();
+  control_->send(reg);
+  Result<wire::ControlMessage> reply =
+      control_->await(wire::MsgType::kRegisterReply, after(options_.connectTimeout));
+  if (!reply) return reply.status();
+  const auto& rr = std::get<wire::RegisterReply>(*reply);
+  if (rr.result != ecclSuccess) {
+    return error(static_cast<ecclResult_t>(rr.result),
+                 fmt::format("the master refused registration: {}", rr.message));
+  }
+  peerId_ = rr.peerId;
+  log::threadContext() = {peerId_, 0, true};
+  ECCL_LOG(kInfo, kComm, "registered as peer {}; waiting for admission", peerId_);
+
+  // Pending until the members' next topology update.
+  Result<wire::ControlMessage> topo =
+      control_->await(wire::MsgType::kTopology, after(options_.opTimeout));
+  if (!topo) {
+    return error(topo.status().code(),
+                 fmt::format("not admitted: {}", topo.status().message()));
+  }
+  return applyTopology(std::get<wire::Topology>(*topo));
+}
+
+Status Communicator::requireConnected() const {
+  std::lock_guard<std::mutex> lock(viewMu_);
+  if (!connected_) return error(ecclInvalidUsage, "call ecclCommConnect first");
+  return Status::ok();
+}
+
+Status Communicator::applyTopology(const wire::Topology& t) {
+  if (t.result != ecclSuccess) {
+    return error(static_cast<ecclResult_t>(t.result), t.message);
+  }
+  std::unique_lock<std::mutex> lock(viewMu_);
+  if (connected_ && t.epoch == epoch_ && t.ring == ring_) return Status::ok();  // nothing moved
+  right_.reset();
+  left_.reset();
+  epoch_ = t.epoch;
+  rank_ = static_cast<int>(t.rank);
+  ring_ = t.ring;
+  log::threadContext() = {peerId_, epoch_, true};
+  const int n = static_cast<int>(ring_.size());
+  if (n > 1) {
+    const wire::RingPeer& r = ring_[static_cast<size_t>((rank_ + 1) % n)];
+    const wire::RingPeer& l = ring_[static_cast<size_t>((rank_ - 1 + n) % n)];
+    const auto deadline = after(options_.opTimeout);
+    // Dial the right neighbour while the left one dials us.
+    auto dial = std::async(std::launch::async, [&] {
+      return transport_->connect({r.peerId, r.host, r.port}, peerId_, epoch_, deadline);
+    });
+    Result<std::unique_ptr<transport::Link>> in = transport_->accept(l.peerId, epoch_, deadline);
+    Result<std::unique_ptr<transport::Link>> out = dial.get();
+    if (!out) return out.status();
+    if (!in) return in.status();
+    right_ = std::move(*out);
+    left_ = std::move(*in);
+  }
+  connected_ = true;
+  lock.unlock();
+  {
+    std::lock_guard<std::mutex> ops(opsMu_);
+    nextSeq_.clear();
+    earlyVerdicts_.clear();
+  }
+  ECCL_LOG(kInfo, kComm, "epoch {}: rank {} of {}", t.epoch, t.rank, n);
+  return Status::ok();
+}
+
+Status Communicator::updateTopology() {
+  ECCL_RETURN_IF_ERROR(requireConnected());
+  {
+    std::lock_guard<std::mutex> lock(opsMu_);
+    if (inFlight_ != 0) {
+      return error(ecclInvalidUsage, fmt::format("{} collectives still in flight; wait for them "
+                                                 "before ecclCommUpdateTopology", inFlight_));
+    }
+  }
+  control_->send(wire::Vote{epoch()});
+  Result<wire::ControlMessage> topo =
+      control_->await(wire::MsgType::kTopology, after(options_.opTimeout));
+  if (!topo) return topo.status();
+  return applyTopology(std::get<wire::Topology>(*topo));
+}
+
+Result<bool> Communicator::arePeersPending() {
+  ECCL_RETURN_IF_ERROR(requireConnected());
+  control_->send(wire::PendingQuery{});
+  Result<wire::ControlMessage> r =
+      control_->await(wire::MsgType::kPendingReply, after(options_.opTimeout));
+  if (!r) return r.status();
+  return std::get<wire::PendingReply>(*r).pending > 0;
+}
+
+int Communicator::worldSize() const {
+  std::lock_guard<std::mutex> lock(viewMu_);
+  return static_cast<int>(ring_.size());
+}
+
+int Communicator::rank() const {
+  std::lock_guard<std::mutex> lock(viewMu_);
+  return rank_;
+}
+
+uint64_t Communicator::epoch() const {
+  std::lock_guard<std::mutex> lock(viewMu_);
+  return epoch_;
+}
+
+Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args) {
+  ECCL_RETURN_IF_ERROR(requireConnected());
+  if (args.kind == wire::OpKind::kBroadcast && (args.root < 0 || args.root >= worldSize())) {
+    return error(ecclInvalidArgument, fmt::format("broadcast root {} is not a rank of this "
+                                                  "epoch (world size {})", args.root, worldSize()));
+  }
+  auto req = std::make_shared<Request>(args);
+  std::lock_guard<std::mutex> lock(opsMu_);
+  if (stopping_) return error(ecclInvalidUsage, "communicator is being destroyed");
+  if (!masterLost_.isOk()) return masterLost_;
+  req->seq = nextSeq_[args.tag]++;
+  req->epoch = epoch();
+  ++inFlight_;
+  TagQueue& q = tags_[args.tag];
+  q.queue.push_back(req);
+  if (!q.worker.joinable()) {
+    const uint32_t tag = args.tag;
+    q.worker = std::thread([this, tag] { workerLoop(tag); });
+  }
+  opsCv_.notify_all();
+  return req;
+}
+
+void Communicator::workerLoop(uint32_t tag) {
+  log::threadContext() = {peerId_, epoch(), true};
+  for (;;) {
+    std::shared_ptr<Request> req;
+    {
+      std::unique_lock<std::mutex> lock(opsMu_);
+      opsCv_.wait(lock, [&] { return stopping_ || !tags_[tag].queue.empty(); });
+      TagQueue& q = tags_[tag];
+      if (q.queue.empty()) return;  // stopping
+      req = q.queue.front();
+      q.queue.pop_front();
+    }
+    execute(*req);
+  }
+}
+
+void Communicator::execute(Request& req) {
+  const auto start = transport::Clock::now();
+  ecclOpInfo_t info = ECCL_OP_INFO_INIT;
+  info.worldSize = worldSize();
+  info.epoch = req.epoch;
+  log::threadContext().epoch = req.epoch;
+  Status st = runRing(req, info);
+  info.seconds = std::chrono::duration<double>(transport::Clock::now() - start).count();
+  if (!st.isOk()) {
+    ECCL_LOG(kWarn, kComm, "tag {} op #{} failed: {}", req.args().tag, req.seq, st.message());
+  }
+  {
+    // Before complete(): a caller woken by it may update the topology at once.
+    std::lock_guard<std::mutex> lock(opsMu_);
+    --inFlight_;
+  }
+  opsCv_.notify_all();
+  req.complete(std::move(st), info);
+}
+
+Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
+  const OpArgs& a = req.args();
+  const OpKey key{req.epoch, a.tag, req.seq};
+  collectives::RingContext ctx;
+  {
+    std::lock_guard<std::mutex> lock(viewMu_);
+    ctx.rank = rank_;
+    ctx.world = static_cast<int>(ring_.size());
+    ctx.right = right_.get();
+    ctx.left = left_.get();
+  }
+  if (ctx.world == 1) {  // nothing to agree on with anyone
+    if (a.kind == wire::OpKind::kAllReduce && a.count > 0 && a.sendbuf != a.recvbuf) {
+      std::memmove(a.recvbuf, a.sendbuf, a.count * dtypeSize(a.dtype));
+    }
+    return Status::ok();
+  }
+  {
+    std::lock_guard<std::mutex> lock(opsMu_);
+    active_[key] = std::shared_ptr<Request>(std::shared_ptr<Request>{}, &req);
+    if (auto v = earlyVerdicts_.find(key); v != earlyVerdicts_.end()) {
+      req.setVerdict(static_cast<ecclResult_t>(v->second.result), v->second.message);
+      earlyVerdicts_.erase(v);
+    }
+  }
+  const wire::OpDescriptor desc = a.descriptor();
+  control_->send(wire::OpBegin{req.epoch, a.tag, req.seq, desc});
+
+  ctx.base.kind = desc.kind;
+  ctx.base.dtype = desc.dtype;
+  ctx.base.redop = desc.redop;
+  ctx.base.count = desc.count;
+  ctx.base.root = desc.root;
+  ctx.base.group = options_.peerGroup;
+  ctx.base.tag = a.tag;
+  ctx.base.epoch = req.epoch;
+  ctx.base.seq = req.seq;
+  ctx.progressTimeout = options_.opTimeout;
+  ctx.cancel = &req.cancel;
+  ctx.segmentBytes = env::segmentBytes();
+  Status local = a.kind == wire::OpKind::kAllReduce
+                     ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
+                     : collectives::ringBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
+  info.bytesSent = ctx.bytesSent;
+  info.bytesReceived = ctx.bytesReceived;
+
+  // Report, then wait for the master's verdict on the whole group.
+  control_->send(wire::OpDone{req.epoch, a.tag, req.seq, static_cast<uint32_t>(local.code()),
+                              local.message()});
+  std::optional<Status> verdict = req.awaitVerdict(after(options_.opTimeout));
+  {
+    std::lock_guard<std::mutex> lock(opsMu_);
+    active_.erase(key);
+  }
+  ctx.right->retire(a.tag, req.seq);
+  ctx.left->retire(a.tag, req.seq);
+  if (!verdict) return error(ecclTimeout, "the master gave no verdict for the op in time");
+  if (!verdict->isOk()) {
+    // Our own error says more when it caused the verdict rather than
+    // being the verdict's cancellation.
+    const bool cancelled = req.cancel.load(std::memory_order_acquire) != 0;
+    if (!local.isOk() && !cancelled && local.code() == verdict->code()) return local;
+    return *verdict;
+  }
+  return local;  // success verdict implies local success
+}
+
+void Communicator::onVerdict(const wire::OpVerdict& v) {
+  std::lock_guard<std::mutex> lock(opsMu_);
+  const OpKey key{v.epoch, v.tag, v.seq};
+  auto it = active_.find(key);
+  if (it == active_.end()) {
+    if (v.result != ecclSuccess) earlyVerdicts_[key] = v;  // the op has not started here yet
+    return;
+  }
+  it->second->setVerdict(static_cast<ecclResult_t>(v.result), v.message);
+  if (v.result != ecclSuccess) {
+    std::lock_guard<std::mutex> view(viewMu_);
+    if (right_) right_->interrupt();
+    if (left_) left_->interrupt();
+  }
+}
+
+void Communicator::onMasterLost(const Status& st) {
+  std::lock_guard<std::mutex> lock(opsMu_);
+  if (stopping_) return;
+  ECCL_LOG(kError, kComm, "{}", st.message());
+  masterLost_ = st;
+  for (auto& [key, req] : active_) req->setVerdict(ecclMasterUnreachable, st.message());
+}
+
+void Communicator::setLastError(const std::string& message) {
+  std::lock_guard<std::mutex> lock(errMu_);
+  lastError_ = message;
+}
+
+std::string Communicator::lastError() const {
+  std::lock_guard<std::mutex> lock(errMu_);
+  return lastError_;
+}
+
+}  // namespace eccl::comm

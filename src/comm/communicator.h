@@ -1,0 +1,109 @@
+// Communicator: a peer's membership in the group and its op engine.
+//
+// Life: create -> connect (register, wait for admission, open data links) ->
+// collectives and topology updates -> destroy (leave).
+//
+// Op engine: each tag has a worker thread running its ops in issue order, so
+// ops of different tags proceed concurrently over the shared links. An op:
+// tells the master its descriptor (OpBegin, one way), runs the ring, reports
+// OpDone and waits for the master's verdict, which is success only when every
+// member succeeded. A failure verdict (a member failed or disagreed) cancels
+// the op wherever it is. That is the one control round-trip per op.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/control_client.h"
+#include "comm/request.h"
+
+namespace eccl::comm {
+
+struct CommOptions {
+  std::string masterAddress;
+  uint32_t peerGroup = 0;
+  std::string transport = "tcp";
+  uint32_t streams = 4;
+  std::string authToken;
+  std::chrono::milliseconds connectTimeout{10000};
+  std::chrono::milliseconds opTimeout{60000};
+  std::string advertisedAddress;
+  std::string bindAddress;
+  std::chrono::milliseconds heartbeatInterval{500};
+};
+
+class Communicator {
+ public:
+  explicit Communicator(CommOptions options);
+  ~Communicator();  // leaves the group; bounded
+
+  Status connect();
+  Status updateTopology();
+  Result<bool> arePeersPending();
+
+  int worldSize() const;
+  int rank() const;
+  uint64_t epoch() const;
+  uint32_t peerGroup() const { return options_.peerGroup; }
+
+  Result<std::shared_ptr<Request>> submit(const OpArgs& args);
+
+  void setLastError(const std::string& message);
+  std::string lastError() const;
+
+ private:
+  struct TagQueue {
+    std::deque<std::shared_ptr<Request>> queue;
+    std::thread worker;
+  };
+  struct OpKey {
+    uint64_t epoch;
+    uint32_t tag;
+    uint64_t seq;
+    auto operator<=>(const OpKey&) const = default;
+  };
+
+  Status requireConnected() const;
+  Status applyTopology(const wire::Topology& t);
+  void workerLoop(uint32_t tag);
+  void execute(Request& req);
+  Status runRing(Request& req, ecclOpInfo_t& info);
+  void onVerdict(const wire::OpVerdict& v);
+  void onMasterLost(const Status& st);
+
+  CommOptions options_;
+  std::unique_ptr<transport::Transport> transport_;
+  std::unique_ptr<ControlClient> control_;
+  uint64_t peerId_ = 0;
+
+  // Current view; changed only by connect/updateTopology with no op in flight.
+  mutable std::mutex viewMu_;
+  bool connected_ = false;
+  uint64_t epoch_ = 0;
+  int rank_ = 0;
+  std::vector<wire::RingPeer> ring_;
+  std::unique_ptr<transport::Link> right_;
+  std::unique_ptr<transport::Link> left_;
+
+  // Op engine.
+  std::mutex opsMu_;
+  std::condition_variable opsCv_;
+  std::map<uint32_t, TagQueue> tags_;
+  std::map<uint32_t, uint64_t> nextSeq_;
+  std::map<OpKey, std::shared_ptr<Request>> active_;
+  std::map<OpKey, wire::OpVerdict> earlyVerdicts_;
+  size_t inFlight_ = 0;
+  bool stopping_ = false;
+  Status masterLost_;
+
+  mutable std::mutex errMu_;
+  std::string lastError_;
+};
+
+}  // namespace eccl::comm

@@ -1,0 +1,173 @@
+#include "comm/control_client.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+
+namespace eccl::comm {
+
+Result<HostPort> parseHostPort(const std::string& text) {
+  HostPort hp;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return error(ecclInvalidArgument, fmt::format("address '{}' is not [v6addr]:port", text));
+    }
+    hp.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0 || text.find(':') != colon) {
+      return error(ecclInvalidArgument,
+                   fmt::format("address '{}' is not host:port (write IPv6 as [addr]:port)", text));
+    }
+    hp.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  char* end = nullptr;
+  const unsigned long p = std::strtoul(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p == 0 || p > 65535) {
+    return error(ecclInvalidArgument, fmt::format("address '{}' has no valid port", text));
+  }
+  hp.port = static_cast<uint16_t>(p);
+  return hp;
+}
+
+Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string& masterAddress,
+                                                              transport::Deadline deadline,
+                                                              std::chrono::milliseconds heartbeat,
+                                                              OnVerdict onVerdict, OnLost onLost) {
+  Result<HostPort> hp = parseHostPort(masterAddress);
+  if (!hp) return hp.status();
+  std::unique_ptr<ControlClient> c(new ControlClient());
+  c->heartbeat_ = heartbeat;
+  c->onVerdict_ = std::move(onVerdict);
+  c->onLost_ = std::move(onLost);
+
+  // Connect, retrying a refused connection (the master may be starting up),
+  // all bounded by the deadline.
+  asio::ip::tcp::socket socket(c->io_);
+  asio::ip::tcp::resolver resolver(c->io_);
+  asio::error_code last = asio::error::timed_out;
+  while (transport::Clock::now() < deadline) {
+    asio::error_code ec;
+    const auto endpoints = resolver.resolve(hp->host, std::to_string(hp->port), ec);
+    if (ec) {
+      last = ec;
+      break;
+    }
+    bool done = false;
+    asio::async_connect(socket, endpoints,
+                        [&](const asio::error_code& e, const asio::ip::tcp::endpoint&) {
+                          last = e;
+                          done = true;
+                        });
+    c->io_.restart();
+    c->io_.run_for(std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - transport::Clock::now()));
+    if (!done) {  // timed out: cancel, and let the handler run before `last` goes away
+      socket.close(ec);
+      c->io_.restart();
+      c->io_.run();
+      last = asio::error::timed_out;
+      break;
+    }
+    if (last != asio::error::connection_refused) break;
+    socket.close(ec);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (last || !socket.is_open()) {
+    return error(ecclMasterUnreachable,
+                 fmt::format("cannot reach the master at {}: {}", masterAddress, last.message()));
+  }
+  c->io_.restart();
+  asio::error_code ec;
+  c->local_ = socket.local_endpoint(ec).address().to_string();
+  c->channel_ = std::make_shared<wire::Channel>(std::move(socket));
+  ControlClient* raw = c.get();
+  c->channel_->start(
+      [raw](uint16_t, Result<wire::ControlMessage>&& msg) { raw->onMessage(std::move(msg)); },
+      [raw](const Status& st) { raw->onClose(st); });
+  c->heartbeatTimer_ = std::make_unique<asio::steady_timer>(c->io_);
+  c->scheduleHeartbeat();
+  const log::Context ctx = log::threadContext();
+  c->thread_ = std::thread([raw, ctx] {
+    log::threadContext() = ctx;
+    raw->io_.run();
+  });
+  return c;
+}
+
+ControlClient::~ControlClient() {
+  close();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ControlClient::scheduleHeartbeat() {
+  heartbeatTimer_->expires_after(heartbeat_);
+  heartbeatTimer_->async_wait([this](const asio::error_code& ec) {
+    if (ec) return;
+    channel_->send(wire::Heartbeat{});
+    scheduleHeartbeat();
+  });
+}
+
+void ControlClient::send(const wire::ControlMessage& msg) { channel_->send(msg); }
+
+void ControlClient::close() {
+  asio::post(io_, [this] {
+    heartbeatTimer_->cancel();
+    channel_->close();
+  });
+}
+
+std::string ControlClient::localAddress() const { return local_; }
+
+void ControlClient::onMessage(Result<wire::ControlMessage>&& msg) {
+  if (!msg) {
+    ECCL_LOG(kError, kComm, "bad message from the master: {}", msg.status().message());
+    return;  // the channel closes itself; onClose follows
+  }
+  if (const auto* v = std::get_if<wire::OpVerdict>(&*msg)) {
+    onVerdict_(*v);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inbox_[wire::typeOf(*msg)].push_back(std::move(*msg));
+  }
+  cv_.notify_all();
+}
+
+void ControlClient::onClose(const Status& st) {
+  heartbeatTimer_->cancel();
+  Status lost = error(ecclMasterUnreachable,
+                      fmt::format("connection to the master closed{}{}",
+                                  st.message().empty() ? "" : ": ", st.message()));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lost_ = lost;
+  }
+  cv_.notify_all();
+  if (onLost_) onLost_(lost);
+}
+
+Result<wire::ControlMessage> ControlClient::await(wire::MsgType type, transport::Deadline deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    auto& q = inbox_[type];
+    if (!q.empty()) {
+      wire::ControlMessage m = std::move(q.front());
+      q.pop_front();
+      return m;
+    }
+    if (!lost_.isOk()) return lost_;
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout &&
+        transport::Clock::now() >= deadline) {
+      return error(ecclTimeout, fmt::format("no {} from the master in time", wire::typeName(type)));
+    }
+  }
+}
+
+}  // namespace eccl::comm

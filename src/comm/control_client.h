@@ -1,0 +1,72 @@
+// ControlClient: the peer's connection to the master, on its own io thread.
+//
+// Requests with a reply (Register, Vote, PendingQuery) are answered in order,
+// so await() takes the next message of the expected type. Verdicts arrive
+// unasked and go to the onVerdict callback (on the io thread). Heartbeats are
+// sent every heartbeatInterval. When the connection drops, every await()
+// fails with ecclMasterUnreachable and onLost runs once.
+#pragma once
+
+#include <asio.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "transport/transport.h"
+#include "wire/channel.h"
+
+namespace eccl::comm {
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+// "host:port" or "[v6addr]:port".
+Result<HostPort> parseHostPort(const std::string& text);
+
+class ControlClient {
+ public:
+  using OnVerdict = std::function<void(const wire::OpVerdict&)>;
+  using OnLost = std::function<void(const Status&)>;
+
+  static Result<std::unique_ptr<ControlClient>> connect(const std::string& masterAddress,
+                                                        transport::Deadline deadline,
+                                                        std::chrono::milliseconds heartbeat,
+                                                        OnVerdict onVerdict, OnLost onLost);
+  ~ControlClient();
+
+  void send(const wire::ControlMessage& msg);
+  Result<wire::ControlMessage> await(wire::MsgType type, transport::Deadline deadline);
+  // The local address of the connection to the master: reachable by peers
+  // that reach the master the same way, so the default advertised address.
+  std::string localAddress() const;
+  // Sends what is queued (e.g. a Leave) and closes.
+  void close();
+
+ private:
+  ControlClient() = default;
+  void onMessage(Result<wire::ControlMessage>&& msg);
+  void onClose(const Status& st);
+  void scheduleHeartbeat();
+
+  asio::io_context io_;
+  std::unique_ptr<asio::steady_timer> heartbeatTimer_;
+  std::chrono::milliseconds heartbeat_{500};
+  std::shared_ptr<wire::Channel> channel_;
+  std::thread thread_;
+  OnVerdict onVerdict_;
+  OnLost onLost_;
+  std::string local_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<wire::MsgType, std::deque<wire::ControlMessage>> inbox_;
+  Status lost_;
+};
+
+}  // namespace eccl::comm

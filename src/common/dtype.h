@@ -1,0 +1,34 @@
+// Data types and reduction ops of the C API: sizes, names, parsing.
+//
+// The C enums are plain ints at the API boundary, so every entry point checks
+// them with isValidDtype / isValidOp before using them as table indices.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string_view>
+
+#include "eccl/eccl.h"
+
+namespace eccl {
+
+// Bytes per element; 0 for an invalid dtype.
+size_t dtypeSize(ecclDataType_t dtype);
+
+// Canonical lower-case names ("int8", ..., "float16", "bfloat16", "float32",
+// "float64"; "sum", "avg", "prod", "max", "min"). "invalid" when out of range.
+// The strings are static.
+const char* dtypeName(ecclDataType_t dtype);
+const char* opName(ecclRedOp_t op);
+
+bool isValidDtype(int dtype);
+bool isValidOp(int op);
+
+// Case-insensitive. Accepts the canonical names and common aliases:
+// i8/u8/i16/u16/i32/u32/i64/u64, int (int32), uint/unsigned (uint32),
+// f16/fp16/half, bf16, f32/fp32/float, f64/fp64/double.
+std::optional<ecclDataType_t> parseDtype(std::string_view name);
+// Canonical names plus add (sum), mean/average (avg), mul/product (prod).
+std::optional<ecclRedOp_t> parseOp(std::string_view name);
+
+}  // namespace eccl

@@ -1,0 +1,53 @@
+#include "common/env.h"
+
+#include <cstdlib>
+#include <string_view>
+
+namespace eccl::env {
+namespace {
+
+constexpr Knob kKnobs[] = {
+    {"ECCL_LOG_LEVEL", "warn", "trace, debug, info, warn, error or off"},
+    {"ECCL_LOG_SUBSYS", "", "comma-separated subsystems to log: master, comm, transport, coll (empty = all)"},
+    {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864)"},
+    {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
+    {"ECCL_STREAMS", "4", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64)"},
+};
+
+const Knob& find(std::string_view name) {
+  for (const Knob& k : kKnobs) {
+    if (name == k.name) return k;
+  }
+  std::abort();  // a knob read but not declared is a programming error
+}
+
+std::string read(std::string_view name) {
+  const Knob& k = find(name);
+  const char* v = std::getenv(k.name);
+  return (v != nullptr && *v != '\0') ? std::string(v) : std::string(k.defaultValue);
+}
+
+uint64_t readUint(std::string_view name, uint64_t lo, uint64_t hi) {
+  const std::string s = read(name);
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (end == s.c_str() || *end != '\0') v = std::strtoull(find(name).defaultValue, nullptr, 10);
+  if (v < lo) v = lo;
+  if (v > hi) v = hi;
+  return v;
+}
+
+}  // namespace
+
+std::string logLevel() { return read("ECCL_LOG_LEVEL"); }
+std::string logSubsystems() { return read("ECCL_LOG_SUBSYS"); }
+uint64_t segmentBytes() { return readUint("ECCL_SEGMENT_BYTES", 4096, 64ull << 20); }
+uint64_t socketBufferBytes() { return readUint("ECCL_SOCKET_BUFFER", 0, 1ull << 30); }
+uint32_t defaultStreams() { return static_cast<uint32_t>(readUint("ECCL_STREAMS", 1, 64)); }
+
+const Knob* knobs(size_t* count) {
+  *count = sizeof(kKnobs) / sizeof(kKnobs[0]);
+  return kKnobs;
+}
+
+}  // namespace eccl::env

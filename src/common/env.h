@@ -1,0 +1,30 @@
+// Environment knobs. Every knob ECCL reads is declared once in the table in
+// env.cc and documented in docs/environment.md; nothing else calls getenv.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace eccl::env {
+
+struct Knob {
+  const char* name;
+  const char* defaultValue;
+  const char* help;
+};
+
+// ECCL_LOG_LEVEL: trace, debug, info, warn (default), error, off.
+std::string logLevel();
+// ECCL_LOG_SUBSYS: comma-separated subsystems to log (default: all).
+std::string logSubsystems();
+// ECCL_SEGMENT_BYTES: pipelining unit of ring collectives (default 1 MiB).
+uint64_t segmentBytes();
+// ECCL_SOCKET_BUFFER: SO_SNDBUF/SO_RCVBUF per data stream; 0 = kernel autotuning.
+uint64_t socketBufferBytes();
+// ECCL_STREAMS: default streams per neighbour when the config says 0 (default 4).
+uint32_t defaultStreams();
+
+// The whole table, for docs and `eccl-master --help-env`.
+const Knob* knobs(size_t* count);
+
+}  // namespace eccl::env

@@ -1,0 +1,250 @@
+#include "master/membership.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/dtype.h"
+#include "common/log.h"
+
+namespace eccl::master {
+namespace {
+
+bool tokensEqual(const std::string& a, const std::string& b) {
+  // Only the length may leak through timing, not the content.
+  if (a.size() != b.size()) return false;
+  unsigned diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+std::string describe(const wire::OpDescriptor& d) {
+  const char* kind = d.kind == static_cast<uint8_t>(wire::OpKind::kAllReduce) ? "allreduce" : "broadcast";
+  if (d.kind == static_cast<uint8_t>(wire::OpKind::kBroadcast)) {
+    return fmt::format("{}(count={}, {}, root={})", kind, d.count,
+                       dtypeName(static_cast<ecclDataType_t>(d.dtype)), d.root);
+  }
+  return fmt::format("{}(count={}, {}, {})", kind, d.count,
+                     dtypeName(static_cast<ecclDataType_t>(d.dtype)),
+                     opName(static_cast<ecclRedOp_t>(d.redop)));
+}
+
+}  // namespace
+
+size_t Membership::memberCount() const {
+  return static_cast<size_t>(std::count_if(peers_.begin(), peers_.end(), [](const auto& kv) {
+    return kv.second.state == State::kMember;
+  }));
+}
+
+size_t Membership::pendingCount() const { return peers_.size() - memberCount(); }
+
+std::vector<Outgoing> Membership::onRegister(uint64_t peerId, uint16_t version,
+                                             const wire::Register& reg,
+                                             const std::string& observedHost) {
+  std::vector<Outgoing> out;
+  auto refuse = [&](ecclResult_t r, std::string msg) {
+    ECCL_LOG(kWarn, kMaster, "refused peer {}: {}", peerId, msg);
+    out.push_back({peerId, wire::RegisterReply{static_cast<uint32_t>(r), 0, std::move(msg)}, true});
+  };
+  if (version != wire::kProtocolVersion) {
+    refuse(ecclVersionMismatch, fmt::format("peer speaks protocol {}, master speaks {}", version,
+                                            wire::kProtocolVersion));
+    return out;
+  }
+  if (!tokensEqual(reg.authToken, authToken_)) {
+    refuse(ecclAuthFailed, "auth token does not match the master's");
+    return out;
+  }
+  if (peers_.count(peerId) != 0) {
+    refuse(ecclInvalidUsage, "registered twice on one connection");
+    return out;
+  }
+  if (reg.dataPort == 0) {
+    refuse(ecclInvalidArgument, "register without a data port");
+    return out;
+  }
+  Peer p;
+  p.group = reg.peerGroup;
+  p.host = reg.dataHost.empty() ? observedHost : reg.dataHost;
+  p.port = reg.dataPort;
+  p.lastSeen = Clock::now();
+  peers_.emplace(peerId, p);
+  ECCL_LOG(kInfo, kMaster, "peer {} registered (group {}, data {}:{}), pending", peerId, p.group,
+           p.host, p.port);
+  out.push_back({peerId, wire::RegisterReply{ecclSuccess, peerId, ""}});
+  if (memberCount() == 0) update(out);  // the first peer is admitted at once
+  return out;
+}
+
+std::vector<Outgoing> Membership::onMessage(uint64_t peerId, const wire::ControlMessage& msg) {
+  std::vector<Outgoing> out;
+  auto it = peers_.find(peerId);
+  if (it == peers_.end()) return out;
+  it->second.lastSeen = Clock::now();
+  const bool member = it->second.state == State::kMember;
+  std::visit(
+      [&](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, wire::Vote>) {
+          if (member) onVote(peerId, out);
+        } else if constexpr (std::is_same_v<T, wire::PendingQuery>) {
+          out.push_back({peerId, wire::PendingReply{static_cast<uint32_t>(pendingCount())}});
+        } else if constexpr (std::is_same_v<T, wire::OpBegin>) {
+          if (member) onOpBegin(peerId, m, out);
+        } else if constexpr (std::is_same_v<T, wire::OpDone>) {
+          if (member) onOpDone(peerId, m, out);
+        } else if constexpr (std::is_same_v<T, wire::Leave>) {
+          ECCL_LOG(kInfo, kMaster, "peer {} leaves", peerId);
+          remove(peerId, out);
+        } else if constexpr (std::is_same_v<T, wire::Heartbeat>) {
+          // lastSeen was refreshed above.
+        } else {
+          ECCL_LOG(kWarn, kMaster, "peer {} sent unexpected {}", peerId,
+                   wire::typeName(wire::typeOf(msg)));
+        }
+      },
+      msg);
+  return out;
+}
+
+std::vector<Outgoing> Membership::onDisconnect(uint64_t peerId) {
+  std::vector<Outgoing> out;
+  if (peers_.count(peerId) != 0) {
+    ECCL_LOG(kInfo, kMaster, "peer {} disconnected", peerId);
+    remove(peerId, out);
+  }
+  return out;
+}
+
+void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
+  auto it = peers_.find(peerId);
+  if (it == peers_.end()) return;
+  const bool wasMember = it->second.state == State::kMember;
+  const uint32_t group = it->second.group;
+  peers_.erase(it);
+  votes_.erase(peerId);
+  if (!wasMember) return;
+  changedSinceEpoch_ = true;
+  // Ops of its group that it had not finished can no longer succeed.
+  for (auto op = ops_.begin(); op != ops_.end();) {
+    if (op->first.group == group && op->second.done.count(peerId) == 0 && !op->second.verdictSent) {
+      sendVerdict(op->first, op->second, ecclPeerLost,
+                  fmt::format("peer {} left during the op", peerId), out);
+    }
+    op->second.done.erase(peerId);
+    if (allDone(op->first, op->second)) {
+      op = ops_.erase(op);
+    } else {
+      ++op;
+    }
+  }
+  if (memberCount() == 0) {
+    if (pendingCount() > 0) update(out);  // nobody is left to vote
+  } else {
+    maybeCompleteVote(out);
+  }
+}
+
+void Membership::onVote(uint64_t peerId, std::vector<Outgoing>& out) {
+  votes_.insert(peerId);
+  maybeCompleteVote(out);
+}
+
+void Membership::maybeCompleteVote(std::vector<Outgoing>& out) {
+  if (votes_.empty()) return;
+  for (const auto& [id, p] : peers_) {
+    if (p.state == State::kMember && votes_.count(id) == 0) return;
+  }
+  update(out);
+}
+
+void Membership::update(std::vector<Outgoing>& out) {
+  bool changed = changedSinceEpoch_;
+  for (auto& [id, p] : peers_) {
+    if (p.state == State::kPending) {
+      p.state = State::kMember;
+      changed = true;
+    }
+  }
+  if (changed) {
+    ++epoch_;
+    ops_.clear();
+    changedSinceEpoch_ = false;
+    ECCL_LOG(kInfo, kMaster, "epoch {}: {} members", epoch_, memberCount());
+  }
+  std::map<uint32_t, std::vector<wire::RingPeer>> rings;
+  for (const auto& [id, p] : peers_) rings[p.group].push_back({id, p.host, p.port});
+  for (auto& [group, ring] : rings) {
+    for (uint32_t rank = 0; rank < ring.size(); ++rank) {
+      wire::Topology t;
+      t.result = ecclSuccess;
+      t.epoch = epoch_;
+      t.peerGroup = group;
+      t.rank = rank;
+      t.ring = ring;
+      out.push_back({ring[rank].peerId, std::move(t)});
+    }
+  }
+  votes_.clear();
+}
+
+std::vector<uint64_t> Membership::groupMembers(uint32_t group) const {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, p] : peers_) {
+    if (p.state == State::kMember && p.group == group) ids.push_back(id);
+  }
+  return ids;
+}
+
+bool Membership::allDone(const OpKey& key, const OpEntry& entry) const {
+  for (uint64_t id : groupMembers(key.group)) {
+    if (entry.done.count(id) == 0) return false;
+  }
+  return true;
+}
+
+void Membership::sendVerdict(const OpKey& key, OpEntry& entry, ecclResult_t result,
+                             const std::string& message, std::vector<Outgoing>& out) {
+  entry.verdictSent = true;
+  if (result != ecclSuccess) {
+    ECCL_LOG(kWarn, kMaster, "group {} tag {} op {} fails: {}", key.group, key.tag, key.seq,
+             message);
+  }
+  for (uint64_t id : groupMembers(key.group)) {
+    out.push_back({id, wire::OpVerdict{epoch_, key.tag, key.seq,
+                                       static_cast<uint32_t>(result), message}});
+  }
+}
+
+void Membership::onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out) {
+  if (m.epoch != epoch_) return;  // a straggler of an old epoch; its op is gone
+  const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
+  OpEntry& e = ops_[key];
+  if (!e.desc) {
+    e.desc = m.desc;
+    e.descFrom = peerId;
+  } else if (!(*e.desc == m.desc) && !e.verdictSent) {
+    sendVerdict(key, e, ecclInvalidUsage,
+                fmt::format("peers disagree on tag {} op #{}: peer {} called {} but peer {} called {}",
+                            m.tag, m.seq, e.descFrom, describe(*e.desc), peerId, describe(m.desc)),
+                out);
+  }
+}
+
+void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out) {
+  if (m.epoch != epoch_) return;
+  const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
+  OpEntry& e = ops_[key];
+  e.done.insert(peerId);
+  if (m.result != ecclSuccess && !e.verdictSent) {
+    sendVerdict(key, e, static_cast<ecclResult_t>(m.result),
+                fmt::format("peer {}: {}", peerId, m.message), out);
+  }
+  if (allDone(key, e)) {
+    if (!e.verdictSent) sendVerdict(key, e, ecclSuccess, "", out);
+    ops_.erase(key);
+  }
+}
+
+}  // namespace eccl::master

@@ -1,0 +1,96 @@
+// Membership: the master's state machine, free of sockets so it can be unit
+// tested. The server feeds it events (register, message, disconnect) and
+// delivers the messages it returns.
+//
+// Rules (DESIGN.md §2, §8):
+//  - The first peer of an empty world is admitted at once; later ones stay
+//    pending until every member has voted (ecclCommUpdateTopology).
+//  - The epoch is global and only moves when the membership changed. Each
+//    peer group gets its own ring, ordered by admission (peer id).
+//  - For each (group, tag, seq) the master compares the members' op
+//    descriptors and collects their completions: it answers every member
+//    with one verdict, success only when all of them finished successfully,
+//    and a failure verdict at once when any member failed or disagreed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "wire/control.h"
+
+namespace eccl::master {
+
+struct Outgoing {
+  uint64_t peerId = 0;
+  wire::ControlMessage msg;
+  bool closeAfter = false;  // close the connection once the message is written
+};
+
+class Membership {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit Membership(std::string authToken) : authToken_(std::move(authToken)) {}
+
+  // A peer's Register. observedHost is the address the master sees it from,
+  // used when the peer advertises none.
+  std::vector<Outgoing> onRegister(uint64_t peerId, uint16_t version, const wire::Register& reg,
+                                   const std::string& observedHost);
+  // Any later message of a registered peer.
+  std::vector<Outgoing> onMessage(uint64_t peerId, const wire::ControlMessage& msg);
+  // The connection closed (graceful leave or death).
+  std::vector<Outgoing> onDisconnect(uint64_t peerId);
+
+  uint64_t epoch() const { return epoch_; }
+  size_t memberCount() const;
+  size_t pendingCount() const;
+  bool isRegistered(uint64_t peerId) const { return peers_.count(peerId) != 0; }
+
+ private:
+  enum class State { kPending, kMember };
+  struct Peer {
+    State state = State::kPending;
+    uint32_t group = 0;
+    std::string host;
+    uint16_t port = 0;
+    Clock::time_point lastSeen{};
+  };
+  struct OpKey {
+    uint32_t group;
+    uint32_t tag;
+    uint64_t seq;
+    auto operator<=>(const OpKey&) const = default;
+  };
+  struct OpEntry {
+    std::optional<wire::OpDescriptor> desc;
+    uint64_t descFrom = 0;
+    std::set<uint64_t> done;
+    bool verdictSent = false;
+  };
+
+  void onVote(uint64_t peerId, std::vector<Outgoing>& out);
+  void onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out);
+  void onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out);
+  void remove(uint64_t peerId, std::vector<Outgoing>& out);
+  void maybeCompleteVote(std::vector<Outgoing>& out);
+  void update(std::vector<Outgoing>& out);
+  std::vector<uint64_t> groupMembers(uint32_t group) const;
+  void sendVerdict(const OpKey& key, OpEntry& entry, ecclResult_t result,
+                   const std::string& message, std::vector<Outgoing>& out);
+  bool allDone(const OpKey& key, const OpEntry& entry) const;
+
+  std::string authToken_;
+  std::map<uint64_t, Peer> peers_;
+  std::set<uint64_t> votes_;
+  std::map<OpKey, OpEntry> ops_;
+  uint64_t epoch_ = 0;
+  bool changedSinceEpoch_ = false;
+};
+
+}  // namespace eccl::master

@@ -1,0 +1,59 @@
+#include "transport/mailbox.h"
+
+#include <fmt/format.h>
+
+namespace eccl::transport {
+
+void Mailbox::put(Frame&& frame) {
+  const FrameKey key{frame.header.tag, frame.header.seq, frame.header.step, frame.header.segment};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto r = retiredBelow_.find(key.tag);
+    if (r != retiredBelow_.end() && key.seq < r->second) return;
+    frames_.insert_or_assign(key, std::move(frame));
+  }
+  cv_.notify_all();
+}
+
+Result<Frame> Mailbox::take(const FrameKey& key, Deadline deadline, const CancelFlag& cancel,
+                            uint64_t fromPeer) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    auto it = frames_.find(key);
+    if (it != frames_.end()) {
+      Frame f = std::move(it->second);
+      frames_.erase(it);
+      return f;
+    }
+    if (int c = cancel.load(std::memory_order_acquire); c != 0) {
+      return error(static_cast<ecclResult_t>(c), "op aborted");
+    }
+    if (!broken_.isOk()) return broken_;
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      return error(ecclTimeout, fmt::format("no data from peer {} within the op timeout "
+                                            "(tag {}, op #{}, step {}, segment {})",
+                                            fromPeer, key.tag, key.seq, key.step, key.segment));
+    }
+    // Bounded wait: a cancel set without interrupt() is still seen promptly.
+    cv_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(50)));
+  }
+}
+
+void Mailbox::retire(uint32_t tag, uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t& below = retiredBelow_[tag];
+  below = std::max(below, seq + 1);
+  auto it = frames_.lower_bound(FrameKey{tag, 0, 0, 0});
+  while (it != frames_.end() && it->first.tag == tag && it->first.seq <= seq) it = frames_.erase(it);
+}
+
+void Mailbox::fail(const Status& status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_.isOk()) broken_ = status;
+  }
+  cv_.notify_all();
+}
+
+}  // namespace eccl::transport

@@ -1,0 +1,32 @@
+// Mailbox: where a link's reader threads leave received frames until the op
+// that expects them asks. Backend-independent; every Link uses one.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+
+#include "transport/transport.h"
+
+namespace eccl::transport {
+
+class Mailbox {
+ public:
+  // Stores a frame, or drops it if its (tag, seq) was retired.
+  void put(Frame&& frame);
+  Result<Frame> take(const FrameKey& key, Deadline deadline, const CancelFlag& cancel,
+                     uint64_t fromPeer);
+  void retire(uint32_t tag, uint64_t seq);
+  // The link broke: waiters and later takers get `status`.
+  void fail(const Status& status);
+  void interrupt() { cv_.notify_all(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<FrameKey, Frame> frames_;
+  std::map<uint32_t, uint64_t> retiredBelow_;  // tag -> frames with seq below are dead
+  Status broken_;
+};
+
+}  // namespace eccl::transport

@@ -1,0 +1,44 @@
+// TCP Link: N sockets to one neighbour, one reader thread per socket feeding
+// a Mailbox. Frames are striped across sockets round-robin.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "transport/mailbox.h"
+#include "transport/tcp/socket.h"
+
+namespace eccl::transport::tcp {
+
+class TcpLink : public Link {
+ public:
+  TcpLink(uint64_t remotePeer, std::vector<Socket> streams);
+  ~TcpLink() override;
+
+  Status send(const wire::DataHeader& header, const void* payload, Deadline deadline,
+              const CancelFlag& cancel) override;
+  Result<Frame> recv(const FrameKey& key, Deadline deadline, const CancelFlag& cancel) override;
+  void retire(uint32_t tag, uint64_t seq) override { mailbox_.retire(tag, seq); }
+  void interrupt() override { mailbox_.interrupt(); }
+  uint64_t remotePeer() const override { return remotePeer_; }
+  uint32_t streamCount() const override { return static_cast<uint32_t>(streams_.size()); }
+
+ private:
+  struct Stream {
+    Socket socket;
+    std::mutex sendMu;  // one frame at a time per socket
+    std::thread reader;
+  };
+  void readLoop(Stream& s);
+
+  uint64_t remotePeer_;
+  std::vector<std::unique_ptr<Stream>> streams_;
+  std::atomic<uint32_t> next_{0};
+  std::atomic<bool> stop_{false};
+  std::shared_ptr<BufferPool> pool_ = BufferPool::create();
+  Mailbox mailbox_;
+};
+
+}  // namespace eccl::transport::tcp

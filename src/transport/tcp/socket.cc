@@ -1,0 +1,158 @@
+#include "transport/tcp/socket.h"
+
+#include <asio.hpp>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "common/env.h"
+
+namespace eccl::transport::tcp {
+namespace {
+
+int pollMs(Deadline deadline, int capMs) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  if (left < 0) left = 0;
+  return static_cast<int>(std::min<long long>(left, capMs));
+}
+
+Status sysError(const char* what) {
+  return error(ecclPeerLost, fmt::format("{}: {}", what, std::strerror(errno)));
+}
+
+}  // namespace
+
+Socket& Socket::operator=(Socket&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+Socket::~Socket() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Socket::shutdown() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+std::string Socket::peerName() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  asio::ip::tcp::endpoint ep;
+  std::memcpy(ep.data(), &ss, std::min<size_t>(len, ep.capacity()));
+  ep.resize(len);
+  return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+
+void Socket::configureForData() {
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (uint64_t b = env::socketBufferBytes(); b > 0) {
+    int v = static_cast<int>(b);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+  }
+  ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+}
+
+Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline deadline) {
+  asio::io_context io;
+  asio::ip::tcp::resolver resolver(io);
+  asio::error_code ec;
+  auto results = resolver.resolve(host, std::to_string(port),
+                                  asio::ip::resolver_base::numeric_service, ec);
+  if (ec || results.empty()) {
+    return error(ecclInvalidArgument,
+                 fmt::format("cannot resolve '{}': {}", host, ec ? ec.message() : "no address"));
+  }
+  std::string lastError = "deadline passed";
+  while (Clock::now() < deadline) {
+    for (const auto& entry : results) {
+      const auto ep = entry.endpoint();
+      Socket s(::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (!s.valid()) return sysError("socket");
+      ::fcntl(s.fd_, F_SETFL, ::fcntl(s.fd_, F_GETFL) | O_NONBLOCK);
+      int rc = ::connect(s.fd_, ep.data(), static_cast<socklen_t>(ep.size()));
+      if (rc != 0 && errno == EINPROGRESS) {
+        pollfd p{s.fd_, POLLOUT, 0};
+        rc = ::poll(&p, 1, pollMs(deadline, 1000)) == 1 ? 0 : -1;
+        int err = rc == 0 ? 0 : ETIMEDOUT;
+        socklen_t len = sizeof(err);
+        if (rc == 0) ::getsockopt(s.fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+          errno = err;
+          rc = -1;
+        }
+      }
+      if (rc == 0) return s;
+      lastError = fmt::format("{}:{}: {}", ep.address().to_string(), port, std::strerror(errno));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return error(ecclPeerLost, fmt::format("cannot connect to {}:{} ({})", host, port, lastError));
+}
+
+Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel) {
+  while (iovcnt > 0) {
+    ssize_t n = ::writev(fd_, iov, iovcnt);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("send");
+      if (int c = cancel.load(std::memory_order_acquire); c != 0) {
+        return error(static_cast<ecclResult_t>(c), "op aborted");
+      }
+      if (Clock::now() >= deadline) {
+        return error(ecclTimeout, "peer did not take data within the op timeout");
+      }
+      pollfd p{fd_, POLLOUT, 0};
+      ::poll(&p, 1, pollMs(deadline, 50));
+      continue;
+    }
+    // Advance past what was written.
+    while (iovcnt > 0 && static_cast<size_t>(n) >= iov->iov_len) {
+      n -= static_cast<ssize_t>(iov->iov_len);
+      ++iov;
+      --iovcnt;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + n;
+      iov->iov_len -= static_cast<size_t>(n);
+    }
+  }
+  return Status::ok();
+}
+
+Status Socket::readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::recv(fd_, p, n, 0);
+    if (r > 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0) return error(ecclPeerLost, "connection closed by peer");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("recv");
+    if (stop.load(std::memory_order_acquire)) return error(ecclInternalError, "stopped");
+    if (Clock::now() >= deadline) return error(ecclTimeout, "read timed out");
+    pollfd pf{fd_, POLLIN, 0};
+    ::poll(&pf, 1, pollMs(deadline, 100));
+  }
+  return Status::ok();
+}
+
+}  // namespace eccl::transport::tcp

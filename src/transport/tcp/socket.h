@@ -1,0 +1,45 @@
+// Socket: an owned, non-blocking TCP file descriptor with deadline-bounded
+// whole-buffer I/O. The data path uses plain fds on its own threads (one
+// reader per stream, op threads writing) rather than an asio event loop, so
+// that each stream's bytes go straight between the kernel and the op's
+// buffers without another hop.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <string>
+
+#include "transport/transport.h"
+
+namespace eccl::transport::tcp {
+
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd) : fd_(fd) {}
+  Socket(Socket&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Socket& operator=(Socket&& o) noexcept;
+  ~Socket();
+
+  // Resolves host (name, IPv4 or IPv6 literal) and connects, retrying a
+  // refused connection until the deadline.
+  static Result<Socket> connect(const std::string& host, uint16_t port, Deadline deadline);
+
+  int fd() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  // TCP_NODELAY, non-blocking, and the ECCL_SOCKET_BUFFER sizes if set.
+  void configureForData();
+  // Writes all of iov; aborts on deadline or cancel.
+  Status writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel);
+  // Reads exactly n bytes. `stop` ends the wait (returns ecclSuccess-free
+  // error with code ecclInternalError), a peer close gives ecclPeerLost.
+  Status readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline);
+  void shutdown();
+  std::string peerName() const;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace eccl::transport::tcp

@@ -1,0 +1,103 @@
+// Transport and Link: the data-path interface every backend implements
+// (tcp/ now; ibverbs/ and nccl/ later as siblings with the same file names).
+//
+// Link: an ordered, reliable channel to one neighbour made of N parallel
+// streams. A sender cuts large transfers into frames (one pipelining segment
+// each) and send() stripes them across the streams, so one flow's window or
+// a per-flow rate cap does not bound throughput. The receiving side demuxes
+// frames by FrameKey; recv() hands back the frame an op asks for, whatever
+// stream it came on and whatever else is in flight, so ops of different tags
+// share a link concurrently.
+//
+// Blocking and errors: send() and recv() block the calling op thread until
+// done, the deadline passes (ecclTimeout), the op's cancel flag becomes
+// non-zero (that result is returned), or the link breaks (ecclPeerLost with
+// the reason). A broken link stays broken: every later call fails fast.
+//
+// Thread safety: send, recv, retire and interrupt may be called from any
+// thread concurrently. A Link is destroyed only when no call is in flight.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <compare>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+#include "transport/buffer_pool.h"
+#include "wire/data.h"
+
+namespace eccl::transport {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+// 0 while the op may proceed; otherwise the ecclResult_t it was aborted with.
+using CancelFlag = std::atomic<int>;
+
+struct FrameKey {
+  uint32_t tag = 0;
+  uint64_t seq = 0;
+  uint32_t step = 0;
+  uint32_t segment = 0;
+  auto operator<=>(const FrameKey&) const = default;
+};
+
+struct Frame {
+  wire::DataHeader header;
+  BufferPool::Handle payload;
+  std::span<const std::byte> bytes() const { return payload.span(); }
+};
+
+class Link {
+ public:
+  virtual ~Link() = default;
+
+  // Sends one frame of header.payloadBytes bytes read from `payload`.
+  virtual Status send(const wire::DataHeader& header, const void* payload, Deadline deadline,
+                      const CancelFlag& cancel) = 0;
+  // Waits for the frame with `key` from the other side.
+  virtual Result<Frame> recv(const FrameKey& key, Deadline deadline, const CancelFlag& cancel) = 0;
+  // Drops held and future frames of `tag` with sequence <= seq (the op ended).
+  virtual void retire(uint32_t tag, uint64_t seq) = 0;
+  // Wakes recv() callers so that they re-check their cancel flags.
+  virtual void interrupt() = 0;
+
+  virtual uint64_t remotePeer() const = 0;
+  virtual uint32_t streamCount() const = 0;
+};
+
+struct Endpoint {
+  uint64_t peerId = 0;
+  std::string host;
+  uint16_t port = 0;
+};
+
+struct TransportOptions {
+  std::string bindAddress;  // empty = any (IPv4 and IPv6 where the OS allows)
+  uint32_t streams = 4;
+  std::string authToken;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  // Port others dial to reach this peer's data links.
+  virtual uint16_t port() const = 0;
+  // Opens this peer's outgoing link to `to` for `epoch`.
+  virtual Result<std::unique_ptr<Link>> connect(const Endpoint& to, uint64_t selfId,
+                                                uint64_t epoch, Deadline deadline) = 0;
+  // Waits for `from` to open its link to this peer for `epoch`.
+  virtual Result<std::unique_ptr<Link>> accept(uint64_t from, uint64_t epoch,
+                                               Deadline deadline) = 0;
+};
+
+// The registry: "tcp" is always there; other names give ecclUnsupported with
+// the reason (not compiled in, or no device).
+Result<std::unique_ptr<Transport>> createTransport(const std::string& name,
+                                                   const TransportOptions& options);
+
+}  // namespace eccl::transport

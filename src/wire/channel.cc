@@ -1,0 +1,128 @@
+#include "wire/channel.h"
+
+#include <fmt/format.h>
+
+namespace eccl::wire {
+
+Channel::Channel(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {
+  asio::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  remote_ = ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+}
+
+Channel::~Channel() = default;
+
+asio::ip::tcp::endpoint Channel::localEndpoint() const {
+  asio::error_code ec;
+  return socket_.local_endpoint(ec);
+}
+
+void Channel::start(OnMessage onMessage, OnClose onClose) {
+  onMessage_ = std::move(onMessage);
+  onClose_ = std::move(onClose);
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->readHeader(); });
+}
+
+void Channel::readHeader() {
+  asio::async_read(socket_, asio::buffer(header_),
+                   [self = shared_from_this()](const asio::error_code& ec, size_t) {
+                     if (ec) {
+                       self->fail(error(ecclSystemError, ec.message()));
+                       return;
+                     }
+                     Result<ControlHeader> h = decodeControlHeader(self->header_);
+                     if (!h) {
+                       self->onMessage_(0, h.status());
+                       self->fail(h.status());
+                       return;
+                     }
+                     self->readPayload(*h);
+                   });
+}
+
+void Channel::readPayload(ControlHeader header) {
+  payload_.resize(header.payloadBytes);
+  asio::async_read(socket_, asio::buffer(payload_),
+                   [self = shared_from_this(), header](const asio::error_code& ec, size_t) {
+                     if (ec) {
+                       self->fail(error(ecclSystemError, ec.message()));
+                       return;
+                     }
+                     if (header.version != kProtocolVersion) {
+                       // Let the owner answer in a way the other version can read.
+                       self->onMessage_(header.version,
+                                        error(ecclVersionMismatch,
+                                              fmt::format("protocol version {} (this build speaks {})",
+                                                          header.version, kProtocolVersion)));
+                       return;  // the owner closes after replying
+                     }
+                     Result<ControlMessage> msg = decodeControl(header.type, self->payload_);
+                     const bool ok = msg.hasValue();
+                     Status st = ok ? Status::ok() : msg.status();
+                     self->onMessage_(header.version, std::move(msg));
+                     if (!ok) {
+                       self->fail(st);
+                       return;
+                     }
+                     if (!self->closed_) self->readHeader();
+                   });
+}
+
+void Channel::send(const ControlMessage& msg) {
+  std::vector<std::byte> bytes = encodeControl(msg);
+  asio::post(socket_.get_executor(), [self = shared_from_this(), b = std::move(bytes)]() mutable {
+    if (self->closed_) return;
+    self->queue_.push_back(std::move(b));
+    if (self->writing_.empty()) self->writeQueued();
+  });
+}
+
+void Channel::writeQueued() {
+  writing_.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+  queue_.clear();
+  std::vector<asio::const_buffer> bufs;
+  bufs.reserve(writing_.size());
+  for (const auto& b : writing_) bufs.emplace_back(asio::buffer(b));
+  asio::async_write(socket_, bufs, [self = shared_from_this()](const asio::error_code& ec, size_t) {
+    self->writing_.clear();
+    if (ec) {
+      self->fail(error(ecclSystemError, ec.message()));
+      return;
+    }
+    if (!self->queue_.empty() && !self->closed_) {
+      self->writeQueued();
+    } else if (self->closing_) {
+      self->fail(error(ecclSuccess, "closed locally"));
+    }
+  });
+}
+
+void Channel::close() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    self->closing_ = true;
+    if (self->writing_.empty()) self->fail(error(ecclSuccess, "closed locally"));
+  });
+}
+
+void Channel::abort() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    self->fail(error(ecclSuccess, "aborted locally"));
+  });
+}
+
+void Channel::fail(const Status& st) {
+  if (closed_) return;
+  closed_ = true;
+  asio::error_code ec;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  if (onClose_) {
+    OnClose cb = std::move(onClose_);
+    onClose_ = nullptr;
+    cb(st);
+  }
+  onMessage_ = [](uint16_t, Result<ControlMessage>&&) {};
+}
+
+}  // namespace eccl::wire

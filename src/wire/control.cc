@@ -1,0 +1,204 @@
+#include "wire/control.h"
+
+#include <fmt/format.h>
+
+#include "wire/codec.h"
+
+namespace eccl::wire {
+namespace {
+
+// One put/get pair per message; the two must mirror each other.
+void put(Writer& w, const Register& m) {
+  w.str(m.authToken);
+  w.u32(m.peerGroup);
+  w.str(m.dataHost);
+  w.u16(m.dataPort);
+}
+bool get(Reader& r, Register* m) {
+  return r.str(&m->authToken, kMaxStringBytes) && r.u32(&m->peerGroup) &&
+         r.str(&m->dataHost, kMaxStringBytes) && r.u16(&m->dataPort);
+}
+
+void put(Writer& w, const RegisterReply& m) {
+  w.u32(m.result);
+  w.u64(m.peerId);
+  w.str(m.message);
+}
+bool get(Reader& r, RegisterReply* m) {
+  return r.u32(&m->result) && m->result < ecclNumResults && r.u64(&m->peerId) &&
+         r.str(&m->message, kMaxStringBytes);
+}
+
+void put(Writer& w, const Topology& m) {
+  w.u32(m.result);
+  w.u64(m.epoch);
+  w.u32(m.peerGroup);
+  w.u32(m.rank);
+  w.u32(static_cast<uint32_t>(m.ring.size()));
+  for (const RingPeer& p : m.ring) {
+    w.u64(p.peerId);
+    w.str(p.host);
+    w.u16(p.port);
+  }
+  w.str(m.message);
+}
+bool get(Reader& r, Topology* m) {
+  uint32_t n = 0;
+  if (!(r.u32(&m->result) && m->result < ecclNumResults && r.u64(&m->epoch) &&
+        r.u32(&m->peerGroup) && r.u32(&m->rank) && r.u32(&n))) {
+    return false;
+  }
+  // Each entry takes at least 14 bytes: refuse counts the input cannot hold.
+  if (n > kMaxRingPeers || n > r.remaining() / 14) return false;
+  m->ring.resize(n);
+  for (RingPeer& p : m->ring) {
+    if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxStringBytes) && r.u16(&p.port))) return false;
+  }
+  if (!r.str(&m->message, kMaxStringBytes)) return false;
+  return m->ring.empty() ? m->rank == 0 : m->rank < m->ring.size();
+}
+
+void put(Writer& w, const Vote& m) { w.u64(m.epoch); }
+bool get(Reader& r, Vote* m) { return r.u64(&m->epoch); }
+
+void put(Writer&, const PendingQuery&) {}
+bool get(Reader&, PendingQuery*) { return true; }
+
+void put(Writer& w, const PendingReply& m) { w.u32(m.pending); }
+bool get(Reader& r, PendingReply* m) { return r.u32(&m->pending); }
+
+void put(Writer&, const Heartbeat&) {}
+bool get(Reader&, Heartbeat*) { return true; }
+
+void put(Writer&, const Leave&) {}
+bool get(Reader&, Leave*) { return true; }
+
+void put(Writer& w, const OpBegin& m) {
+  w.u64(m.epoch);
+  w.u32(m.tag);
+  w.u64(m.seq);
+  w.u8(m.desc.kind);
+  w.u8(m.desc.dtype);
+  w.u8(m.desc.redop);
+  w.u64(m.desc.count);
+  w.i32(m.desc.root);
+}
+bool get(Reader& r, OpBegin* m) {
+  return r.u64(&m->epoch) && r.u32(&m->tag) && r.u64(&m->seq) && r.u8(&m->desc.kind) &&
+         (m->desc.kind == 1 || m->desc.kind == 2) && r.u8(&m->desc.dtype) &&
+         m->desc.dtype < ecclNumTypes && r.u8(&m->desc.redop) && m->desc.redop < ecclNumOps &&
+         r.u64(&m->desc.count) && r.i32(&m->desc.root);
+}
+
+template <typename T>  // OpDone and OpVerdict share a layout
+void putResultMsg(Writer& w, const T& m) {
+  w.u64(m.epoch);
+  w.u32(m.tag);
+  w.u64(m.seq);
+  w.u32(m.result);
+  w.str(m.message);
+}
+template <typename T>
+bool getResultMsg(Reader& r, T* m) {
+  return r.u64(&m->epoch) && r.u32(&m->tag) && r.u64(&m->seq) && r.u32(&m->result) &&
+         m->result < ecclNumResults && r.str(&m->message, kMaxStringBytes);
+}
+void put(Writer& w, const OpDone& m) { putResultMsg(w, m); }
+bool get(Reader& r, OpDone* m) { return getResultMsg(r, m); }
+void put(Writer& w, const OpVerdict& m) { putResultMsg(w, m); }
+bool get(Reader& r, OpVerdict* m) { return getResultMsg(r, m); }
+
+template <typename T>
+Result<ControlMessage> decodeAs(MsgType type, std::span<const std::byte> payload) {
+  Reader r(payload);
+  T msg{};
+  if (!get(r, &msg)) {
+    return error(ecclInvalidArgument,
+                 fmt::format("malformed {} message ({} bytes)", typeName(type), payload.size()));
+  }
+  if (!r.atEnd()) {
+    return error(ecclInvalidArgument, fmt::format("{} message has {} trailing bytes",
+                                                  typeName(type), r.remaining()));
+  }
+  return ControlMessage(std::move(msg));
+}
+
+}  // namespace
+
+MsgType typeOf(const ControlMessage& msg) {
+  return static_cast<MsgType>(msg.index() + 1);  // variant order == MsgType order
+}
+
+const char* typeName(MsgType type) {
+  switch (type) {
+    case MsgType::kRegister: return "Register";
+    case MsgType::kRegisterReply: return "RegisterReply";
+    case MsgType::kTopology: return "Topology";
+    case MsgType::kVote: return "Vote";
+    case MsgType::kPendingQuery: return "PendingQuery";
+    case MsgType::kPendingReply: return "PendingReply";
+    case MsgType::kHeartbeat: return "Heartbeat";
+    case MsgType::kOpBegin: return "OpBegin";
+    case MsgType::kOpDone: return "OpDone";
+    case MsgType::kOpVerdict: return "OpVerdict";
+    case MsgType::kLeave: return "Leave";
+  }
+  return "unknown";
+}
+
+std::vector<std::byte> encodeControl(const ControlMessage& msg) {
+  Writer w;
+  w.u32(kControlMagic);
+  w.u16(kProtocolVersion);
+  w.u16(static_cast<uint16_t>(typeOf(msg)));
+  w.u32(0);  // payload length, patched below
+  std::visit([&w](const auto& m) { put(w, m); }, msg);
+  std::vector<std::byte>& out = w.bytes();
+  const uint32_t len = static_cast<uint32_t>(out.size() - kControlHeaderBytes);
+  for (int i = 0; i < 4; ++i) out[8 + i] = static_cast<std::byte>(len >> (8 * i));
+  return std::move(out);
+}
+
+Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes) {
+  Reader r(bytes);
+  uint32_t magic = 0;
+  uint16_t type = 0;
+  ControlHeader h;
+  if (!(r.u32(&magic) && r.u16(&h.version) && r.u16(&type) && r.u32(&h.payloadBytes))) {
+    return error(ecclInvalidArgument, "short control header");
+  }
+  if (magic != kControlMagic) {
+    return error(ecclInvalidArgument,
+                 fmt::format("bad control magic {:#010x}: not an ECCL peer or master", magic));
+  }
+  if (type < static_cast<uint16_t>(MsgType::kRegister) ||
+      type > static_cast<uint16_t>(MsgType::kLeave)) {
+    return error(ecclInvalidArgument, fmt::format("unknown control message type {}", type));
+  }
+  if (h.payloadBytes > kMaxControlPayload) {
+    return error(ecclInvalidArgument,
+                 fmt::format("control payload of {} bytes exceeds {}", h.payloadBytes,
+                             kMaxControlPayload));
+  }
+  h.type = static_cast<MsgType>(type);
+  return h;
+}
+
+Result<ControlMessage> decodeControl(MsgType type, std::span<const std::byte> payload) {
+  switch (type) {
+    case MsgType::kRegister: return decodeAs<Register>(type, payload);
+    case MsgType::kRegisterReply: return decodeAs<RegisterReply>(type, payload);
+    case MsgType::kTopology: return decodeAs<Topology>(type, payload);
+    case MsgType::kVote: return decodeAs<Vote>(type, payload);
+    case MsgType::kPendingQuery: return decodeAs<PendingQuery>(type, payload);
+    case MsgType::kPendingReply: return decodeAs<PendingReply>(type, payload);
+    case MsgType::kHeartbeat: return decodeAs<Heartbeat>(type, payload);
+    case MsgType::kOpBegin: return decodeAs<OpBegin>(type, payload);
+    case MsgType::kOpDone: return decodeAs<OpDone>(type, payload);
+    case MsgType::kOpVerdict: return decodeAs<OpVerdict>(type, payload);
+    case MsgType::kLeave: return decodeAs<Leave>(type, payload);
+  }
+  return error(ecclInvalidArgument, "unknown control message type");
+}
+
+}  // namespace eccl::wire

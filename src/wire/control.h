@@ -1,0 +1,137 @@
+// Control messages between peers and the master.
+//
+// A control frame is a 12-byte header (magic "ECCM", protocol version, type,
+// payload length) followed by the payload. decodeControlHeader and
+// decodeControl are the only entry points for bytes from the network; they
+// reject anything malformed (bad magic, unknown type, short or trailing bytes,
+// oversize strings or lists, invalid enum values) with ecclInvalidArgument
+// and a message, and never crash. Fuzzed by tests/fuzz/fuzz_control.cc.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+
+namespace eccl::wire {
+
+inline constexpr uint32_t kControlMagic = 0x4d434345;  // "ECCM" little-endian
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr size_t kControlHeaderBytes = 12;
+inline constexpr uint32_t kMaxControlPayload = 1u << 20;
+inline constexpr size_t kMaxStringBytes = 4096;
+inline constexpr size_t kMaxRingPeers = 65536;
+
+enum class MsgType : uint16_t {
+  kRegister = 1,
+  kRegisterReply = 2,
+  kTopology = 3,
+  kVote = 4,
+  kPendingQuery = 5,
+  kPendingReply = 6,
+  kHeartbeat = 7,
+  kOpBegin = 8,
+  kOpDone = 9,
+  kOpVerdict = 10,
+  kLeave = 11,
+};
+
+struct ControlHeader {
+  uint16_t version = kProtocolVersion;
+  MsgType type{};
+  uint32_t payloadBytes = 0;
+};
+
+// Peer -> master: first message on a connection. The version travels in the
+// frame header, so a peer of another version still gets a readable reply.
+struct Register {
+  std::string authToken;
+  uint32_t peerGroup = 0;
+  std::string dataHost;  // where neighbours dial this peer's data links
+  uint16_t dataPort = 0;
+};
+
+struct RegisterReply {
+  uint32_t result = 0;  // ecclResult_t
+  uint64_t peerId = 0;
+  std::string message;
+};
+
+struct RingPeer {
+  uint64_t peerId = 0;
+  std::string host;
+  uint16_t port = 0;
+  bool operator==(const RingPeer&) const = default;
+};
+
+// Master -> peer: admission, and the answer to a Vote. `ring` lists the
+// members of the receiver's peer group in ring order.
+struct Topology {
+  uint32_t result = 0;
+  uint64_t epoch = 0;
+  uint32_t peerGroup = 0;
+  uint32_t rank = 0;
+  std::vector<RingPeer> ring;
+  std::string message;
+};
+
+struct Vote {  // ecclCommUpdateTopology
+  uint64_t epoch = 0;
+};
+struct PendingQuery {};
+struct PendingReply {
+  uint32_t pending = 0;
+};
+struct Heartbeat {};
+struct Leave {};
+
+// What every member must agree on for one (tag, seq).
+struct OpDescriptor {
+  uint8_t kind = 0;  // OpKind
+  uint8_t dtype = 0;
+  uint8_t redop = 0;
+  uint64_t count = 0;
+  int32_t root = 0;
+  bool operator==(const OpDescriptor&) const = default;
+};
+
+struct OpBegin {
+  uint64_t epoch = 0;
+  uint32_t tag = 0;
+  uint64_t seq = 0;
+  OpDescriptor desc;
+};
+struct OpDone {
+  uint64_t epoch = 0;
+  uint32_t tag = 0;
+  uint64_t seq = 0;
+  uint32_t result = 0;
+  std::string message;
+};
+struct OpVerdict {
+  uint64_t epoch = 0;
+  uint32_t tag = 0;
+  uint64_t seq = 0;
+  uint32_t result = 0;
+  std::string message;
+};
+
+using ControlMessage = std::variant<Register, RegisterReply, Topology, Vote, PendingQuery,
+                                    PendingReply, Heartbeat, OpBegin, OpDone, OpVerdict, Leave>;
+
+enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2 };
+
+MsgType typeOf(const ControlMessage& msg);
+const char* typeName(MsgType type);
+
+// Header + payload, ready to write.
+std::vector<std::byte> encodeControl(const ControlMessage& msg);
+
+Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes);
+// Decodes a payload of the given type; the whole span must be consumed.
+Result<ControlMessage> decodeControl(MsgType type, std::span<const std::byte> payload);
+
+}  // namespace eccl::wire

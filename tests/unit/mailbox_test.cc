@@ -1,0 +1,103 @@
+// Frame demultiplexing: order-independent delivery, retirement, cancel, timeout.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "transport/mailbox.h"
+
+namespace eccl::transport {
+namespace {
+
+Frame frame(std::shared_ptr<BufferPool>& pool, uint32_t tag, uint64_t seq, uint32_t step,
+            uint32_t seg, size_t bytes = 8) {
+  Frame f{{}, pool->get(bytes)};
+  f.header.tag = tag;
+  f.header.seq = seq;
+  f.header.step = step;
+  f.header.segment = seg;
+  f.header.payloadBytes = static_cast<uint32_t>(bytes);
+  return f;
+}
+
+const auto kSoon = std::chrono::milliseconds(200);
+
+TEST(Mailbox, DeliversByKeyInAnyOrder) {
+  auto pool = BufferPool::create();
+  Mailbox mb;
+  CancelFlag go{0};
+  mb.put(frame(pool, 1, 0, 0, 1));
+  mb.put(frame(pool, 1, 0, 0, 0));
+  mb.put(frame(pool, 2, 0, 0, 0));
+  for (auto [tag, seg] : {std::pair{1u, 0u}, {2u, 0u}, {1u, 1u}}) {
+    Result<Frame> f = mb.take({tag, 0, 0, seg}, Clock::now() + kSoon, go, 7);
+    ASSERT_TRUE(f.hasValue());
+    EXPECT_EQ(f->header.tag, tag);
+    EXPECT_EQ(f->header.segment, seg);
+  }
+}
+
+TEST(Mailbox, WaitsForALaterFrame) {
+  auto pool = BufferPool::create();
+  Mailbox mb;
+  CancelFlag go{0};
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    mb.put(frame(pool, 3, 4, 5, 6));
+  });
+  Result<Frame> f = mb.take({3, 4, 5, 6}, Clock::now() + std::chrono::seconds(5), go, 7);
+  t.join();
+  EXPECT_TRUE(f.hasValue());
+}
+
+TEST(Mailbox, TimeoutNamesThePeer) {
+  Mailbox mb;
+  CancelFlag go{0};
+  Result<Frame> f = mb.take({1, 0, 0, 0}, Clock::now() + std::chrono::milliseconds(30), go, 42);
+  EXPECT_EQ(f.status().code(), ecclTimeout);
+  EXPECT_NE(f.status().message().find("peer 42"), std::string::npos);
+}
+
+TEST(Mailbox, CancelAndFailureWakeWaiters) {
+  Mailbox mb;
+  CancelFlag cancel{0};
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    cancel.store(ecclInvalidUsage);
+    mb.interrupt();
+  });
+  Result<Frame> f = mb.take({1, 0, 0, 0}, Clock::now() + std::chrono::seconds(5), cancel, 1);
+  t.join();
+  EXPECT_EQ(f.status().code(), ecclInvalidUsage);
+  CancelFlag go{0};
+  mb.fail(error(ecclPeerLost, "cut"));
+  EXPECT_EQ(mb.take({1, 0, 0, 0}, Clock::now() + std::chrono::seconds(5), go, 1).status().code(),
+            ecclPeerLost);
+}
+
+TEST(Mailbox, RetiredOpsDropTheirFrames) {
+  auto pool = BufferPool::create();
+  Mailbox mb;
+  CancelFlag go{0};
+  mb.put(frame(pool, 1, 3, 0, 0));
+  mb.retire(1, 3);
+  mb.put(frame(pool, 1, 2, 0, 0));  // straggler of an older op
+  mb.put(frame(pool, 1, 4, 0, 0));  // the next op on the tag
+  EXPECT_FALSE(mb.take({1, 3, 0, 0}, Clock::now() + std::chrono::milliseconds(20), go, 1).hasValue());
+  EXPECT_FALSE(mb.take({1, 2, 0, 0}, Clock::now() + std::chrono::milliseconds(20), go, 1).hasValue());
+  EXPECT_TRUE(mb.take({1, 4, 0, 0}, Clock::now() + kSoon, go, 1).hasValue());
+}
+
+TEST(BufferPool, ReusesBuffers) {
+  auto pool = BufferPool::create();
+  const std::byte* first = nullptr;
+  {
+    auto h = pool->get(1 << 20);
+    first = h.data();
+  }
+  auto h2 = pool->get(1000);
+  EXPECT_EQ(h2.data(), first);
+  EXPECT_EQ(h2.size(), 1000u);
+}
+
+}  // namespace
+}  // namespace eccl::transport

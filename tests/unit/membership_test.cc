@@ -1,0 +1,146 @@
+// The master's state machine, without sockets.
+#include <gtest/gtest.h>
+
+#include "master/membership.h"
+
+namespace eccl::master {
+namespace {
+
+using wire::ControlMessage;
+
+template <typename T>
+std::vector<const T*> sentTo(const std::vector<Outgoing>& out, uint64_t peer) {
+  std::vector<const T*> v;
+  for (const Outgoing& o : out) {
+    if (o.peerId == peer) {
+      if (const T* m = std::get_if<T>(&o.msg)) v.push_back(m);
+    }
+  }
+  return v;
+}
+
+wire::Register reg(uint32_t group = 0) { return {"", group, "127.0.0.1", 4000}; }
+
+class MembershipTest : public ::testing::Test {
+ protected:
+  // Registers peers 1..n and admits them all.
+  void admit(int n) {
+    m.onRegister(1, wire::kProtocolVersion, reg(), "h");
+    for (int i = 2; i <= n; ++i) m.onRegister(static_cast<uint64_t>(i), wire::kProtocolVersion, reg(), "h");
+    for (int i = 1; i < n; ++i) m.onMessage(static_cast<uint64_t>(i), wire::Vote{});
+    ASSERT_EQ(m.memberCount(), static_cast<size_t>(n));
+  }
+  Membership m{""};
+};
+
+TEST_F(MembershipTest, FirstPeerAdmittedOthersPending) {
+  auto out = m.onRegister(1, wire::kProtocolVersion, reg(), "10.1.1.1");
+  ASSERT_EQ(sentTo<wire::Topology>(out, 1).size(), 1u);
+  EXPECT_EQ(sentTo<wire::Topology>(out, 1)[0]->epoch, 1u);
+  out = m.onRegister(2, wire::kProtocolVersion, reg(), "h");
+  EXPECT_TRUE(sentTo<wire::Topology>(out, 2).empty());
+  EXPECT_EQ(m.pendingCount(), 1u);
+  out = m.onMessage(1, wire::PendingQuery{});
+  EXPECT_EQ(sentTo<wire::PendingReply>(out, 1)[0]->pending, 1u);
+  out = m.onMessage(1, wire::Vote{});
+  auto t1 = sentTo<wire::Topology>(out, 1), t2 = sentTo<wire::Topology>(out, 2);
+  ASSERT_EQ(t1.size(), 1u);
+  ASSERT_EQ(t2.size(), 1u);
+  EXPECT_EQ(t1[0]->epoch, 2u);
+  EXPECT_EQ(t2[0]->rank, 1u);
+  EXPECT_EQ(t2[0]->ring.size(), 2u);
+  // The advertised host wins over the observed one.
+  EXPECT_EQ(t2[0]->ring[0].host, "127.0.0.1");
+}
+
+TEST_F(MembershipTest, VoteWaitsForEveryMemberAndEpochMovesOnlyOnChange) {
+  admit(3);
+  const uint64_t e = m.epoch();
+  EXPECT_TRUE(sentTo<wire::Topology>(m.onMessage(1, wire::Vote{}), 1).empty());
+  EXPECT_TRUE(sentTo<wire::Topology>(m.onMessage(2, wire::Vote{}), 2).empty());
+  auto out = m.onMessage(3, wire::Vote{});
+  EXPECT_EQ(sentTo<wire::Topology>(out, 1).size(), 1u);
+  EXPECT_EQ(m.epoch(), e);  // nothing changed
+}
+
+TEST_F(MembershipTest, RefusesWrongVersionAndToken) {
+  Membership secure("s3cret");
+  auto out = secure.onRegister(1, 99, reg(), "h");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<wire::RegisterReply>(out[0].msg).result, static_cast<uint32_t>(ecclVersionMismatch));
+  EXPECT_TRUE(out[0].closeAfter);
+  out = secure.onRegister(1, wire::kProtocolVersion, reg(), "h");
+  EXPECT_EQ(std::get<wire::RegisterReply>(out[0].msg).result, static_cast<uint32_t>(ecclAuthFailed));
+  EXPECT_FALSE(secure.isRegistered(1));
+}
+
+TEST_F(MembershipTest, SuccessVerdictOnlyWhenAllDone) {
+  admit(3);
+  const uint64_t e = m.epoch();
+  const wire::OpDescriptor d{1, ecclFloat32, ecclSum, 100, 0};
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, wire::OpBegin{e, 0, 0, d});
+  EXPECT_TRUE(m.onMessage(1, wire::OpDone{e, 0, 0, ecclSuccess, ""}).empty());
+  EXPECT_TRUE(m.onMessage(2, wire::OpDone{e, 0, 0, ecclSuccess, ""}).empty());
+  auto out = m.onMessage(3, wire::OpDone{e, 0, 0, ecclSuccess, ""});
+  for (uint64_t p = 1; p <= 3; ++p) {
+    auto v = sentTo<wire::OpVerdict>(out, p);
+    ASSERT_EQ(v.size(), 1u);
+    EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclSuccess));
+  }
+}
+
+TEST_F(MembershipTest, MismatchedDescriptorFailsEveryoneAtOnce) {
+  admit(3);
+  const uint64_t e = m.epoch();
+  m.onMessage(1, wire::OpBegin{e, 4, 0, {1, ecclFloat32, ecclSum, 100, 0}});
+  auto out = m.onMessage(2, wire::OpBegin{e, 4, 0, {1, ecclFloat32, ecclSum, 101, 0}});
+  for (uint64_t p = 1; p <= 3; ++p) {
+    auto v = sentTo<wire::OpVerdict>(out, p);
+    ASSERT_EQ(v.size(), 1u) << p;
+    EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclInvalidUsage));
+    EXPECT_NE(v[0]->message.find("count=101"), std::string::npos) << v[0]->message;
+  }
+  // Later reports of the same op produce no second verdict.
+  EXPECT_TRUE(m.onMessage(3, wire::OpBegin{e, 4, 0, {1, ecclFloat32, ecclSum, 100, 0}}).empty());
+}
+
+TEST_F(MembershipTest, LocalFailureIsForwardedAndDepartureFailsOps) {
+  admit(3);
+  const uint64_t e = m.epoch();
+  auto out = m.onMessage(2, wire::OpDone{e, 1, 0, ecclTimeout, "slow"});
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 1)[0]->result, static_cast<uint32_t>(ecclTimeout));
+  m.onMessage(1, wire::OpBegin{e, 2, 0, {1, ecclFloat32, ecclSum, 1, 0}});
+  out = m.onDisconnect(3);
+  auto v = sentTo<wire::OpVerdict>(out, 1);
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclPeerLost));
+  EXPECT_EQ(m.memberCount(), 2u);
+  // The departure is a change: the next update starts a new epoch.
+  m.onMessage(1, wire::Vote{});
+  m.onMessage(2, wire::Vote{});
+  EXPECT_EQ(m.epoch(), e + 1);
+}
+
+TEST_F(MembershipTest, PendingPeersAreAdmittedWhenTheLastMemberLeaves) {
+  admit(1);
+  m.onRegister(2, wire::kProtocolVersion, reg(), "h");
+  auto out = m.onMessage(1, wire::Leave{});
+  EXPECT_EQ(sentTo<wire::Topology>(out, 2).size(), 1u);
+  EXPECT_EQ(m.memberCount(), 1u);
+}
+
+TEST_F(MembershipTest, GroupsGetSeparateRings) {
+  m.onRegister(1, wire::kProtocolVersion, reg(0), "h");
+  m.onRegister(2, wire::kProtocolVersion, reg(1), "h");
+  m.onRegister(3, wire::kProtocolVersion, reg(0), "h");
+  auto out = m.onMessage(1, wire::Vote{});
+  auto t2 = sentTo<wire::Topology>(out, 2), t3 = sentTo<wire::Topology>(out, 3);
+  ASSERT_EQ(t2.size(), 1u);
+  EXPECT_EQ(t2[0]->ring.size(), 1u);
+  EXPECT_EQ(t2[0]->peerGroup, 1u);
+  EXPECT_EQ(t3[0]->ring.size(), 2u);
+  EXPECT_EQ(t3[0]->rank, 1u);
+}
+
+}  // namespace
+}  // namespace eccl::master

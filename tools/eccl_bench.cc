@@ -1,0 +1,299 @@
+// eccl-bench: nccl-tests style all-reduce / broadcast benchmark.
+//
+//   eccl-bench allreduce --peers 4 -b 8 -e 64M -f 2      spawn a master + 4 local peers
+//   eccl-bench allreduce --master host:port --world 8    join an existing master
+//
+// Times are per iteration, averaged over --iters and maxed over ranks;
+// algbw = bytes / time, busbw = algbw * 2(n-1)/n for all-reduce and = algbw
+// for broadcast (nccl-tests' definitions). Every size is checked once.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/half.h"
+#include "eccl/eccl.h"
+
+extern char** environ;
+
+namespace {
+
+struct Options {
+  std::string mode = "allreduce";
+  int peers = 4;
+  std::string master;
+  int world = 0;
+  std::string minBytes = "8", maxBytes = "64M";
+  double factor = 2;
+  std::string dtype = "float32", op = "sum";
+  uint32_t streams = 0;
+  int iters = 20, warmup = 5, root = 0;
+  bool json = false;
+  uint32_t timeoutMs = 60000;
+};
+
+size_t parseSize(const std::string& s) {
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  switch (*end) {
+    case 'K': case 'k': v *= 1024; break;
+    case 'M': case 'm': v *= 1024 * 1024; break;
+    case 'G': case 'g': v *= 1024.0 * 1024 * 1024; break;
+    default: break;
+  }
+  return static_cast<size_t>(v);
+}
+
+#define CHECK_ECCL(call, comm)                                                           \
+  do {                                                                                   \
+    ecclResult_t r_ = (call);                                                            \
+    if (r_ != ecclSuccess) {                                                             \
+      std::fprintf(stderr, "eccl-bench: %s failed: %s\n  %s\n", #call,                   \
+                   ecclGetErrorString(r_), ecclGetLastError(comm));                      \
+      std::exit(1);                                                                      \
+    }                                                                                    \
+  } while (0)
+
+// Element value as double, whatever the dtype.
+double load(const void* buf, ecclDataType_t dt, size_t i) {
+  switch (dt) {
+    case ecclInt8: return static_cast<const int8_t*>(buf)[i];
+    case ecclUint8: return static_cast<const uint8_t*>(buf)[i];
+    case ecclInt16: return static_cast<const int16_t*>(buf)[i];
+    case ecclUint16: return static_cast<const uint16_t*>(buf)[i];
+    case ecclInt32: return static_cast<const int32_t*>(buf)[i];
+    case ecclUint32: return static_cast<const uint32_t*>(buf)[i];
+    case ecclInt64: return static_cast<double>(static_cast<const int64_t*>(buf)[i]);
+    case ecclUint64: return static_cast<double>(static_cast<const uint64_t*>(buf)[i]);
+    case ecclFloat16: return eccl::halfToFloat(static_cast<const uint16_t*>(buf)[i]);
+    case ecclBfloat16: return eccl::bf16ToFloat(static_cast<const uint16_t*>(buf)[i]);
+    case ecclFloat32: return static_cast<const float*>(buf)[i];
+    case ecclFloat64: return static_cast<const double*>(buf)[i];
+    default: return 0;
+  }
+}
+
+void store(void* buf, ecclDataType_t dt, size_t i, double v) {
+  switch (dt) {
+    case ecclInt8: static_cast<int8_t*>(buf)[i] = static_cast<int8_t>(v); break;
+    case ecclUint8: static_cast<uint8_t*>(buf)[i] = static_cast<uint8_t>(v); break;
+    case ecclInt16: static_cast<int16_t*>(buf)[i] = static_cast<int16_t>(v); break;
+    case ecclUint16: static_cast<uint16_t*>(buf)[i] = static_cast<uint16_t>(v); break;
+    case ecclInt32: static_cast<int32_t*>(buf)[i] = static_cast<int32_t>(v); break;
+    case ecclUint32: static_cast<uint32_t*>(buf)[i] = static_cast<uint32_t>(v); break;
+    case ecclInt64: static_cast<int64_t*>(buf)[i] = static_cast<int64_t>(v); break;
+    case ecclUint64: static_cast<uint64_t*>(buf)[i] = static_cast<uint64_t>(v); break;
+    case ecclFloat16: static_cast<uint16_t*>(buf)[i] = eccl::floatToHalf(static_cast<float>(v)); break;
+    case ecclBfloat16: static_cast<uint16_t*>(buf)[i] = eccl::floatToBf16(static_cast<float>(v)); break;
+    case ecclFloat32: static_cast<float*>(buf)[i] = static_cast<float>(v); break;
+    case ecclFloat64: static_cast<double*>(buf)[i] = v; break;
+    default: break;
+  }
+}
+
+// Rank r contributes r+1 everywhere: small integers, exact in every dtype.
+double expected(ecclRedOp_t op, ecclDataType_t dt, int n) {
+  const bool integer = dt <= ecclUint64;
+  switch (op) {
+    case ecclSum: return n * (n + 1) / 2.0;
+    case ecclAvg: return integer ? (n * (n + 1) / 2) / n : (n + 1) / 2.0;
+    case ecclProd: return std::tgamma(n + 1);
+    case ecclMax: return n;
+    case ecclMin: return 1;
+    default: return 0;
+  }
+}
+
+// Members agree on whether anyone is pending (MAX all-reduce), so they call
+// ecclCommUpdateTopology together. Repeats until the world has `want` peers.
+void growWorld(ecclComm_t comm, int want) {
+  int world = 0;
+  for (;;) {
+    CHECK_ECCL(ecclCommGetWorldSize(comm, &world), comm);
+    if (world >= want) return;
+    int pending = 0;
+    CHECK_ECCL(ecclCommArePeersPending(comm, &pending), comm);
+    int32_t any = pending;
+    CHECK_ECCL(ecclAllReduce(&any, &any, 1, ecclInt32, ecclMax, nullptr, comm, nullptr), comm);
+    if (any != 0) {
+      CHECK_ECCL(ecclCommUpdateTopology(comm), comm);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
+int runPeer(const Options& o, const std::string& masterAddr, int world) {
+  auto dt = eccl::parseDtype(o.dtype);
+  auto op = eccl::parseOp(o.op);
+  if (!dt || !op) {
+    std::fprintf(stderr, "eccl-bench: unknown --dtype or --op\n");
+    return 2;
+  }
+  ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
+  cfg.masterAddress = masterAddr.c_str();
+  cfg.streamsPerPeer = o.streams;
+  cfg.opTimeoutMs = o.timeoutMs;
+  ecclComm_t comm = nullptr;
+  CHECK_ECCL(ecclCommCreate(&cfg, &comm), nullptr);
+  CHECK_ECCL(ecclCommConnect(comm), comm);
+  growWorld(comm, world);
+  int rank = 0, n = 0;
+  CHECK_ECCL(ecclCommGetRank(comm, &rank), comm);
+  CHECK_ECCL(ecclCommGetWorldSize(comm, &n), comm);
+
+  const bool allreduce = o.mode == "allreduce";
+  const size_t esz = eccl::dtypeSize(*dt);
+  const size_t minB = std::max(esz, parseSize(o.minBytes)), maxB = parseSize(o.maxBytes);
+  std::vector<std::byte> buf(std::max(maxB, esz));
+  nlohmann::json rows = nlohmann::json::array();
+  if (rank == 0 && !o.json) {
+    std::printf("# eccl-bench %s: %d peers, %s, %s, %u streams per neighbour\n", o.mode.c_str(), n,
+                o.dtype.c_str(), allreduce ? o.op.c_str() : "-", o.streams);
+    std::printf("#%12s %12s %8s %6s %12s %12s %12s %6s\n", "size", "count", "type", "redop",
+                "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check");
+  }
+  bool allOk = true;
+  for (size_t bytes = minB; bytes <= maxB;
+       bytes = std::max(bytes + esz, static_cast<size_t>(static_cast<double>(bytes) * o.factor))) {
+    const size_t count = bytes / esz;
+    // Check once: rank r contributes r+1 (all-reduce) or the root's rank+1.
+    for (size_t i = 0; i < count; ++i) store(buf.data(), *dt, i, allreduce || rank == o.root ? rank + 1 : 0);
+    if (allreduce) {
+      CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, nullptr, comm, nullptr), comm);
+    } else {
+      CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, nullptr, comm, nullptr), comm);
+    }
+    const double want = allreduce ? expected(*op, *dt, n) : o.root + 1;
+    int32_t ok = 1;
+    for (size_t i = 0; i < count; ++i) {
+      if (load(buf.data(), *dt, i) != want) {
+        ok = 0;
+        break;
+      }
+    }
+    CHECK_ECCL(ecclAllReduce(&ok, &ok, 1, ecclInt32, ecclMin, nullptr, comm, nullptr), comm);
+    allOk = allOk && ok == 1;
+
+    // Values may grow or wrap across iterations; that costs the same time.
+    auto once = [&] {
+      if (allreduce) {
+        CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, nullptr, comm, nullptr), comm);
+      } else {
+        CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, nullptr, comm, nullptr), comm);
+      }
+    };
+    for (int i = 0; i < o.warmup; ++i) once();
+    int32_t barrier = 0;  // align the ranks before timing
+    CHECK_ECCL(ecclAllReduce(&barrier, &barrier, 1, ecclInt32, ecclSum, nullptr, comm, nullptr), comm);
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < o.iters; ++i) once();
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() /
+                std::max(1, o.iters);
+    CHECK_ECCL(ecclAllReduce(&us, &us, 1, ecclFloat64, ecclMax, nullptr, comm, nullptr), comm);
+    const double algbw = static_cast<double>(count * esz) / (us * 1e-6) / 1e9;
+    const double busbw = allreduce ? algbw * 2.0 * (n - 1) / n : algbw;
+    if (rank == 0) {
+      if (o.json) {
+        rows.push_back({{"op", o.mode}, {"bytes", count * esz}, {"count", count},
+                        {"dtype", o.dtype}, {"redop", allreduce ? o.op : "none"},
+                        {"time_us", us}, {"algbw_gbps", algbw}, {"busbw_gbps", busbw},
+                        {"check", ok == 1}});
+      } else {
+        std::printf(" %12zu %12zu %8s %6s %12.1f %12.3f %12.3f %6s\n", count * esz, count,
+                    o.dtype.c_str(), allreduce ? o.op.c_str() : "-", us, algbw, busbw,
+                    ok == 1 ? "ok" : "FAIL");
+        std::fflush(stdout);
+      }
+    }
+    if (bytes == maxB) break;
+  }
+  if (rank == 0 && o.json) {
+    nlohmann::json out = {{"tool", "eccl"}, {"peers", n}, {"rows", rows}};
+    std::printf("%s\n", out.dump().c_str());
+  }
+  CHECK_ECCL(ecclCommDestroy(comm), nullptr);
+  return allOk ? 0 : 3;
+}
+
+int spawnLocal(const Options& o, int argc, char** argv) {
+  ecclMasterConfig_t mcfg = ECCL_MASTER_CONFIG_INIT;
+  mcfg.listenAddress = "127.0.0.1";
+  ecclMaster_t master = nullptr;
+  CHECK_ECCL(ecclMasterCreate(&mcfg, &master), nullptr);
+  uint16_t port = 0;
+  CHECK_ECCL(ecclMasterGetPort(master, &port), nullptr);
+  const std::string addr = "127.0.0.1:" + std::to_string(port);
+
+  // Children: the same command line, joining our master instead of spawning.
+  std::vector<std::string> args(argv, argv + argc);
+  args.push_back("--master");
+  args.push_back(addr);
+  args.push_back("--world");
+  args.push_back(std::to_string(o.peers));
+  args.push_back("--spawned");
+  std::vector<char*> cargv;
+  for (auto& a : args) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  std::vector<pid_t> pids;
+  for (int i = 0; i < o.peers; ++i) {
+    pid_t pid = 0;
+    if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, cargv.data(), environ) != 0) {
+      std::perror("eccl-bench: posix_spawn");
+      return 1;
+    }
+    pids.push_back(pid);
+  }
+  int rc = 0;
+  for (pid_t pid : pids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
+  }
+  ecclMasterDestroy(master);
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ECCL collective benchmark (nccl-tests style)"};
+  Options o;
+  bool spawned = false;
+  app.add_option("mode", o.mode, "allreduce or broadcast")
+      ->check(CLI::IsMember({"allreduce", "broadcast"}))->capture_default_str();
+  app.add_option("--peers", o.peers, "local peer processes to spawn (with an embedded master)")
+      ->capture_default_str();
+  app.add_option("--master", o.master, "join this master (host:port) instead of spawning");
+  app.add_option("--world", o.world, "with --master: peers to wait for");
+  app.add_option("-b,--minbytes", o.minBytes, "smallest size (K/M/G suffixes)")->capture_default_str();
+  app.add_option("-e,--maxbytes", o.maxBytes, "largest size")->capture_default_str();
+  app.add_option("-f,--stepfactor", o.factor, "size multiplier between rows")->capture_default_str();
+  app.add_option("--dtype", o.dtype, "int8..uint64, float16, bfloat16, float32, float64")->capture_default_str();
+  app.add_option("--op", o.op, "sum, avg, prod, max, min")->capture_default_str();
+  app.add_option("--streams", o.streams, "streams per neighbour (0 = library default)")->capture_default_str();
+  app.add_option("--iters", o.iters, "timed iterations per size")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed iterations per size")->capture_default_str();
+  app.add_option("--root", o.root, "broadcast root rank")->capture_default_str();
+  app.add_option("--timeout-ms", o.timeoutMs, "op timeout")->capture_default_str();
+  app.add_flag("--json", o.json, "print one JSON object instead of the table");
+  app.add_flag("--spawned", spawned, "internal: this process was spawned by eccl-bench");
+  CLI11_PARSE(app, argc, argv);
+  if (o.peers < 1 || o.iters < 1 || o.warmup < 0 || o.factor < 1) {
+    std::fprintf(stderr, "eccl-bench: --peers, --iters must be >= 1, -f >= 1\n");
+    return 2;
+  }
+  if (!o.master.empty()) return runPeer(o, o.master, o.world > 0 ? o.world : 1);
+  (void)spawned;
+  return spawnLocal(o, argc, argv);
+}

@@ -1,0 +1,66 @@
+// eccl-master: the membership manager as a standalone process.
+//   eccl-master --listen 0.0.0.0:48148 [--auth-token T]
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <unistd.h>
+
+#include "eccl/eccl.h"
+
+namespace {
+
+volatile std::sig_atomic_t gStop = 0;
+void onSignal(int) { gStop = 1; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ECCL master: admits peers, keeps epochs and rings, agrees on completions"};
+  std::string listen = "0.0.0.0:48148";
+  std::string token;
+  uint32_t heartbeatMs = 500, failureMs = 2000;
+  app.add_option("--listen", listen, "HOST:PORT to listen on ([v6]:port for IPv6; port 0 = any)")
+      ->capture_default_str();
+  app.add_option("--auth-token", token, "token every peer must present");
+  app.add_option("--heartbeat-ms", heartbeatMs, "expected peer heartbeat interval")->capture_default_str();
+  app.add_option("--failure-timeout-ms", failureMs, "silence after which a peer is dead")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  // Port 0 is allowed here, unlike in a master address peers dial.
+  std::string host = listen, portText = "0";
+  if (const size_t colon = listen.rfind(':'); colon != std::string::npos) {
+    host = listen.substr(0, colon);
+    portText = listen.substr(colon + 1);
+  }
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  char* end = nullptr;
+  const unsigned long port = std::strtoul(portText.c_str(), &end, 10);
+  if (host.empty() || portText.empty() || *end != '\0' || port > 65535) {
+    std::fprintf(stderr, "eccl-master: --listen '%s' is not HOST:PORT\n", listen.c_str());
+    return 2;
+  }
+
+  ecclMasterConfig_t cfg = ECCL_MASTER_CONFIG_INIT;
+  cfg.listenAddress = host.c_str();
+  cfg.port = static_cast<uint16_t>(port);
+  cfg.authToken = token.empty() ? nullptr : token.c_str();
+  cfg.heartbeatIntervalMs = heartbeatMs;
+  cfg.failureTimeoutMs = failureMs;
+  ecclMaster_t master = nullptr;
+  if (ecclResult_t r = ecclMasterCreate(&cfg, &master); r != ecclSuccess) {
+    std::fprintf(stderr, "eccl-master: %s\n", ecclGetLastError(nullptr));
+    return 1;
+  }
+  uint16_t bound = 0;
+  ecclMasterGetPort(master, &bound);
+  std::printf("eccl-master listening on %s:%u\n", host.c_str(), bound);
+  std::fflush(stdout);
+  std::signal(SIGINT, onSignal);
+  std::signal(SIGTERM, onSignal);
+  while (gStop == 0) pause();
+  ecclMasterDestroy(master);
+  return 0;
+}
