@@ -1,7 +1,9 @@
 // Data types and reduction ops of the C API: sizes, names, parsing.
 //
-// The C enums are plain ints at the API boundary, so every entry point checks
-// them with isValidDtype / isValidOp before using them as table indices.
+// A C caller can pass any int as one of these enums, and in C++ a value
+// outside the enum's range is undefined behaviour (clang's UBSan flags it), so
+// the API layer checks the int with isValidDtype / isValidOp before anything
+// treats it as the enum. The functions below still tolerate bad values.
 #pragma once
 
 #include <cstddef>

@@ -241,7 +241,7 @@ TEST(DtypeTest, SizesAndNames) {
     EXPECT_EQ(parseDtype(names[i]), dt);
   }
   EXPECT_EQ(dtypeSize(ecclNumTypes), 0u);
-  EXPECT_STREQ(dtypeName(static_cast<ecclDataType_t>(-1)), "invalid");
+  EXPECT_STREQ(dtypeName(static_cast<ecclDataType_t>(15)), "invalid");
   const char* ops[] = {"sum", "avg", "prod", "max", "min"};
   for (int i = 0; i < ecclNumOps; ++i) {
     EXPECT_STREQ(opName(static_cast<ecclRedOp_t>(i)), ops[i]);
@@ -701,18 +701,21 @@ TEST(ReduceSpecificTest, DivideTruncatesTowardZero) {
 TEST(ReduceSpecificTest, RejectsInvalidArgumentsWithoutTouchingData) {
   std::vector<int32_t> a{1, 2}, b{3, 4}, out{9, 9};
   const auto badType = static_cast<ecclDataType_t>(ecclNumTypes);
-  const auto negType = static_cast<ecclDataType_t>(-1);
+  // The largest values the enums can hold in C++; negative ones would be
+  // undefined behaviour to even form here (a C caller can pass them, which is
+  // why isValidDtype/isValidOp take int).
+  const auto lastType = static_cast<ecclDataType_t>(15);
   const auto badOp = static_cast<ecclRedOp_t>(ecclNumOps);
-  const auto negOp = static_cast<ecclRedOp_t>(-1);
+  const auto lastOp = static_cast<ecclRedOp_t>(7);
   EXPECT_FALSE(reduce::reduce(badType, ecclSum, out.data(), a.data(), b.data(), 2));
-  EXPECT_FALSE(reduce::reduce(negType, ecclSum, out.data(), a.data(), b.data(), 2));
+  EXPECT_FALSE(reduce::reduce(lastType, ecclSum, out.data(), a.data(), b.data(), 2));
   EXPECT_FALSE(reduce::reduce(ecclInt32, badOp, out.data(), a.data(), b.data(), 2));
-  EXPECT_FALSE(reduce::reduce(ecclInt32, negOp, out.data(), a.data(), b.data(), 2));
+  EXPECT_FALSE(reduce::reduce(ecclInt32, lastOp, out.data(), a.data(), b.data(), 2));
   EXPECT_FALSE(reduce::reduce(ecclInt32, badOp, out.data(), a.data(), b.data(), 0));
   EXPECT_EQ(out, (std::vector<int32_t>{9, 9}));
   EXPECT_FALSE(reduce::divide(ecclInt32, out.data(), 2, 0));
   EXPECT_FALSE(reduce::divide(badType, out.data(), 2, 2));
-  EXPECT_FALSE(reduce::divide(negType, out.data(), 2, 2));
+  EXPECT_FALSE(reduce::divide(lastType, out.data(), 2, 2));
   EXPECT_EQ(out, (std::vector<int32_t>{9, 9}));
 }
 
