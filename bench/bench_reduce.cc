@@ -67,6 +67,13 @@ void bmReduceOutOfPlace(benchmark::State& state, ecclDataType_t dtype, ecclRedOp
                           static_cast<int64_t>(kBufferBytes));
 }
 
+// float16 without F16C, as on CPUs that lack it (the default uses it).
+void bmReduceInPlacePortableF16(benchmark::State& state, ecclRedOp_t op) {
+  eccl::reduce::useFloat16Hardware(false);
+  bmReduceInPlace(state, ecclFloat16, op);
+  eccl::reduce::useFloat16Hardware(true);
+}
+
 void bmDivide(benchmark::State& state, ecclDataType_t dtype) {
   std::vector<unsigned char> data = makeBuffer(dtype);
   const size_t count = kBufferBytes / eccl::dtypeSize(dtype);
@@ -89,6 +96,8 @@ BENCHMARK_CAPTURE(bmReduceInPlace, f64_sum, ecclFloat64, ecclSum);
 BENCHMARK_CAPTURE(bmReduceInPlace, f64_max, ecclFloat64, ecclMax);
 BENCHMARK_CAPTURE(bmReduceInPlace, f16_sum, ecclFloat16, ecclSum);
 BENCHMARK_CAPTURE(bmReduceInPlace, f16_max, ecclFloat16, ecclMax);
+BENCHMARK_CAPTURE(bmReduceInPlacePortableF16, f16_sum_portable, ecclSum);
+BENCHMARK_CAPTURE(bmReduceInPlacePortableF16, f16_max_portable, ecclMax);
 BENCHMARK_CAPTURE(bmReduceInPlace, bf16_sum, ecclBfloat16, ecclSum);
 BENCHMARK_CAPTURE(bmReduceInPlace, bf16_max, ecclBfloat16, ecclMax);
 BENCHMARK_CAPTURE(bmReduceInPlace, i32_sum, ecclInt32, ecclSum);

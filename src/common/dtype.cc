@@ -67,17 +67,19 @@ bool isValidDtype(int dtype) { return dtype >= 0 && dtype < ecclNumTypes; }
 bool isValidOp(int op) { return op >= 0 && op < ecclNumOps; }
 
 size_t dtypeSize(ecclDataType_t dtype) {
-  return isValidDtype(dtype) ? kDtypes[dtype].size : 0;
+  return isValidDtype(dtype) ? kDtypes[static_cast<size_t>(dtype)].size : 0;
 }
 
 const char* dtypeName(ecclDataType_t dtype) {
-  return isValidDtype(dtype) ? kDtypes[dtype].name : "invalid";
+  return isValidDtype(dtype) ? kDtypes[static_cast<size_t>(dtype)].name : "invalid";
 }
 
-const char* opName(ecclRedOp_t op) { return isValidOp(op) ? kOps[op] : "invalid"; }
+const char* opName(ecclRedOp_t op) {
+  return isValidOp(op) ? kOps[static_cast<size_t>(op)] : "invalid";
+}
 
 std::optional<ecclDataType_t> parseDtype(std::string_view name) {
-  for (int i = 0; i < ecclNumTypes; ++i) {
+  for (size_t i = 0; i < kDtypes.size(); ++i) {
     if (equalsIgnoreCase(name, kDtypes[i].name)) return static_cast<ecclDataType_t>(i);
   }
   for (const auto& alias : kDtypeAliases) {
@@ -87,7 +89,7 @@ std::optional<ecclDataType_t> parseDtype(std::string_view name) {
 }
 
 std::optional<ecclRedOp_t> parseOp(std::string_view name) {
-  for (int i = 0; i < ecclNumOps; ++i) {
+  for (size_t i = 0; i < kOps.size(); ++i) {
     if (equalsIgnoreCase(name, kOps[i])) return static_cast<ecclRedOp_t>(i);
   }
   for (const auto& alias : kOpAliases) {

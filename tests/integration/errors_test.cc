@@ -156,10 +156,10 @@ TEST(Errors, InvalidArgumentsCarryAMessage) {
 
   spawnPeers(1, [](ecclComm_t c) {
     float x[4] = {};
-    EXPECT_EQ(ecclAllReduce(x, x, 4, static_cast<ecclDataType_t>(99), ecclSum, nullptr, c, nullptr),
+    EXPECT_EQ(ecclAllReduce(x, x, 4, static_cast<ecclDataType_t>(ecclNumTypes), ecclSum, nullptr, c, nullptr),
               ecclInvalidArgument);
     EXPECT_TRUE(mentions(ecclGetLastError(c), "dtype"));
-    EXPECT_EQ(ecclAllReduce(x, x, 4, ecclFloat32, static_cast<ecclRedOp_t>(42), nullptr, c, nullptr),
+    EXPECT_EQ(ecclAllReduce(x, x, 4, ecclFloat32, static_cast<ecclRedOp_t>(ecclNumOps + 2), nullptr, c, nullptr),
               ecclInvalidArgument);
     EXPECT_EQ(ecclAllReduce(nullptr, x, 4, ecclFloat32, ecclSum, nullptr, c, nullptr),
               ecclInvalidArgument);

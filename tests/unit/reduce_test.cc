@@ -325,7 +325,8 @@ struct NativeType {
   static T expected(ecclRedOp_t op, T a, T b) { return refOp(op, a, b); }
   static T quotient(T x, uint64_t d) {
     if constexpr (std::is_integral_v<T>) {
-      return static_cast<T>(static_cast<__int128>(x) / static_cast<__int128>(d));
+      __extension__ using Int128 = __int128;  // holds every T and every divisor
+      return static_cast<T>(static_cast<Int128>(x) / static_cast<Int128>(d));
     } else {
       return x / static_cast<T>(d);
     }
@@ -386,7 +387,7 @@ struct SmallFloatType {
                                             0x0080, 0x03ff, 0x0400};
     const uint64_t r = rng();
     if (r % 4 != 0) return static_cast<uint16_t>(r >> 8);
-    const uint16_t sign = (r >> 4) & 1 ? 0x8000 : 0;
+    const uint16_t sign = (r >> 4) & 1 ? uint16_t{0x8000} : uint16_t{0};
     const uint16_t expMax = static_cast<uint16_t>(((1 << kFmt.expBits) - 1) << kFmt.mantBits);
     switch ((r >> 8) % 4) {
       case 0: return static_cast<uint16_t>(sign | expMax);                      // infinity
@@ -432,7 +433,7 @@ const char* aliasName(Alias alias) {
 std::vector<size_t> testCounts() {
   std::vector<size_t> counts;
   for (size_t n = 0; n <= 67; ++n) counts.push_back(n);
-  for (size_t n : {127, 128, 129, 255, 256, 257, 1000, 4099}) counts.push_back(n);
+  for (size_t n : {127u, 128u, 129u, 255u, 256u, 257u, 1000u, 4099u}) counts.push_back(n);
   return counts;
 }
 
@@ -459,7 +460,7 @@ void checkReduceMatchesReference(ecclDataType_t dt) {
   withType(dt, [dt](auto traits) {
     using Traits = decltype(traits);
     using S = typename Traits::Storage;
-    std::mt19937_64 rng(dt * 1000 + 7);
+    std::mt19937_64 rng(static_cast<uint64_t>(dt) * 1000 + 7);
     constexpr size_t kGuard = 8;
     for (int opIndex = 0; opIndex < ecclNumOps; ++opIndex) {
       const auto op = static_cast<ecclRedOp_t>(opIndex);
@@ -514,7 +515,7 @@ void checkDivideMatchesReference(ecclDataType_t dt) {
   withType(dt, [dt](auto traits) {
     using Traits = decltype(traits);
     using S = typename Traits::Storage;
-    std::mt19937_64 rng(dt);
+    std::mt19937_64 rng(static_cast<uint64_t>(dt));
     for (uint64_t d : {uint64_t{1}, uint64_t{2}, uint64_t{3}, uint64_t{7}, uint64_t{127},
                        uint64_t{128}, uint64_t{129}, uint64_t{1000}, uint64_t{1} << 32,
                        uint64_t{1} << 63, std::numeric_limits<uint64_t>::max()}) {
@@ -635,7 +636,7 @@ void checkCorrectlyRounded(const Format* fmt) {
     }
     ASSERT_EQ(prod[i], refEncode(*fmt, x * y)) << std::hex << a[i] << " * " << b[i];
   }
-  for (uint64_t d : {3, 7, 10}) {
+  for (uint64_t d : {3u, 7u, 10u}) {
     std::vector<uint16_t> all(65536);
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
     ASSERT_TRUE(reduce::divide(dt, all.data(), all.size(), d));

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds ECCL and runs every test, installing what it needs first:
+#   1. Release build; ctest: unit, integration, c_api, examples, install
+#   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest
+#   3. ThreadSanitizer build; the integration tests
+#   4. libFuzzer targets for every network decoder, ECCL_FUZZ_SECONDS each (default 30)
+# Exits non-zero when any test fails. ECCL_TEST_STAGES picks stages (default "1 2 3 4").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+jobs=$(nproc)
+stages=${ECCL_TEST_STAGES:-1 2 3 4}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+stage() { printf '\n===== %s =====\n' "$*"; }
+has() { [[ " $stages " == *" $1 "* ]]; }
+
+configure() {  # dir, extra cmake args...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DECCL_BUILD_TESTS=ON -DECCL_BUILD_EXAMPLES=ON "$@" > /dev/null
+}
+
+run_ctest() {  # dir, extra ctest args...
+  local dir=$1
+  shift
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 600 "$@" 2>&1 | tee -a "$log"
+  return "${PIPESTATUS[0]}"
+}
+
+if has 1; then
+  stage "1/4 release build and tests"
+  configure build -DCMAKE_BUILD_TYPE=Release -DECCL_BUILD_BENCH=ON
+  cmake --build build -j "$jobs"
+  run_ctest build
+fi
+
+if has 2; then
+  stage "2/4 AddressSanitizer + UndefinedBehaviorSanitizer"
+  # -O1 -g1: sanitizer builds compile about twice as fast as RelWithDebInfo.
+  configure build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+    -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE="address;undefined" -DECCL_BUILD_BENCH=OFF
+  cmake --build build-asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    run_ctest build-asan -LE install
+fi
+
+if has 3; then
+  stage "3/4 ThreadSanitizer: integration tests"
+  configure build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+    -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE=thread -DECCL_BUILD_BENCH=OFF
+  cmake --build build-tsan -j "$jobs" --target eccl_integration_tests eccl-demo
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest build-tsan -L integration
+fi
+
+if has 4; then
+  stage "4/4 libFuzzer: network decoders"
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DECCL_BUILD_TESTS=OFF -DECCL_BUILD_BENCH=OFF -DECCL_BUILD_EXAMPLES=OFF \
+    -DECCL_BUILD_FUZZERS=ON > /dev/null
+  cmake --build build-fuzz -j "$jobs" --target fuzz_control fuzz_data
+  fuzz_passed=0
+  for f in fuzz_control fuzz_data; do
+    corpus=$(mktemp -d)
+    if ! build-fuzz/tests/fuzz/$f -max_total_time="${ECCL_FUZZ_SECONDS:-30}" -max_len=4096 \
+        "$corpus" > "$corpus.log" 2>&1; then
+      tail -n 40 "$corpus.log"
+      echo "fuzzer $f found a crash"
+      exit 1
+    fi
+    echo "$f: $(grep -E '^Done' "$corpus.log")"
+    rm -rf "$corpus" "$corpus.log"
+    fuzz_passed=$((fuzz_passed + 1))
+  done
+  echo "fuzz: $fuzz_passed targets ran clean" | tee -a "$log"
+fi
+
+# One closing line over every stage.
+passed=$(awk '/tests passed, [0-9]+ tests failed out of/ {p += $NF - $(NF-5)} END {print p+0}' "$log")
+failed=$(awk '/tests passed, [0-9]+ tests failed out of/ {f += $(NF-5)} END {print f+0}' "$log")
+passed=$((passed + ${fuzz_passed:-0}))
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
