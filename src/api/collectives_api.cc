@@ -52,10 +52,10 @@ Status validate(const OpArgs& a, const ecclOpOptions_t* opts, ecclComm_t comm) {
 }
 
 Status submit(OpArgs a, const ecclOpOptions_t* opts, ecclComm_t comm,
-              std::shared_ptr<eccl::comm::Request>* out) {
+              std::shared_ptr<eccl::comm::Request>* out, bool blocking = false) {
   if (opts != nullptr) a.tag = opts->tag;
   ECCL_RETURN_IF_ERROR(validate(a, opts, comm));
-  auto r = comm->impl->submit(a);
+  auto r = comm->impl->submit(a, /*runInline=*/blocking);
   if (!r) return r.status();
   *out = std::move(*r);
   return Status::ok();
@@ -90,7 +90,7 @@ Status runBlocking(OpArgs a, const ecclOpOptions_t* opts, ecclComm_t comm, ecclO
     return error(ecclInvalidArgument, "info.structSize not set; use ECCL_OP_INFO_INIT");
   }
   std::shared_ptr<eccl::comm::Request> req;
-  ECCL_RETURN_IF_ERROR(submit(a, opts, comm, &req));
+  ECCL_RETURN_IF_ERROR(submit(a, opts, comm, &req, /*blocking=*/true));
   return req->wait(info);
 }
 

@@ -177,25 +177,37 @@ uint64_t Communicator::epoch() const {
   return epoch_;
 }
 
-Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args) {
+Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args, bool runInline) {
   ECCL_RETURN_IF_ERROR(requireConnected());
   if (args.kind == wire::OpKind::kBroadcast && (args.root < 0 || args.root >= worldSize())) {
     return error(ecclInvalidArgument, fmt::format("broadcast root {} is not a rank of this "
                                                   "epoch (world size {})", args.root, worldSize()));
   }
   auto req = std::make_shared<Request>(args);
-  std::lock_guard<std::mutex> lock(opsMu_);
+  const uint64_t epochNow = epoch();
+  std::unique_lock<std::mutex> lock(opsMu_);
   if (stopping_) return error(ecclInvalidUsage, "communicator is being destroyed");
   if (!masterLost_.isOk()) return masterLost_;
   req->seq = nextSeq_[args.tag]++;
-  req->epoch = epoch();
+  req->epoch = epochNow;
   ++inFlight_;
   TagQueue& q = tags_[args.tag];
+  if (runInline && q.queue.empty() && !q.busy) {
+    q.busy = true;
+    lock.unlock();
+    execute(*req);
+    lock.lock();
+    tags_[args.tag].busy = false;
+    lock.unlock();
+    opsCv_.notify_all();  // the tag's worker may hold queued ops
+    return req;
+  }
   q.queue.push_back(req);
   if (!q.worker.joinable()) {
     const uint32_t tag = args.tag;
     q.worker = std::thread([this, tag] { workerLoop(tag); });
   }
+  lock.unlock();
   opsCv_.notify_all();
   return req;
 }
@@ -206,13 +218,22 @@ void Communicator::workerLoop(uint32_t tag) {
     std::shared_ptr<Request> req;
     {
       std::unique_lock<std::mutex> lock(opsMu_);
-      opsCv_.wait(lock, [&] { return stopping_ || !tags_[tag].queue.empty(); });
+      opsCv_.wait(lock, [&] {
+        const TagQueue& q = tags_[tag];
+        return stopping_ || (!q.queue.empty() && !q.busy);
+      });
       TagQueue& q = tags_[tag];
       if (q.queue.empty()) return;  // stopping
       req = q.queue.front();
       q.queue.pop_front();
+      q.busy = true;
     }
     execute(*req);
+    {
+      std::lock_guard<std::mutex> lock(opsMu_);
+      tags_[tag].busy = false;
+    }
+    opsCv_.notify_all();
   }
 }
 
@@ -221,7 +242,7 @@ void Communicator::execute(Request& req) {
   ecclOpInfo_t info = ECCL_OP_INFO_INIT;
   info.worldSize = worldSize();
   info.epoch = req.epoch;
-  log::threadContext().epoch = req.epoch;
+  log::ScopedLogContext logContext(peerId_, req.epoch);
   Status st = runRing(req, info);
   info.seconds = std::chrono::duration<double>(transport::Clock::now() - start).count();
   if (!st.isOk()) {
