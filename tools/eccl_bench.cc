@@ -158,8 +158,9 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
   std::vector<std::byte> buf(std::max(maxB, esz));
   nlohmann::json rows = nlohmann::json::array();
   if (rank == 0 && !o.json) {
-    std::printf("# eccl-bench %s: %d peers, %s, %s, %u streams per neighbour\n", o.mode.c_str(), n,
-                o.dtype.c_str(), allreduce ? o.op.c_str() : "-", o.streams);
+    const std::string streams = o.streams ? std::to_string(o.streams) : "default";
+    std::printf("# eccl-bench %s: %d peers, %s, %s, %s streams per neighbour\n", o.mode.c_str(), n,
+                o.dtype.c_str(), allreduce ? o.op.c_str() : "-", streams.c_str());
     std::printf("#%12s %12s %8s %6s %12s %12s %12s %6s\n", "size", "count", "type", "redop",
                 "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check");
   }
