@@ -131,7 +131,9 @@ Status Communicator::applyTopology(const wire::Topology& t) {
   {
     std::lock_guard<std::mutex> ops(opsMu_);
     nextSeq_.clear();
-    earlyVerdicts_.clear();
+    // Members may already run this epoch's first ops while we were opening
+    // links: keep verdicts that arrived for them, drop older epochs'.
+    std::erase_if(earlyVerdicts_, [&](const auto& kv) { return kv.first.epoch < t.epoch; });
   }
   ECCL_LOG(kInfo, kComm, "epoch {}: rank {} of {}", t.epoch, t.rank, n);
   return Status::ok();
