@@ -282,6 +282,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
     if (auto v = earlyVerdicts_.find(key); v != earlyVerdicts_.end()) {
       req.setVerdict(static_cast<ecclResult_t>(v->second.result), v->second.message);
       earlyVerdicts_.erase(v);
+    } else if (!masterLost_.isOk()) {  // queued before the master went away
+      req.setVerdict(masterLost_.code(), masterLost_.message());
     }
   }
   const wire::OpDescriptor desc = a.descriptor();

@@ -3,7 +3,10 @@
 
 #include <asio.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <memory>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -133,6 +136,35 @@ TEST(Errors, GarbageToMasterDoesNotDisturbMembers) {
   EXPECT_EQ(ecclCommArePeersPending(comm, &pending), ecclSuccess);
   EXPECT_EQ(pending, 0);
   EXPECT_EQ(ecclCommDestroy(comm), ecclSuccess);
+}
+
+// A master that goes away surfaces as ecclMasterUnreachable, never a hang.
+TEST(Errors, LostMasterIsReported) {
+  auto master = std::make_unique<LocalMaster>();
+  const std::string addr = master->address();
+  std::atomic<int> ready{0};
+  std::atomic<bool> masterGone{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&] {
+      ecclComm_t comm = connectPeer(addr);
+      ASSERT_NE(comm, nullptr);
+      ASSERT_EQ(growWorld(comm, 2), ecclSuccess);
+      ++ready;
+      while (!masterGone) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      int pending = 0;
+      EXPECT_EQ(ecclCommArePeersPending(comm, &pending), ecclMasterUnreachable);
+      float x = 1;
+      EXPECT_EQ(ecclAllReduce(&x, &x, 1, ecclFloat32, ecclSum, nullptr, comm, nullptr),
+                ecclMasterUnreachable);
+      EXPECT_TRUE(mentions(ecclGetLastError(comm), "master")) << ecclGetLastError(comm);
+      EXPECT_EQ(ecclCommDestroy(comm), ecclSuccess);
+    });
+  }
+  while (ready < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  master.reset();
+  masterGone = true;
+  for (auto& t : threads) t.join();
 }
 
 TEST(Errors, InvalidArgumentsCarryAMessage) {
