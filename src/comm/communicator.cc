@@ -49,6 +49,20 @@ Status Communicator::connect() {
     std::lock_guard<std::mutex> lock(viewMu_);
     if (connected_ || control_) return error(ecclInvalidUsage, "communicator already connected");
   }
+  Status st = registerAndJoin();
+  if (!st.isOk() && control_) {
+    // Leave rather than stay registered (and later be put in a ring whose
+    // links this peer never opens); a new ecclCommConnect starts afresh.
+    control_->send(wire::Leave{});
+    control_.reset();
+    transport_.reset();
+    std::lock_guard<std::mutex> lock(viewMu_);
+    connected_ = false;
+  }
+  return st;
+}
+
+Status Communicator::registerAndJoin() {
   transport::TransportOptions topts;
   topts.bindAddress = options_.bindAddress;
   topts.streams = options_.streams;
@@ -103,14 +117,16 @@ Status Communicator::applyTopology(const wire::Topology& t) {
     return error(static_cast<ecclResult_t>(t.result), t.message);
   }
   std::unique_lock<std::mutex> lock(viewMu_);
-  if (connected_ && t.epoch == epoch_ && t.ring == ring_) return Status::ok();  // nothing moved
+  const int n = static_cast<int>(t.ring.size());
+  const bool linksUp = n <= 1 || (right_ && left_);
+  if (connected_ && t.epoch == epoch_ && t.ring == ring_ && linksUp) return Status::ok();  // nothing moved
   right_.reset();
   left_.reset();
   epoch_ = t.epoch;
   rank_ = static_cast<int>(t.rank);
   ring_ = t.ring;
+  linksError_ = Status::ok();
   log::threadContext() = {peerId_, epoch_, true};
-  const int n = static_cast<int>(ring_.size());
   if (n > 1) {
     const wire::RingPeer& r = ring_[static_cast<size_t>((rank_ + 1) % n)];
     const wire::RingPeer& l = ring_[static_cast<size_t>((rank_ - 1 + n) % n)];
@@ -121,8 +137,15 @@ Status Communicator::applyTopology(const wire::Topology& t) {
     });
     Result<std::unique_ptr<transport::Link>> in = transport_->accept(l.peerId, epoch_, deadline);
     Result<std::unique_ptr<transport::Link>> out = dial.get();
-    if (!out) return out.status();
-    if (!in) return in.status();
+    if (!out || !in) {
+      // The view moves on (the master's epoch did), the links stay missing:
+      // collectives fail with this until an update opens them.
+      const Status& st = !out ? out.status() : in.status();
+      linksError_ = error(st.code(), fmt::format("data links of epoch {} are not open ({}); call "
+                                                 "ecclCommUpdateTopology", epoch_, st.message()));
+      connected_ = true;
+      return st;
+    }
     right_ = std::move(*out);
     left_ = std::move(*in);
   }
@@ -147,6 +170,22 @@ Status Communicator::updateTopology() {
       return error(ecclInvalidUsage, fmt::format("{} collectives still in flight; wait for them "
                                                  "before ecclCommUpdateTopology", inFlight_));
     }
+    if (topologyChanging_) return error(ecclInvalidUsage, "ecclCommUpdateTopology is already running");
+    topologyChanging_ = true;  // links are replaced below: no op may start meanwhile
+  }
+  Status st = voteAndApply();
+  {
+    std::lock_guard<std::mutex> lock(opsMu_);
+    topologyChanging_ = false;
+  }
+  return st;
+}
+
+Status Communicator::voteAndApply() {
+  // A Topology already waiting answers a vote of ours that timed out earlier
+  // and was completed afterwards: the master has moved on, so follow it.
+  if (std::optional<wire::ControlMessage> late = control_->takeQueued(wire::MsgType::kTopology)) {
+    return applyTopology(std::get<wire::Topology>(*late));
   }
   control_->send(wire::Vote{epoch()});
   Result<wire::ControlMessage> topo =
@@ -157,6 +196,7 @@ Status Communicator::updateTopology() {
 
 Result<bool> Communicator::arePeersPending() {
   ECCL_RETURN_IF_ERROR(requireConnected());
+  control_->takeQueued(wire::MsgType::kPendingReply);  // a reply that came after a timeout
   control_->send(wire::PendingQuery{});
   Result<wire::ControlMessage> r =
       control_->await(wire::MsgType::kPendingReply, after(options_.opTimeout));
@@ -189,6 +229,9 @@ Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args, bool r
   const uint64_t epochNow = epoch();
   std::unique_lock<std::mutex> lock(opsMu_);
   if (stopping_) return error(ecclInvalidUsage, "communicator is being destroyed");
+  if (topologyChanging_) {
+    return error(ecclInvalidUsage, "a collective was issued while ecclCommUpdateTopology runs");
+  }
   if (!masterLost_.isOk()) return masterLost_;
   req->seq = nextSeq_[args.tag]++;
   req->epoch = epochNow;
@@ -225,7 +268,17 @@ void Communicator::workerLoop(uint32_t tag) {
         return stopping_ || (!q.queue.empty() && !q.busy);
       });
       TagQueue& q = tags_[tag];
-      if (q.queue.empty()) return;  // stopping
+      if (stopping_) {
+        // Ops that never started end now: destroy must not run them.
+        while (!q.queue.empty()) {
+          std::shared_ptr<Request> dropped = std::move(q.queue.front());
+          q.queue.pop_front();
+          --inFlight_;
+          dropped->complete(error(ecclInvalidUsage, "communicator destroyed before the op started"),
+                            ECCL_OP_INFO_INIT);
+        }
+        return;
+      }
       req = q.queue.front();
       q.queue.pop_front();
       q.busy = true;
@@ -269,6 +322,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
     ctx.world = static_cast<int>(ring_.size());
     ctx.right = right_.get();
     ctx.left = left_.get();
+    if (ctx.world > 1 && (ctx.right == nullptr || ctx.left == nullptr)) return linksError_;
   }
   if (ctx.world == 1) {  // nothing to agree on with anyone
     if (a.kind == wire::OpKind::kAllReduce && a.count > 0 && a.sendbuf != a.recvbuf) {
@@ -284,6 +338,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
       earlyVerdicts_.erase(v);
     } else if (!masterLost_.isOk()) {  // queued before the master went away
       req.setVerdict(masterLost_.code(), masterLost_.message());
+    } else if (stopping_) {
+      req.setVerdict(ecclInvalidUsage, "communicator destroyed");
     }
   }
   const wire::OpDescriptor desc = a.descriptor();

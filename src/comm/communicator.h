@@ -74,7 +74,9 @@ class Communicator {
   };
 
   Status requireConnected() const;
+  Status registerAndJoin();
   Status applyTopology(const wire::Topology& t);
+  Status voteAndApply();
   void workerLoop(uint32_t tag);
   void execute(Request& req);
   Status runRing(Request& req, ecclOpInfo_t& info);
@@ -94,6 +96,7 @@ class Communicator {
   std::vector<wire::RingPeer> ring_;
   std::unique_ptr<transport::Link> right_;
   std::unique_ptr<transport::Link> left_;
+  Status linksError_;  // why this epoch's links are missing (ops fail with it)
 
   // Op engine.
   std::mutex opsMu_;
@@ -104,6 +107,7 @@ class Communicator {
   std::map<OpKey, wire::OpVerdict> earlyVerdicts_;
   size_t inFlight_ = 0;
   bool stopping_ = false;
+  bool topologyChanging_ = false;  // submit() refuses ops meanwhile
   Status masterLost_;
 
   mutable std::mutex errMu_;

@@ -5,6 +5,11 @@
 #include "common/log.h"
 
 namespace eccl::comm {
+namespace {
+
+constexpr auto kCloseFlushTimeout = std::chrono::seconds(1);
+
+}  // namespace
 
 Result<HostPort> parseHostPort(const std::string& text) {
   HostPort hp;
@@ -107,7 +112,9 @@ ControlClient::~ControlClient() {
 void ControlClient::scheduleHeartbeat() {
   heartbeatTimer_->expires_after(heartbeat_);
   heartbeatTimer_->async_wait([this](const asio::error_code& ec) {
-    if (ec) return;
+    // A completion queued before cancel() still arrives with success: the
+    // flag, not the error code, says whether to go on.
+    if (ec || closed_) return;
     channel_->send(wire::Heartbeat{});
     scheduleHeartbeat();
   });
@@ -117,8 +124,14 @@ void ControlClient::send(const wire::ControlMessage& msg) { channel_->send(msg);
 
 void ControlClient::close() {
   asio::post(io_, [this] {
+    if (closed_) return;
+    closed_ = true;
     heartbeatTimer_->cancel();
-    channel_->close();
+    channel_->close();  // after what is queued (a Leave) is written ...
+    closeTimer_ = std::make_unique<asio::steady_timer>(io_, kCloseFlushTimeout);
+    closeTimer_->async_wait([this](const asio::error_code& ec) {
+      if (!ec) channel_->abort();  // ... or a master that stopped reading is dropped
+    });
   });
 }
 
@@ -127,7 +140,9 @@ std::string ControlClient::localAddress() const { return local_; }
 void ControlClient::onMessage(Result<wire::ControlMessage>&& msg) {
   if (!msg) {
     ECCL_LOG(kError, kComm, "bad message from the master: {}", msg.status().message());
-    return;  // the channel closes itself; onClose follows
+    failure_ = msg.status();
+    channel_->abort();  // onClose follows and hands failure_ to the waiters
+    return;
   }
   if (const auto* v = std::get_if<wire::OpVerdict>(&*msg)) {
     onVerdict_(*v);
@@ -141,16 +156,29 @@ void ControlClient::onMessage(Result<wire::ControlMessage>&& msg) {
 }
 
 void ControlClient::onClose(const Status& st) {
+  closed_ = true;
   heartbeatTimer_->cancel();
-  Status lost = error(ecclMasterUnreachable,
-                      fmt::format("connection to the master closed{}{}",
-                                  st.message().empty() ? "" : ": ", st.message()));
+  if (closeTimer_) closeTimer_->cancel();
+  Status lost = !failure_.isOk() && failure_.code() == ecclVersionMismatch
+                    ? failure_
+                    : error(ecclMasterUnreachable,
+                            fmt::format("connection to the master closed{}{}",
+                                        st.message().empty() ? "" : ": ", st.message()));
   {
     std::lock_guard<std::mutex> lock(mu_);
     lost_ = lost;
   }
   cv_.notify_all();
   if (onLost_) onLost_(lost);
+}
+
+std::optional<wire::ControlMessage> ControlClient::takeQueued(wire::MsgType type) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& q = inbox_[type];
+  if (q.empty()) return std::nullopt;
+  wire::ControlMessage m = std::move(q.front());
+  q.pop_front();
+  return m;
 }
 
 Result<wire::ControlMessage> ControlClient::await(wire::MsgType type, transport::Deadline deadline) {

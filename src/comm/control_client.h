@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "transport/transport.h"
@@ -42,6 +43,8 @@ class ControlClient {
 
   void send(const wire::ControlMessage& msg);
   Result<wire::ControlMessage> await(wire::MsgType type, transport::Deadline deadline);
+  // The oldest queued message of `type`, without waiting (a late reply).
+  std::optional<wire::ControlMessage> takeQueued(wire::MsgType type);
   // The local address of the connection to the master: reachable by peers
   // that reach the master the same way, so the default advertised address.
   std::string localAddress() const;
@@ -56,6 +59,8 @@ class ControlClient {
 
   asio::io_context io_;
   std::unique_ptr<asio::steady_timer> heartbeatTimer_;
+  std::unique_ptr<asio::steady_timer> closeTimer_;
+  bool closed_ = false;  // io thread only
   std::chrono::milliseconds heartbeat_{500};
   std::shared_ptr<wire::Channel> channel_;
   std::thread thread_;
@@ -67,6 +72,7 @@ class ControlClient {
   std::condition_variable cv_;
   std::map<wire::MsgType, std::deque<wire::ControlMessage>> inbox_;
   Status lost_;
+  Status failure_;  // io thread only: why we closed the connection ourselves
 };
 
 }  // namespace eccl::comm

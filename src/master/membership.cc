@@ -233,7 +233,14 @@ void Membership::onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<
 }
 
 void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out) {
-  if (m.epoch != epoch_) return;
+  if (m.epoch != epoch_) {
+    // The peer missed a topology update; tell it rather than let it wait.
+    out.push_back({peerId, wire::OpVerdict{m.epoch, m.tag, m.seq, ecclPeerLost,
+                                           fmt::format("the op belongs to epoch {} but the group "
+                                                       "is at epoch {}; call "
+                                                       "ecclCommUpdateTopology", m.epoch, epoch_)}});
+    return;
+  }
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
   OpEntry& e = ops_[key];
   e.done.insert(peerId);

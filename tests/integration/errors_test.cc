@@ -167,6 +167,47 @@ TEST(Errors, LostMasterIsReported) {
   for (auto& t : threads) t.join();
 }
 
+// Destroy does not run ops that never started, and is bounded even when a
+// neighbour never takes part.
+TEST(Errors, DestroyEndsQueuedOps) {
+  LocalMaster master;
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&] {
+      ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
+      cfg.masterAddress = master.address().c_str();
+      cfg.opTimeoutMs = 1000;
+      ecclComm_t comm = nullptr;
+      ASSERT_EQ(ecclCommCreate(&cfg, &comm), ecclSuccess);
+      ASSERT_EQ(ecclCommConnect(comm), ecclSuccess);
+      ASSERT_EQ(growWorld(comm, 2), ecclSuccess);
+      if (rankOf(comm) == 0) {  // rank 1 never issues these
+        std::vector<float> v(1000);
+        std::vector<ecclRequest_t> reqs(5);
+        ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
+        opts.tag = 3;
+        for (auto& r : reqs) {
+          ASSERT_EQ(ecclAllReduceAsync(v.data(), v.data(), v.size(), ecclFloat32, ecclSum, &opts,
+                                       comm, &r), ecclSuccess);
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        EXPECT_EQ(ecclCommDestroy(comm), ecclSuccess);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        EXPECT_LT(s, 5.0) << "destroy ran the queued ops";
+        int failed = 0;
+        for (auto& r : reqs) failed += ecclWait(r, nullptr) != ecclSuccess;
+        EXPECT_EQ(failed, 5);
+        done = true;
+      } else {
+        while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        EXPECT_EQ(ecclCommDestroy(comm), ecclSuccess);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
 TEST(Errors, InvalidArgumentsCarryAMessage) {
   EXPECT_EQ(ecclCommCreate(nullptr, nullptr), ecclInvalidArgument);
   EXPECT_TRUE(mentions(ecclGetLastError(nullptr), "NULL"));

@@ -107,7 +107,12 @@ Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline 
 
 Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel) {
   while (iovcnt > 0) {
-    ssize_t n = ::writev(fd_, iov, iovcnt);
+    // MSG_NOSIGNAL: a neighbour that died must give EPIPE here, not a
+    // SIGPIPE that kills this (surviving) process.
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(iovcnt);
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("send");
