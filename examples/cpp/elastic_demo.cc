@@ -76,7 +76,7 @@ int peerMain(const Args& a) {
     CHECK(ecclCommGetEpoch(comm, &epoch), comm);
     if (rank == 0 && world != lastWorld) {
       std::printf("---- epoch %llu: world size %d%s\n", static_cast<unsigned long long>(epoch), world,
-                  lastWorld ? " (a newcomer was admitted)" : "");
+                  lastWorld ? " (newcomers admitted at this update)" : "");
     }
     lastWorld = world;
 

@@ -161,9 +161,10 @@ void Membership::maybeCompleteVote(std::vector<Outgoing>& out) {
 
 void Membership::update(std::vector<Outgoing>& out) {
   bool changed = changedSinceEpoch_;
-  for (auto& [id, p] : peers_) {
+  for (auto& [id, p] : peers_) {  // map order: peers admitted together go by id
     if (p.state == State::kPending) {
       p.state = State::kMember;
+      p.admitted = nextAdmission_++;
       changed = true;
     }
   }
@@ -173,8 +174,12 @@ void Membership::update(std::vector<Outgoing>& out) {
     changedSinceEpoch_ = false;
     ECCL_LOG(kInfo, kMaster, "epoch {}: {} members", epoch_, memberCount());
   }
+  std::map<uint32_t, std::map<uint64_t, wire::RingPeer>> byAdmission;
+  for (const auto& [id, p] : peers_) byAdmission[p.group][p.admitted] = {id, p.host, p.port};
   std::map<uint32_t, std::vector<wire::RingPeer>> rings;
-  for (const auto& [id, p] : peers_) rings[p.group].push_back({id, p.host, p.port});
+  for (const auto& [group, members] : byAdmission) {
+    for (const auto& [order, peer] : members) rings[group].push_back(peer);
+  }
   for (auto& [group, ring] : rings) {
     for (uint32_t rank = 0; rank < ring.size(); ++rank) {
       wire::Topology t;

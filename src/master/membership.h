@@ -6,7 +6,8 @@
 //  - The first peer of an empty world is admitted at once; later ones stay
 //    pending until every member has voted (ecclCommUpdateTopology).
 //  - The epoch is global and only moves when the membership changed. Each
-//    peer group gets its own ring, ordered by admission (peer id).
+//    peer group gets its own ring, ordered by admission, so members keep
+//    their ranks when newcomers join (peers admitted together: by peer id).
 //  - For each (group, tag, seq) the master compares the members' op
 //    descriptors and collects their completions: it answers every member
 //    with one verdict, success only when all of them finished successfully,
@@ -59,6 +60,7 @@ class Membership {
     uint32_t group = 0;
     std::string host;
     uint16_t port = 0;
+    uint64_t admitted = 0;  // admission order: ring position, so members keep their ranks
     Clock::time_point lastSeen{};
   };
   struct OpKey {
@@ -90,6 +92,7 @@ class Membership {
   std::set<uint64_t> votes_;
   std::map<OpKey, OpEntry> ops_;
   uint64_t epoch_ = 0;
+  uint64_t nextAdmission_ = 1;
   bool changedSinceEpoch_ = false;
 };
 

@@ -129,6 +129,20 @@ TEST_F(MembershipTest, PendingPeersAreAdmittedWhenTheLastMemberLeaves) {
   EXPECT_EQ(m.memberCount(), 1u);
 }
 
+// Ranks follow admission, not connection order: a peer that connected
+// earlier but was admitted later does not take rank 0 from the first member.
+TEST_F(MembershipTest, MembersKeepTheirRanksWhenEarlierConnectionsJoin) {
+  m.onRegister(5, wire::kProtocolVersion, reg(), "h");  // connection 5 registers first
+  m.onRegister(2, wire::kProtocolVersion, reg(), "h");  // connection 2 registers later
+  auto out = m.onMessage(5, wire::Vote{});
+  auto t5 = sentTo<wire::Topology>(out, 5), t2 = sentTo<wire::Topology>(out, 2);
+  ASSERT_EQ(t5.size(), 1u);
+  ASSERT_EQ(t2.size(), 1u);
+  EXPECT_EQ(t5[0]->rank, 0u);
+  EXPECT_EQ(t2[0]->rank, 1u);
+  EXPECT_EQ(t5[0]->ring[0].peerId, 5u);
+}
+
 TEST_F(MembershipTest, GroupsGetSeparateRings) {
   m.onRegister(1, wire::kProtocolVersion, reg(0), "h");
   m.onRegister(2, wire::kProtocolVersion, reg(1), "h");
