@@ -7,6 +7,7 @@
 #include <string>
 #include <unistd.h>
 
+#include "common/env.h"
 #include "eccl/eccl.h"
 
 namespace {
@@ -27,7 +28,18 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-ms", heartbeatMs, "expected peer heartbeat interval")->capture_default_str();
   app.add_option("--failure-timeout-ms", failureMs, "silence after which a peer is dead")
       ->capture_default_str();
+  bool helpEnv = false;
+  app.add_flag("--help-env", helpEnv, "list the ECCL_* environment variables and exit");
   CLI11_PARSE(app, argc, argv);
+  if (helpEnv) {
+    size_t n = 0;
+    const eccl::env::Knob* k = eccl::env::knobs(&n);
+    for (size_t i = 0; i < n; ++i) {
+      std::printf("%-20s default %-9s %s\n", k[i].name,
+                  *k[i].defaultValue ? k[i].defaultValue : "(none)", k[i].help);
+    }
+    return 0;
+  }
 
   // Port 0 is allowed here, unlike in a master address peers dial.
   std::string host = listen, portText = "0";

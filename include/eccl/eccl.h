@@ -106,8 +106,10 @@ typedef struct {
   const char* listenAddress; /* "0.0.0.0", "::", "127.0.0.1"; NULL = all IPv4 */
   uint16_t port;             /* 0 = any free port, see ecclMasterGetPort */
   const char* authToken;     /* NULL or "" = no authentication */
-  uint32_t heartbeatIntervalMs;
-  uint32_t failureTimeoutMs;
+  uint32_t heartbeatIntervalMs; /* interval peers are expected to heartbeat at */
+  uint32_t failureTimeoutMs;    /* silence after which a peer is dead; heartbeats are
+                                   recorded, detection from them is not enforced yet
+                                   (a closed connection already removes a peer) */
 } ecclMasterConfig_t;
 
 #define ECCL_MASTER_CONFIG_INIT \
