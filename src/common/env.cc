@@ -8,7 +8,7 @@ namespace {
 
 constexpr Knob kKnobs[] = {
     {"ECCL_LOG_LEVEL", "warn", "trace, debug, info, warn, error or off"},
-    {"ECCL_LOG_SUBSYS", "", "comma-separated subsystems to log: master, comm, transport, coll (empty = all)"},
+    {"ECCL_LOG_SUBSYS", "", "comma-separated subsystems to log: master, comm, transport, coll, api (empty = all)"},
     {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864)"},
     {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
     {"ECCL_STREAMS", "4", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64)"},

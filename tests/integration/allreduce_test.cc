@@ -42,7 +42,9 @@ void checkAllReduce(ecclComm_t comm, size_t count, ecclDataType_t dt, ecclRedOp_
   EXPECT_TRUE(got == expectedAllReduce(world, count, dt, op))
       << dtypeName(dt) << " " << opName(op) << " count " << count << " rank " << rank;
   EXPECT_EQ(info.worldSize, world);
-  if (!inPlace) EXPECT_TRUE(in == makeInput(rank, count, dt)) << "sendbuf was modified";
+  if (!inPlace) {
+    EXPECT_TRUE(in == makeInput(rank, count, dt)) << "sendbuf was modified";
+  }
   if (results != nullptr) results->put(rank, std::move(got));
 }
 

@@ -29,7 +29,9 @@ TEST(Broadcast, FromEveryRootAllSizes) {
           }
         }
         // The last rank of the chain only receives; the root only sends.
-        if (count > 0 && rank == root) EXPECT_EQ(info.bytesReceived, 0u);
+        if (count > 0 && rank == root) {
+          EXPECT_EQ(info.bytesReceived, 0u);
+        }
       }
     }
   });

@@ -109,7 +109,9 @@ TEST(Membership, PeerGroupsReduceSeparately) {
         while (admitted < 4) {
           int pending = 0;
           ASSERT_EQ(ecclCommArePeersPending(comm, &pending), ecclSuccess);
-          if (pending) ASSERT_EQ(ecclCommUpdateTopology(comm), ecclSuccess) << ecclGetLastError(comm);
+          if (pending) {
+            ASSERT_EQ(ecclCommUpdateTopology(comm), ecclSuccess) << ecclGetLastError(comm);
+          }
           ASSERT_LT(std::chrono::steady_clock::now(), deadline);
           std::this_thread::sleep_for(std::chrono::milliseconds(2));
         }
