@@ -2,10 +2,14 @@
 //
 // An embedded master and 4 peer processes all-reduce a 16 MiB "gradient"
 // step after step; midway a 5th process registers, waits as pending, and is
-// admitted at the next step boundary. Rank 0 prints world size, epoch, step
-// time and bus bandwidth for every step.
+// admitted at the next step boundary. Later one peer is killed with SIGKILL:
+// the survivors' step fails with ecclPeerLost (their gradient holds its input
+// again), they update the topology and redo the step without it. Rank 0
+// prints world size, epoch, step time and bus bandwidth for every step, and
+// the recovery time after the kill.
 //
-//   eccl-demo [--peers 4] [--seconds 8] [--join-after 3] [--mib 16]
+//   eccl-demo [--peers 4] [--seconds 9] [--join-after 3] [--kill-after 6] [--mib 16]
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,11 +32,17 @@ using Clock = std::chrono::steady_clock;
 
 struct Args {
   int peers = 4;
-  double seconds = 8;
+  double seconds = 9;
   double joinAfter = 3;
+  double killAfter = 6;  // < 0: nobody is killed
   int mib = 16;
-  std::string join;  // internal: run as a peer of this master
+  std::string join;      // internal: run as a peer of this master
+  std::string killFile;  // internal: where the parent notes when it killed
 };
+
+int64_t nowNs() {  // steady_clock is CLOCK_MONOTONIC: comparable across processes
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
 
 void die(const char* what, ecclComm_t comm) {
   std::fprintf(stderr, "eccl-demo: %s: %s\n", what, ecclGetLastError(comm));
@@ -41,6 +51,14 @@ void die(const char* what, ecclComm_t comm) {
 
 #define CHECK(call, comm) \
   if ((call) != ecclSuccess) die(#call, comm)
+
+// A collective that may lose a peer: ecclPeerLost is expected (the caller
+// redoes the step), anything else ends the demo.
+bool survived(ecclResult_t r, const char* what, ecclComm_t comm) {
+  if (r == ecclPeerLost) return false;
+  if (r != ecclSuccess) die(what, comm);
+  return true;
+}
 
 // One step of a training loop: agree on admitting newcomers and on stopping,
 // then all-reduce the gradient.
@@ -57,15 +75,30 @@ int peerMain(const Args& a) {
   // Connect returns at an update-topology step boundary, so a newcomer
   // starts where the members stand: right after the update.
   bool justAdmitted = true;
+  bool lost = false;           // the last step lost a peer: update, then redo it
+  Clock::time_point lostAt{};  // when that step returned ecclPeerLost
   for (int step = 0;; ++step) {
     int rank = 0, world = 0, pending = 0;
-    if (!justAdmitted) {
+    if (lost) {
+      CHECK(ecclCommUpdateTopology(comm), comm);  // drops the dead, new epoch and ring
+    } else if (!justAdmitted) {
       CHECK(ecclCommGetRank(comm, &rank), comm);
       CHECK(ecclCommArePeersPending(comm, &pending), comm);
       // [anyone pending, rank 0 wants to stop]: every member decides alike.
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
       int32_t flags[2] = {pending, rank == 0 && elapsed > a.seconds};
-      CHECK(ecclAllReduce(flags, flags, 2, ecclInt32, ecclMax, nullptr, comm, nullptr), comm);
+      if (!survived(ecclAllReduce(flags, flags, 2, ecclInt32, ecclMax, nullptr, comm, nullptr),
+                    "agreement all-reduce", comm)) {
+        if (rank == 0) {
+          std::printf("step %3d | ecclPeerLost in the agreement all-reduce; updating the topology\n",
+                      step);
+          std::fflush(stdout);
+        }
+        lost = true;
+        lostAt = Clock::now();
+        --step;
+        continue;
+      }
       if (flags[1]) break;
       if (flags[0]) CHECK(ecclCommUpdateTopology(comm), comm);
     }
@@ -76,17 +109,48 @@ int peerMain(const Args& a) {
     CHECK(ecclCommGetEpoch(comm, &epoch), comm);
     if (rank == 0 && world != lastWorld) {
       std::printf("---- epoch %llu: world size %d%s\n", static_cast<unsigned long long>(epoch), world,
-                  lastWorld ? " (newcomers admitted at this update)" : "");
+                  lastWorld == 0 || world == lastWorld ? ""
+                  : world > lastWorld               ? " (newcomers admitted at this update)"
+                                                    : " (the dead peer dropped at this update)");
     }
     lastWorld = world;
 
     for (float& g : grad) g = static_cast<float>(rank + 1);
     const auto t0 = Clock::now();
     ecclOpInfo_t info = ECCL_OP_INFO_INIT;
-    CHECK(ecclAllReduce(grad.data(), grad.data(), count, ecclFloat32, ecclSum, nullptr, comm, &info), comm);
+    const ecclResult_t r =
+        ecclAllReduce(grad.data(), grad.data(), count, ecclFloat32, ecclSum, nullptr, comm, &info);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!survived(r, "gradient all-reduce", comm)) {
+      // All or nothing: every survivor fails this step and holds its input.
+      if (grad.front() != static_cast<float>(rank + 1) || grad.back() != static_cast<float>(rank + 1)) {
+        die("the failed step did not restore the gradient", comm);
+      }
+      if (rank == 0) {
+        std::printf("step %3d | world %d | ecclPeerLost after %.1f ms in the step; gradient "
+                    "restored; updating the topology\n", step, world, s * 1e3);
+        std::fflush(stdout);
+      }
+      lost = true;
+      lostAt = Clock::now();
+      --step;
+      continue;
+    }
     const float want = static_cast<float>(world * (world + 1) / 2);
     if (grad.front() != want || grad.back() != want) die("wrong all-reduce result", comm);
+    if (lost && rank == 0) {
+      std::printf("---- recovered: step redone on %d peers, %.1f ms after the failed step returned",
+                  world, std::chrono::duration<double, std::milli>(Clock::now() - lostAt).count());
+      if (FILE* f = a.killFile.empty() ? nullptr : std::fopen(a.killFile.c_str(), "r")) {
+        long long killedNs = 0;
+        if (std::fscanf(f, "%lld", &killedNs) == 1 && killedNs > 0) {
+          std::printf("; %.1f ms after the SIGKILL", (nowNs() - killedNs) / 1e6);
+        }
+        std::fclose(f);
+      }
+      std::printf("\n");
+    }
+    lost = false;
     if (rank == 0) {
       const double busbw = static_cast<double>(count * 4) * 2.0 * (world - 1) / world / s / 1e9;
       std::printf("step %3d | world %d | epoch %llu | step time %7.1f ms | busbw %6.3f GB/s\n", step,
@@ -100,7 +164,8 @@ int peerMain(const Args& a) {
 
 pid_t spawnPeer(const char* self, const std::string& addr, const Args& a) {
   std::vector<std::string> args = {self, "--join", addr, "--mib", std::to_string(a.mib),
-                                   "--seconds", std::to_string(a.seconds)};
+                                   "--seconds", std::to_string(a.seconds), "--kill-file",
+                                   a.killFile};
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -122,9 +187,12 @@ int main(int argc, char** argv) {
     else if (k == "--seconds") a.seconds = std::atof(v.c_str());
     else if (k == "--join-after") a.joinAfter = std::atof(v.c_str());
     else if (k == "--mib") a.mib = std::atoi(v.c_str());
+    else if (k == "--kill-after") a.killAfter = std::atof(v.c_str());
+    else if (k == "--kill-file") a.killFile = v;
     else if (k == "--join") a.join = v;
     else {
-      std::fprintf(stderr, "usage: %s [--peers N] [--seconds S] [--join-after S] [--mib M]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--peers N] [--seconds S] [--join-after S] [--kill-after S] "
+                           "[--mib M]\n", argv[0]);
       return 2;
     }
   }
@@ -138,20 +206,43 @@ int main(int argc, char** argv) {
   CHECK(ecclMasterGetPort(master, &port), nullptr);
   const std::string addr = "127.0.0.1:" + std::to_string(port);
   std::printf("eccl-demo: master on %s; %d peers all-reduce %d MiB float32 per step; one more "
-              "joins after %.0f s\n", addr.c_str(), a.peers, a.mib, a.joinAfter);
+              "joins after %.0f s", addr.c_str(), a.peers, a.mib, a.joinAfter);
+  if (a.killAfter >= 0) std::printf("; one is killed after %.0f s", a.killAfter);
+  std::printf("\n");
   std::fflush(stdout);
+  char killFile[] = "/tmp/eccl-demo-kill-XXXXXX";
+  const int killFd = mkstemp(killFile);
+  if (killFd >= 0) {
+    close(killFd);
+    a.killFile = killFile;
+  }
+  const auto start = Clock::now();
   std::vector<pid_t> pids;
   for (int i = 0; i < a.peers; ++i) pids.push_back(spawnPeer(argv[0], addr, a));
-  std::this_thread::sleep_for(std::chrono::duration<double>(a.joinAfter));
+  std::this_thread::sleep_until(start + std::chrono::duration<double>(a.joinAfter));
   std::printf("---- a new peer registers and waits as pending\n");
   std::fflush(stdout);
   pids.push_back(spawnPeer(argv[0], addr, a));
+  pid_t victim = -1;
+  if (a.killAfter >= 0 && a.peers > 1) {
+    std::this_thread::sleep_until(start + std::chrono::duration<double>(a.killAfter));
+    victim = pids[1];
+    if (FILE* f = std::fopen(a.killFile.c_str(), "w")) {  // before the kill: the survivors may read it soon
+      std::fprintf(f, "%lld\n", static_cast<long long>(nowNs()));
+      std::fclose(f);
+    }
+    kill(victim, SIGKILL);
+    std::printf("---- SIGKILL to peer process %d\n", static_cast<int>(victim));
+    std::fflush(stdout);
+  }
   int rc = 0;
   for (pid_t pid : pids) {
     int status = 0;
     waitpid(pid, &status, 0);
+    if (pid == victim) continue;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
   }
+  if (!a.killFile.empty()) unlink(a.killFile.c_str());
   ecclMasterDestroy(master);
   std::printf("eccl-demo: %s\n", rc == 0 ? "all peers finished" : "a peer failed");
   return rc;

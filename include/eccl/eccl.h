@@ -107,9 +107,9 @@ typedef struct {
   uint16_t port;             /* 0 = any free port, see ecclMasterGetPort */
   const char* authToken;     /* NULL or "" = no authentication */
   uint32_t heartbeatIntervalMs; /* interval peers are expected to heartbeat at */
-  uint32_t failureTimeoutMs;    /* silence after which a peer is dead; heartbeats are
-                                   recorded, detection from them is not enforced yet
-                                   (a closed connection already removes a peer) */
+  uint32_t failureTimeoutMs;    /* a peer silent this long is declared dead and removed;
+                                   members stuck in a collective this long while all are
+                                   alive lose the peer whose data stopped (link cut) */
 } ecclMasterConfig_t;
 
 #define ECCL_MASTER_CONFIG_INIT \
@@ -136,11 +136,15 @@ typedef struct {
   const char* advertisedAddress; /* address others dial for data links; NULL = the
                                     local address used to reach the master */
   const char* bindAddress;   /* local address the data acceptor binds; NULL = any */
-  uint32_t heartbeatIntervalMs;
+  uint32_t heartbeatIntervalMs; /* heartbeats to the master; keep below the master's
+                                   failureTimeoutMs */
+  uint32_t failureTimeoutMs; /* no bytes from a neighbour for half of this: reported to
+                                the master; no word from the master for this long:
+                                ecclMasterUnreachable. Use the master's value. */
 } ecclCommConfig_t;
 
 #define ECCL_COMM_CONFIG_INIT \
-  { sizeof(ecclCommConfig_t), NULL, 0, NULL, 0, NULL, 10000, 60000, NULL, NULL, 500 }
+  { sizeof(ecclCommConfig_t), NULL, 0, NULL, 0, NULL, 10000, 60000, NULL, NULL, 500, 2000 }
 
 /* Creates a communicator; nothing is contacted yet. */
 ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t* comm);

@@ -39,9 +39,9 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
                                                     eccl::wire::kMaxStreams));
     }
     if (config->connectTimeoutMs == 0 || config->opTimeoutMs == 0 ||
-        config->heartbeatIntervalMs == 0) {
-      return error(ecclInvalidArgument, "connectTimeoutMs, opTimeoutMs and heartbeatIntervalMs "
-                                        "must be > 0");
+        config->heartbeatIntervalMs == 0 || config->failureTimeoutMs == 0) {
+      return error(ecclInvalidArgument, "connectTimeoutMs, opTimeoutMs, heartbeatIntervalMs and "
+                                        "failureTimeoutMs must be > 0");
     }
     Result<eccl::comm::HostPort> hp = eccl::comm::parseHostPort(config->masterAddress);
     if (!hp) return hp.status();
@@ -56,6 +56,7 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
     if (config->advertisedAddress != nullptr) o.advertisedAddress = config->advertisedAddress;
     if (config->bindAddress != nullptr) o.bindAddress = config->bindAddress;
     o.heartbeatInterval = std::chrono::milliseconds(config->heartbeatIntervalMs);
+    o.failureTimeout = std::chrono::milliseconds(config->failureTimeoutMs);
     if (o.transport != "tcp") {
       // Fail here rather than at connect: the backend is not in this build.
       Result<std::unique_ptr<eccl::transport::Transport>> t =

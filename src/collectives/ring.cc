@@ -27,9 +27,21 @@ class RingIo {
 
   Result<transport::Frame> recv(uint32_t step, uint32_t segment, size_t elems) {
     const wire::DataHeader& b = ctx_.base;
-    Result<transport::Frame> f =
-        ctx_.left->recv({b.tag, b.seq, step, segment}, deadline(), *ctx_.cancel);
+    const transport::Deadline giveUp = lastFrame_ + ctx_.progressTimeout;
+    Result<transport::Frame> f = error(ecclTimeout, "");
+    for (;;) {
+      const auto now = transport::Clock::now();
+      f = ctx_.left->recv({b.tag, b.seq, step, segment}, std::min(giveUp, now + ctx_.silenceReport),
+                          *ctx_.cancel);
+      if (f || f.status().code() != ecclTimeout || transport::Clock::now() >= giveUp) break;
+      if (ctx_.onSilence) {
+        ctx_.onSilence(ctx_.left->remotePeer(),
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                           transport::Clock::now() - lastFrame_));
+      }
+    }
     if (!f) return f;
+    lastFrame_ = transport::Clock::now();
     const wire::DataHeader& h = f->header;
     if (!(h.descriptor() == b.descriptor()) || h.epoch != b.epoch || h.group != b.group ||
         h.payloadBytes != elems * elem_) {
@@ -51,6 +63,7 @@ class RingIo {
   transport::Deadline deadline() const { return transport::Clock::now() + ctx_.progressTimeout; }
   RingContext& ctx_;
   size_t elem_;
+  transport::Deadline lastFrame_ = transport::Clock::now();  // op start, then each arrival
 };
 
 }  // namespace

@@ -46,9 +46,16 @@ Communicator::~Communicator() {
 
 Status Communicator::connect() {
   {
-    std::lock_guard<std::mutex> lock(viewMu_);
-    if (connected_ || control_) return error(ecclInvalidUsage, "communicator already connected");
+    std::lock_guard<std::mutex> ops(opsMu_);
+    if (masterLost_.isOk()) {
+      std::lock_guard<std::mutex> lock(viewMu_);
+      if (connected_ || control_) return error(ecclInvalidUsage, "communicator already connected");
+    } else if (inFlight_ != 0) {
+      return error(ecclInvalidUsage, fmt::format("{} collectives still in flight; wait for them "
+                                                 "before connecting again", inFlight_));
+    }
   }
+  dropSession();  // after ecclKicked or ecclMasterUnreachable: rejoin as a newcomer
   Status st = registerAndJoin();
   if (!st.isOk() && control_) {
     // Leave rather than stay registered (and later be put in a ring whose
@@ -62,6 +69,25 @@ Status Communicator::connect() {
   return st;
 }
 
+void Communicator::dropSession() {
+  control_.reset();  // may report the loss once more; cleared below
+  {
+    std::lock_guard<std::mutex> lock(viewMu_);
+    right_.reset();
+    left_.reset();
+    connected_ = false;
+    epoch_ = 0;
+    rank_ = 0;
+    ring_.clear();
+    linksError_ = Status::ok();
+  }
+  transport_.reset();
+  std::lock_guard<std::mutex> ops(opsMu_);
+  masterLost_ = Status::ok();
+  earlyVerdicts_.clear();
+  nextSeq_.clear();
+}
+
 Status Communicator::registerAndJoin() {
   transport::TransportOptions topts;
   topts.bindAddress = options_.bindAddress;
@@ -73,7 +99,7 @@ Status Communicator::registerAndJoin() {
 
   Result<std::unique_ptr<ControlClient>> c = ControlClient::connect(
       options_.masterAddress, after(options_.connectTimeout), options_.heartbeatInterval,
-      [this](const wire::OpVerdict& v) { onVerdict(v); },
+      options_.failureTimeout, [this](const wire::OpVerdict& v) { onVerdict(v); },
       [this](const Status& st) { onMasterLost(st); });
   if (!c) return c.status();
   control_ = std::move(*c);
@@ -298,7 +324,12 @@ void Communicator::execute(Request& req) {
   info.worldSize = worldSize();
   info.epoch = req.epoch;
   log::ScopedLogContext logContext(peerId_, req.epoch);
-  Status st = runRing(req, info);
+  std::vector<std::byte>* backup = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(opsMu_);  // map nodes are stable; the tag is busy
+    backup = &tags_[req.args().tag].backup;
+  }
+  Status st = runRing(req, info, *backup);
   info.seconds = std::chrono::duration<double>(transport::Clock::now() - start).count();
   if (!st.isOk()) {
     ECCL_LOG(kWarn, kComm, "tag {} op #{} failed: {}", req.args().tag, req.seq, st.message());
@@ -312,7 +343,7 @@ void Communicator::execute(Request& req) {
   req.complete(std::move(st), info);
 }
 
-Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
+Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup) {
   const OpArgs& a = req.args();
   const OpKey key{req.epoch, a.tag, req.seq};
   collectives::RingContext ctx;
@@ -342,6 +373,23 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
       req.setVerdict(ecclInvalidUsage, "communicator destroyed");
     }
   }
+  // All or nothing: keep what the ring overwrites, to put it back on failure.
+  const size_t bytes = a.count * dtypeSize(a.dtype);
+  const bool overwritesInput = a.kind == wire::OpKind::kAllReduce ? a.sendbuf == a.recvbuf
+                                                                  : ctx.rank != a.root;
+  if (overwritesInput && bytes > 0) {
+    if (backup.size() < bytes) backup.resize(bytes);
+    std::memcpy(backup.data(), a.recvbuf, bytes);
+  }
+  auto restoreInput = [&] {
+    if (bytes == 0) return;
+    if (overwritesInput) {
+      std::memcpy(a.recvbuf, backup.data(), bytes);
+    } else if (a.kind == wire::OpKind::kAllReduce) {
+      std::memmove(a.recvbuf, a.sendbuf, bytes);
+    }
+  };
+
   const wire::OpDescriptor desc = a.descriptor();
   control_->send(wire::OpBegin{req.epoch, a.tag, req.seq, desc});
 
@@ -355,6 +403,13 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
   ctx.base.epoch = req.epoch;
   ctx.base.seq = req.seq;
   ctx.progressTimeout = options_.opTimeout;
+  ctx.silenceReport = std::max(std::chrono::milliseconds(1), options_.failureTimeout / 2);
+  ctx.onSilence = [&](uint64_t suspect, std::chrono::milliseconds silent) {
+    ECCL_LOG(kWarn, kComm, "tag {} op #{}: nothing from peer {} for {} ms; told the master",
+             a.tag, req.seq, suspect, silent.count());
+    control_->send(wire::Suspect{req.epoch, a.tag, req.seq, suspect,
+                                 static_cast<uint32_t>(std::min<int64_t>(silent.count(), UINT32_MAX))});
+  };
   ctx.cancel = &req.cancel;
   ctx.segmentBytes = env::segmentBytes();
   Status local = a.kind == wire::OpKind::kAllReduce
@@ -373,8 +428,12 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info) {
   }
   ctx.right->retire(a.tag, req.seq);
   ctx.left->retire(a.tag, req.seq);
-  if (!verdict) return error(ecclTimeout, "the master gave no verdict for the op in time");
+  if (!verdict) {
+    restoreInput();
+    return error(ecclTimeout, "the master gave no verdict for the op in time");
+  }
   if (!verdict->isOk()) {
+    restoreInput();
     // Our own error says more when it caused the verdict rather than
     // being the verdict's cancellation.
     const bool cancelled = req.cancel.load(std::memory_order_acquire) != 0;
@@ -405,7 +464,10 @@ void Communicator::onMasterLost(const Status& st) {
   if (stopping_) return;
   ECCL_LOG(kError, kComm, "{}", st.message());
   masterLost_ = st;
-  for (auto& [key, req] : active_) req->setVerdict(ecclMasterUnreachable, st.message());
+  for (auto& [key, req] : active_) req->setVerdict(st.code(), st.message());
+  std::lock_guard<std::mutex> view(viewMu_);
+  if (right_) right_->interrupt();
+  if (left_) left_->interrupt();
 }
 
 void Communicator::setLastError(const std::string& message) {

@@ -9,6 +9,12 @@
 // OpDone and waits for the master's verdict, which is success only when every
 // member succeeded. A failure verdict (a member failed or disagreed) cancels
 // the op wherever it is. That is the one control round-trip per op.
+//
+// Faults: a failed op leaves the caller's input in the receive buffer. A
+// receive that waits half the failure timeout is reported to the master
+// (Suspect), which alone decides who is dead. A master that kicks this peer,
+// or goes away, ends every op with ecclKicked / ecclMasterUnreachable; a new
+// connect() then rejoins as a newcomer.
 #pragma once
 
 #include <atomic>
@@ -36,6 +42,7 @@ struct CommOptions {
   std::string advertisedAddress;
   std::string bindAddress;
   std::chrono::milliseconds heartbeatInterval{500};
+  std::chrono::milliseconds failureTimeout{2000};
 };
 
 class Communicator {
@@ -65,6 +72,9 @@ class Communicator {
     std::deque<std::shared_ptr<Request>> queue;
     std::thread worker;
     bool busy = false;  // an op of this tag is executing (worker or caller thread)
+    // The caller's input of the executing op where the ring overwrites it
+    // (in-place all-reduce, broadcast at non-roots): restored on failure.
+    std::vector<std::byte> backup;
   };
   struct OpKey {
     uint64_t epoch;
@@ -79,7 +89,8 @@ class Communicator {
   Status voteAndApply();
   void workerLoop(uint32_t tag);
   void execute(Request& req);
-  Status runRing(Request& req, ecclOpInfo_t& info);
+  Status runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup);
+  void dropSession();
   void onVerdict(const wire::OpVerdict& v);
   void onMasterLost(const Status& st);
 
@@ -108,7 +119,7 @@ class Communicator {
   size_t inFlight_ = 0;
   bool stopping_ = false;
   bool topologyChanging_ = false;  // submit() refuses ops meanwhile
-  Status masterLost_;
+  Status masterLost_;  // ecclMasterUnreachable or ecclKicked: calls fail with it
 
   mutable std::mutex errMu_;
   std::string lastError_;

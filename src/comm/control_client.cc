@@ -42,11 +42,13 @@ Result<HostPort> parseHostPort(const std::string& text) {
 Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string& masterAddress,
                                                               transport::Deadline deadline,
                                                               std::chrono::milliseconds heartbeat,
+                                                              std::chrono::milliseconds failureTimeout,
                                                               OnVerdict onVerdict, OnLost onLost) {
   Result<HostPort> hp = parseHostPort(masterAddress);
   if (!hp) return hp.status();
   std::unique_ptr<ControlClient> c(new ControlClient());
   c->heartbeat_ = heartbeat;
+  c->failureTimeout_ = failureTimeout;
   c->onVerdict_ = std::move(onVerdict);
   c->onLost_ = std::move(onLost);
 
@@ -94,6 +96,7 @@ Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string&
   c->channel_->start(
       [raw](uint16_t, Result<wire::ControlMessage>&& msg) { raw->onMessage(std::move(msg)); },
       [raw](const Status& st) { raw->onClose(st); });
+  c->lastHeard_ = c->lastTick_ = transport::Clock::now();
   c->heartbeatTimer_ = std::make_unique<asio::steady_timer>(c->io_);
   c->scheduleHeartbeat();
   const log::Context ctx = log::threadContext();
@@ -115,6 +118,21 @@ void ControlClient::scheduleHeartbeat() {
     // A completion queued before cancel() still arrives with success: the
     // flag, not the error code, says whether to go on.
     if (ec || closed_) return;
+    const auto now = transport::Clock::now();
+    // A tick far too late means this process was stopped or starved: what
+    // the master sent meanwhile (a Kick, say) is still unread, so the
+    // silence is ours, not the master's.
+    if (now - lastTick_ > failureTimeout_) lastHeard_ = now;
+    lastTick_ = now;
+    const auto silent = now - lastHeard_;
+    if (silent > failureTimeout_) {
+      failure_ = error(ecclMasterUnreachable,
+                       fmt::format("the master has been silent for {} ms (failure timeout {} ms)",
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(silent).count(),
+                                   failureTimeout_.count()));
+      channel_->abort();  // onClose hands failure_ to the waiters
+      return;
+    }
     channel_->send(wire::Heartbeat{});
     scheduleHeartbeat();
   });
@@ -144,6 +162,15 @@ void ControlClient::onMessage(Result<wire::ControlMessage>&& msg) {
     channel_->abort();  // onClose follows and hands failure_ to the waiters
     return;
   }
+  lastHeard_ = transport::Clock::now();
+  if (std::holds_alternative<wire::Heartbeat>(*msg)) return;
+  if (const auto* k = std::get_if<wire::Kick>(&*msg)) {
+    // The master closes after this; the close reports it.
+    failure_ = error(ecclKicked, fmt::format("the master removed this peer: {}; connect again "
+                                             "to rejoin as a newcomer", k->message));
+    ECCL_LOG(kError, kComm, "{}", failure_.message());
+    return;
+  }
   if (const auto* v = std::get_if<wire::OpVerdict>(&*msg)) {
     onVerdict_(*v);
     return;
@@ -159,7 +186,7 @@ void ControlClient::onClose(const Status& st) {
   closed_ = true;
   heartbeatTimer_->cancel();
   if (closeTimer_) closeTimer_->cancel();
-  Status lost = !failure_.isOk() && failure_.code() == ecclVersionMismatch
+  Status lost = !failure_.isOk() && failure_.code() != ecclInvalidArgument
                     ? failure_
                     : error(ecclMasterUnreachable,
                             fmt::format("connection to the master closed{}{}",

@@ -3,8 +3,10 @@
 // Requests with a reply (Register, Vote, PendingQuery) are answered in order,
 // so await() takes the next message of the expected type. Verdicts arrive
 // unasked and go to the onVerdict callback (on the io thread). Heartbeats are
-// sent every heartbeatInterval. When the connection drops, every await()
-// fails with ecclMasterUnreachable and onLost runs once.
+// sent every heartbeatInterval and echoed by the master; a master silent for
+// failureTimeout is treated as gone. When the connection drops, every await()
+// fails with ecclMasterUnreachable (ecclKicked when the master removed us)
+// and onLost runs once.
 #pragma once
 
 #include <asio.hpp>
@@ -38,6 +40,7 @@ class ControlClient {
   static Result<std::unique_ptr<ControlClient>> connect(const std::string& masterAddress,
                                                         transport::Deadline deadline,
                                                         std::chrono::milliseconds heartbeat,
+                                                        std::chrono::milliseconds failureTimeout,
                                                         OnVerdict onVerdict, OnLost onLost);
   ~ControlClient();
 
@@ -62,6 +65,9 @@ class ControlClient {
   std::unique_ptr<asio::steady_timer> closeTimer_;
   bool closed_ = false;  // io thread only
   std::chrono::milliseconds heartbeat_{500};
+  std::chrono::milliseconds failureTimeout_{2000};
+  transport::Deadline lastHeard_{};  // io thread only
+  transport::Deadline lastTick_{};   // io thread only
   std::shared_ptr<wire::Channel> channel_;
   std::thread thread_;
   OnVerdict onVerdict_;

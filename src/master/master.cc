@@ -3,6 +3,7 @@
 #include <asio.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <thread>
 
@@ -14,7 +15,23 @@ namespace eccl::master {
 
 struct Master::Impl {
   explicit Impl(const MasterOptions& o)
-      : options(o), acceptor(io), membership(o.authToken) {}
+      : options(o),
+        acceptor(io),
+        ticker(io),
+        membership({o.authToken, std::chrono::milliseconds(o.heartbeatIntervalMs),
+                    std::chrono::milliseconds(o.failureTimeoutMs)}) {}
+
+  // Failure detection runs on the server thread, so Membership needs no lock.
+  void scheduleTick() {
+    const auto period = std::clamp(std::chrono::milliseconds(options.failureTimeoutMs / 20),
+                                   std::chrono::milliseconds(10), std::chrono::milliseconds(100));
+    ticker.expires_after(period);
+    ticker.async_wait([this](const asio::error_code& ec) {
+      if (ec || stopping) return;
+      deliver(membership.tick(Membership::Clock::now()));
+      scheduleTick();
+    });
+  }
 
   void acceptNext() {
     acceptor.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket socket) {
@@ -86,6 +103,8 @@ struct Master::Impl {
   MasterOptions options;
   asio::io_context io;
   asio::ip::tcp::acceptor acceptor;
+  asio::steady_timer ticker;
+  bool stopping = false;  // server thread only
   Membership membership;
   std::map<uint64_t, std::shared_ptr<wire::Channel>> channels;
   uint64_t nextId = 1;
@@ -115,6 +134,7 @@ Result<std::unique_ptr<Master>> Master::start(const MasterOptions& options) {
   }
   impl->port = impl->acceptor.local_endpoint().port();
   impl->acceptNext();
+  impl->scheduleTick();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->io.run(); });
   ECCL_LOG(kInfo, kMaster, "master listening on {}:{}", options.listenAddress, impl->port);
@@ -125,6 +145,8 @@ Master::~Master() {
   Impl* impl = impl_.get();
   asio::post(impl->io, [impl] {
     asio::error_code ec;
+    impl->stopping = true;
+    impl->ticker.cancel();
     impl->acceptor.close(ec);
     auto channels = impl->channels;  // abort() re-enters through onClose
     for (auto& [id, ch] : channels) ch->abort();

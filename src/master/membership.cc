@@ -52,7 +52,7 @@ std::vector<Outgoing> Membership::onRegister(uint64_t peerId, uint16_t version,
                                             wire::kProtocolVersion));
     return out;
   }
-  if (!tokensEqual(reg.authToken, authToken_)) {
+  if (!tokensEqual(reg.authToken, options_.authToken)) {
     refuse(ecclAuthFailed, "auth token does not match the master's");
     return out;
   }
@@ -98,7 +98,9 @@ std::vector<Outgoing> Membership::onMessage(uint64_t peerId, const wire::Control
           ECCL_LOG(kInfo, kMaster, "peer {} leaves", peerId);
           remove(peerId, out);
         } else if constexpr (std::is_same_v<T, wire::Heartbeat>) {
-          // lastSeen was refreshed above.
+          out.push_back({peerId, wire::Heartbeat{}});  // lastSeen was refreshed above
+        } else if constexpr (std::is_same_v<T, wire::Suspect>) {
+          if (member) onSuspect(peerId, m, out);
         } else {
           ECCL_LOG(kWarn, kMaster, "peer {} sent unexpected {}", peerId,
                    wire::typeName(wire::typeOf(msg)));
@@ -117,6 +119,12 @@ std::vector<Outgoing> Membership::onDisconnect(uint64_t peerId) {
   return out;
 }
 
+void Membership::kick(uint64_t peerId, const std::string& why, std::vector<Outgoing>& out) {
+  ECCL_LOG(kWarn, kMaster, "peer {} is removed: {}", peerId, why);
+  out.push_back({peerId, wire::Kick{why}, true});
+  remove(peerId, out);
+}
+
 void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
   auto it = peers_.find(peerId);
   if (it == peers_.end()) return;
@@ -126,11 +134,12 @@ void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
   votes_.erase(peerId);
   if (!wasMember) return;
   changedSinceEpoch_ = true;
-  // Ops of its group that it had not finished can no longer succeed.
+  brokenGroups_.insert(group);
+  // The ring lost a link: no op of the group without a verdict can finish.
   for (auto op = ops_.begin(); op != ops_.end();) {
-    if (op->first.group == group && op->second.done.count(peerId) == 0 && !op->second.verdictSent) {
+    if (op->first.group == group && !op->second.verdictSent) {
       sendVerdict(op->first, op->second, ecclPeerLost,
-                  fmt::format("peer {} left during the op", peerId), out);
+                  fmt::format("peer {} left the group during the op", peerId), out);
     }
     op->second.done.erase(peerId);
     if (allDone(op->first, op->second)) {
@@ -144,6 +153,80 @@ void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
   } else {
     maybeCompleteVote(out);
   }
+}
+
+std::vector<Outgoing> Membership::tick(Clock::time_point now) {
+  std::vector<Outgoing> out;
+  std::vector<uint64_t> silent;
+  for (const auto& [id, p] : peers_) {
+    if (now - p.lastSeen > options_.failureTimeout) silent.push_back(id);
+  }
+  for (uint64_t id : silent) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - peers_.at(id).lastSeen);
+    kick(id, fmt::format("no heartbeat for {} ms (failure timeout {} ms)", ms.count(),
+                         options_.failureTimeout.count()), out);
+  }
+  std::vector<OpKey> due;
+  for (const auto& [key, e] : ops_) {
+    if (!e.verdictSent && e.decideAt && now >= *e.decideAt) due.push_back(key);
+  }
+  for (const OpKey& key : due) {
+    auto op = ops_.find(key);  // an earlier decision may have ended it
+    if (op != ops_.end() && !op->second.verdictSent) decideSilence(key, op->second, out);
+  }
+  return out;
+}
+
+void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<Outgoing>& out) {
+  (void)out;
+  if (m.epoch != epoch_) return;
+  auto suspect = peers_.find(m.suspect);
+  if (suspect == peers_.end() || suspect->second.state != State::kMember) return;  // already gone
+  const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
+  OpEntry& e = ops_[key];
+  if (e.verdictSent) return;
+  const auto now = Clock::now();
+  const Clock::time_point since = now - std::chrono::milliseconds(m.silentMs);
+  auto [it, fresh] = e.silences.try_emplace(peerId, Silence{m.suspect, since});
+  if (!fresh && since < it->second.since) it->second.since = since;
+  if (!e.decideAt) {
+    // Give heartbeats the time to name a dead or stopped peer first: its
+    // silence began before the reporter's, so it is due by then.
+    e.decideAt = now + options_.failureTimeout / 2 + options_.heartbeatInterval;
+    ECCL_LOG(kInfo, kMaster, "peer {} got nothing from peer {} for {} ms (tag {} op #{})", peerId,
+             m.suspect, m.silentMs, m.tag, m.seq);
+  }
+}
+
+void Membership::decideSilence(const OpKey& key, OpEntry& e, std::vector<Outgoing>& out) {
+  e.decideAt.reset();
+  const std::vector<uint64_t> members = groupMembers(key.group);
+  for (uint64_t id : members) {
+    if (e.began.count(id) == 0) {
+      // Someone has not reached the op yet: the others wait for it, which is
+      // no fault. Fresh reports start a new decision.
+      ECCL_LOG(kInfo, kMaster, "tag {} op #{}: peer {} has not begun it; waiting", key.tag,
+               key.seq, id);
+      e.silences.clear();
+      return;
+    }
+  }
+  // Everyone is in the op and alive, yet bytes stopped: the oldest silence
+  // is closest to the break (the ones downstream starve after it).
+  const std::pair<const uint64_t, Silence>* first = nullptr;
+  for (const auto& s : e.silences) {
+    if (peers_.count(s.second.suspect) == 0) continue;
+    if (first == nullptr || s.second.since < first->second.since) first = &s;
+  }
+  if (first == nullptr) return;
+  const uint64_t reporter = first->first, suspect = first->second.suspect;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
+                                                                       first->second.since);
+  const std::string why = fmt::format("peer {} got no data from peer {} for {} ms during tag {} "
+                                      "op #{} while both were alive (cut link or hung peer)",
+                                      reporter, suspect, ms.count(), key.tag, key.seq);
+  sendVerdict(key, e, ecclPeerLost, why, out);
+  kick(suspect, why, out);
 }
 
 void Membership::onVote(uint64_t peerId, std::vector<Outgoing>& out) {
@@ -171,6 +254,7 @@ void Membership::update(std::vector<Outgoing>& out) {
   if (changed) {
     ++epoch_;
     ops_.clear();
+    brokenGroups_.clear();
     changedSinceEpoch_ = false;
     ECCL_LOG(kInfo, kMaster, "epoch {}: {} members", epoch_, memberCount());
   }
@@ -226,6 +310,12 @@ void Membership::onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<
   if (m.epoch != epoch_) return;  // a straggler of an old epoch; its op is gone
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
   OpEntry& e = ops_[key];
+  e.began.insert(peerId);
+  if (brokenGroups_.count(key.group) != 0 && !e.verdictSent) {
+    sendVerdict(key, e, ecclPeerLost,
+                "the group lost a member in this epoch; call ecclCommUpdateTopology", out);
+    return;
+  }
   if (!e.desc) {
     e.desc = m.desc;
     e.descFrom = peerId;
@@ -249,6 +339,11 @@ void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Ou
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
   OpEntry& e = ops_[key];
   e.done.insert(peerId);
+  if (m.result == ecclPeerLost || m.result == ecclTimeout) {
+    // A data link broke or stalled: even with everyone still alive, the next
+    // update must open fresh links, so it starts a new epoch.
+    changedSinceEpoch_ = true;
+  }
   if (m.result != ecclSuccess && !e.verdictSent) {
     sendVerdict(key, e, static_cast<ecclResult_t>(m.result),
                 fmt::format("peer {}: {}", peerId, m.message), out);

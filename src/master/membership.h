@@ -12,6 +12,17 @@
 //    descriptors and collects their completions: it answers every member
 //    with one verdict, success only when all of them finished successfully,
 //    and a failure verdict at once when any member failed or disagreed.
+//  - Failure detection (tick): a peer silent for the failure timeout is
+//    kicked (told, disconnected, removed). Removing a member fails every op
+//    of its group without a verdict, and every op its group begins until the
+//    next epoch, with ecclPeerLost.
+//  - Suspect reports (no bytes from a neighbour during an op) are evidence,
+//    not verdicts: the master waits half a failure timeout plus a heartbeat
+//    for heartbeats to name a dead peer first. If by then every member has
+//    begun the op and all are still alive, the data path itself is broken
+//    (a cut link, a peer hung inside the op): the peer whose silence began
+//    first is kicked. If a member has not begun the op it is merely late,
+//    and the reports are dropped (the op waits, bounded by opTimeoutMs).
 #pragma once
 
 #include <chrono>
@@ -37,7 +48,13 @@ class Membership {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit Membership(std::string authToken) : authToken_(std::move(authToken)) {}
+  struct Options {
+    std::string authToken;
+    std::chrono::milliseconds heartbeatInterval{500};
+    std::chrono::milliseconds failureTimeout{2000};
+  };
+
+  explicit Membership(Options options) : options_(std::move(options)) {}
 
   // A peer's Register. observedHost is the address the master sees it from,
   // used when the peer advertises none.
@@ -47,6 +64,8 @@ class Membership {
   std::vector<Outgoing> onMessage(uint64_t peerId, const wire::ControlMessage& msg);
   // The connection closed (graceful leave or death).
   std::vector<Outgoing> onDisconnect(uint64_t peerId);
+  // Called periodically: heartbeat deaths and due Suspect decisions.
+  std::vector<Outgoing> tick(Clock::time_point now);
 
   uint64_t epoch() const { return epoch_; }
   size_t memberCount() const;
@@ -69,16 +88,26 @@ class Membership {
     uint64_t seq;
     auto operator<=>(const OpKey&) const = default;
   };
+  struct Silence {
+    uint64_t suspect = 0;
+    Clock::time_point since{};  // when the reporter last got bytes from it
+  };
   struct OpEntry {
     std::optional<wire::OpDescriptor> desc;
     uint64_t descFrom = 0;
+    std::set<uint64_t> began;
     std::set<uint64_t> done;
     bool verdictSent = false;
+    std::map<uint64_t, Silence> silences;  // by reporter
+    std::optional<Clock::time_point> decideAt;
   };
 
   void onVote(uint64_t peerId, std::vector<Outgoing>& out);
   void onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out);
   void onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out);
+  void onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<Outgoing>& out);
+  void decideSilence(const OpKey& key, OpEntry& entry, std::vector<Outgoing>& out);
+  void kick(uint64_t peerId, const std::string& why, std::vector<Outgoing>& out);
   void remove(uint64_t peerId, std::vector<Outgoing>& out);
   void maybeCompleteVote(std::vector<Outgoing>& out);
   void update(std::vector<Outgoing>& out);
@@ -87,13 +116,14 @@ class Membership {
                    const std::string& message, std::vector<Outgoing>& out);
   bool allDone(const OpKey& key, const OpEntry& entry) const;
 
-  std::string authToken_;
+  Options options_;
   std::map<uint64_t, Peer> peers_;
   std::set<uint64_t> votes_;
   std::map<OpKey, OpEntry> ops_;
   uint64_t epoch_ = 0;
   uint64_t nextAdmission_ = 1;
   bool changedSinceEpoch_ = false;
+  std::set<uint32_t> brokenGroups_;  // lost a member this epoch: their ops fail at once
 };
 
 }  // namespace eccl::master

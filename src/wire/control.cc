@@ -73,6 +73,21 @@ bool get(Reader&, Heartbeat*) { return true; }
 void put(Writer&, const Leave&) {}
 bool get(Reader&, Leave*) { return true; }
 
+void put(Writer& w, const Kick& m) { w.str(m.message); }
+bool get(Reader& r, Kick* m) { return r.str(&m->message, kMaxStringBytes); }
+
+void put(Writer& w, const Suspect& m) {
+  w.u64(m.epoch);
+  w.u32(m.tag);
+  w.u64(m.seq);
+  w.u64(m.suspect);
+  w.u32(m.silentMs);
+}
+bool get(Reader& r, Suspect* m) {
+  return r.u64(&m->epoch) && r.u32(&m->tag) && r.u64(&m->seq) && r.u64(&m->suspect) &&
+         r.u32(&m->silentMs);
+}
+
 void put(Writer& w, const OpBegin& m) {
   w.u64(m.epoch);
   w.u32(m.tag);
@@ -142,6 +157,8 @@ const char* typeName(MsgType type) {
     case MsgType::kOpDone: return "OpDone";
     case MsgType::kOpVerdict: return "OpVerdict";
     case MsgType::kLeave: return "Leave";
+    case MsgType::kKick: return "Kick";
+    case MsgType::kSuspect: return "Suspect";
   }
   return "unknown";
 }
@@ -172,7 +189,7 @@ Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes) {
                  fmt::format("bad control magic {:#010x}: not an ECCL peer or master", magic));
   }
   if (type < static_cast<uint16_t>(MsgType::kRegister) ||
-      type > static_cast<uint16_t>(MsgType::kLeave)) {
+      type > static_cast<uint16_t>(MsgType::kSuspect)) {
     return error(ecclInvalidArgument, fmt::format("unknown control message type {}", type));
   }
   if (h.payloadBytes > kMaxControlPayload) {
@@ -197,6 +214,8 @@ Result<ControlMessage> decodeControl(MsgType type, std::span<const std::byte> pa
     case MsgType::kOpDone: return decodeAs<OpDone>(type, payload);
     case MsgType::kOpVerdict: return decodeAs<OpVerdict>(type, payload);
     case MsgType::kLeave: return decodeAs<Leave>(type, payload);
+    case MsgType::kKick: return decodeAs<Kick>(type, payload);
+    case MsgType::kSuspect: return decodeAs<Suspect>(type, payload);
   }
   return error(ecclInvalidArgument, "unknown control message type");
 }

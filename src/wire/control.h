@@ -37,6 +37,8 @@ enum class MsgType : uint16_t {
   kOpDone = 9,
   kOpVerdict = 10,
   kLeave = 11,
+  kKick = 12,
+  kSuspect = 13,
 };
 
 struct ControlHeader {
@@ -85,8 +87,28 @@ struct PendingQuery {};
 struct PendingReply {
   uint32_t pending = 0;
 };
+// Peer -> master every heartbeat interval; the master echoes each one, so
+// both sides notice the other's silence.
 struct Heartbeat {};
 struct Leave {};
+
+// Master -> peer, then the master closes: the peer was declared dead (silent
+// past the failure timeout, or cut off from a neighbour) and removed. Its
+// calls return ecclKicked; it may connect again as a newcomer.
+struct Kick {
+  std::string message;
+};
+
+// Peer -> master: no bytes from `suspect` (this peer's left neighbour) for
+// `silentMs` while running op (epoch, tag, seq). Sent again every half
+// failure timeout while the silence lasts. The master decides what it means.
+struct Suspect {
+  uint64_t epoch = 0;
+  uint32_t tag = 0;
+  uint64_t seq = 0;
+  uint64_t suspect = 0;
+  uint32_t silentMs = 0;
+};
 
 // What every member must agree on for one (tag, seq).
 struct OpDescriptor {
@@ -120,7 +142,8 @@ struct OpVerdict {
 };
 
 using ControlMessage = std::variant<Register, RegisterReply, Topology, Vote, PendingQuery,
-                                    PendingReply, Heartbeat, OpBegin, OpDone, OpVerdict, Leave>;
+                                    PendingReply, Heartbeat, OpBegin, OpDone, OpVerdict, Leave,
+                                    Kick, Suspect>;
 
 enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2 };
 

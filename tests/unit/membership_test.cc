@@ -3,6 +3,8 @@
 
 #include "master/membership.h"
 
+#include <thread>
+
 namespace eccl::master {
 namespace {
 
@@ -27,10 +29,10 @@ class MembershipTest : public ::testing::Test {
   void admit(int n) {
     m.onRegister(1, wire::kProtocolVersion, reg(), "h");
     for (int i = 2; i <= n; ++i) m.onRegister(static_cast<uint64_t>(i), wire::kProtocolVersion, reg(), "h");
-    for (int i = 1; i < n; ++i) m.onMessage(static_cast<uint64_t>(i), wire::Vote{});
+    if (n > 1) m.onMessage(1, wire::Vote{});  // the only member admits the rest
     ASSERT_EQ(m.memberCount(), static_cast<size_t>(n));
   }
-  Membership m{""};
+  Membership m{{""}};
 };
 
 TEST_F(MembershipTest, FirstPeerAdmittedOthersPending) {
@@ -64,7 +66,7 @@ TEST_F(MembershipTest, VoteWaitsForEveryMemberAndEpochMovesOnlyOnChange) {
 }
 
 TEST_F(MembershipTest, RefusesWrongVersionAndToken) {
-  Membership secure("s3cret");
+  Membership secure({"s3cret"});
   auto out = secure.onRegister(1, 99, reg(), "h");
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(std::get<wire::RegisterReply>(out[0].msg).result, static_cast<uint32_t>(ecclVersionMismatch));
@@ -154,6 +156,89 @@ TEST_F(MembershipTest, GroupsGetSeparateRings) {
   EXPECT_EQ(t2[0]->peerGroup, 1u);
   EXPECT_EQ(t3[0]->ring.size(), 2u);
   EXPECT_EQ(t3[0]->rank, 1u);
+}
+
+}  // namespace
+}  // namespace eccl::master
+
+namespace eccl::master {
+namespace {
+
+class FailureDetectorTest : public MembershipTest {
+ protected:
+  using Clock = Membership::Clock;
+  wire::OpBegin begin(uint64_t seq) {
+    return {m.epoch(), 0, seq, {static_cast<uint8_t>(wire::OpKind::kAllReduce), ecclFloat32, ecclSum, 8, 0}};
+  }
+};
+
+TEST_F(FailureDetectorTest, OnlyTheSilentPeerIsKicked) {
+  admit(3);
+  m.onMessage(1, begin(0));
+  m.onMessage(2, begin(0));
+  m.onMessage(3, begin(0));
+  // Peers 1 and 2 beat 50 ms later than peer 3 last spoke: at 1.98 s from
+  // now only peer 3 is past the 2 s failure timeout.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  m.onMessage(1, wire::Heartbeat{});
+  m.onMessage(2, wire::Heartbeat{});
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1980));
+  ASSERT_EQ(sentTo<wire::Kick>(out, 3).size(), 1u);
+  EXPECT_NE(sentTo<wire::Kick>(out, 3)[0]->message.find("no heartbeat"), std::string::npos);
+  EXPECT_TRUE(sentTo<wire::Kick>(out, 1).empty());
+  EXPECT_TRUE(sentTo<wire::Kick>(out, 2).empty());
+  // The op in flight fails on the survivors.
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 1)[0]->result, static_cast<uint32_t>(ecclPeerLost));
+  // An op begun later in this epoch fails at once.
+  out = m.onMessage(1, begin(1));
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 1)[0]->result, static_cast<uint32_t>(ecclPeerLost));
+  // The survivors' votes start a new epoch without the dead peer.
+  auto first = m.onMessage(1, wire::Vote{});
+  EXPECT_TRUE(sentTo<wire::Topology>(first, 1).empty()) << "the vote waits for peer 2";
+  out = m.onMessage(2, wire::Vote{});
+  ASSERT_EQ(sentTo<wire::Topology>(out, 2).size(), 1u);
+  EXPECT_EQ(sentTo<wire::Topology>(out, 2)[0]->ring.size(), 2u);
+}
+
+TEST_F(FailureDetectorTest, SilenceWhileAllAreInTheOpKicksTheSuspect) {
+  admit(3);
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
+  // Peer 2 hears nothing from 1 (its left neighbour) for a second; peer 3
+  // starves later, downstream.
+  m.onMessage(2, wire::Suspect{m.epoch(), 0, 0, 1, 1000});
+  m.onMessage(3, wire::Suspect{m.epoch(), 0, 0, 2, 400});
+  // Decided after half the failure timeout plus a heartbeat (1.5 s), before
+  // anyone's heartbeat is overdue (2 s).
+  EXPECT_TRUE(m.tick(Clock::now() + std::chrono::milliseconds(1000)).empty());
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1600));
+  ASSERT_EQ(sentTo<wire::Kick>(out, 1).size(), 1u);
+  EXPECT_TRUE(sentTo<wire::Kick>(out, 2).empty());
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 3).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 3)[0]->result, static_cast<uint32_t>(ecclPeerLost));
+  EXPECT_EQ(m.memberCount(), 2u);
+}
+
+TEST_F(FailureDetectorTest, SilenceCausedByALatePeerIsNoFault) {
+  admit(3);
+  m.onMessage(1, begin(0));
+  m.onMessage(2, begin(0));  // peer 3 has not reached the op
+  m.onMessage(2, wire::Suspect{m.epoch(), 0, 0, 1, 1000});
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1600));
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(m.memberCount(), 3u);
+  // When it arrives the op completes normally.
+  m.onMessage(3, begin(0));
+  for (uint64_t p = 1; p <= 3; ++p) out = m.onMessage(p, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 1)[0]->result, static_cast<uint32_t>(ecclSuccess));
+}
+
+TEST_F(FailureDetectorTest, HeartbeatsAreEchoed) {
+  admit(1);
+  auto out = m.onMessage(1, wire::Heartbeat{});
+  EXPECT_EQ(sentTo<wire::Heartbeat>(out, 1).size(), 1u);
 }
 
 }  // namespace
