@@ -43,6 +43,13 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
       return error(ecclInvalidArgument, "connectTimeoutMs, opTimeoutMs, heartbeatIntervalMs and "
                                         "failureTimeoutMs must be > 0");
     }
+    if (config->failureTimeoutMs <= config->heartbeatIntervalMs) {
+      return error(ecclInvalidArgument,
+                   fmt::format("failureTimeoutMs ({}) must exceed heartbeatIntervalMs ({}): the "
+                               "master answers each heartbeat, and its silence for "
+                               "failureTimeoutMs means it is gone", config->failureTimeoutMs,
+                               config->heartbeatIntervalMs));
+    }
     Result<eccl::comm::HostPort> hp = eccl::comm::parseHostPort(config->masterAddress);
     if (!hp) return hp.status();
     eccl::comm::CommOptions o;
