@@ -13,6 +13,12 @@
  *    member (as in NCCL/MPI). Different tags run concurrently.
  *  - No call blocks forever: connects, topology updates and collectives are
  *    bounded by the timeouts in the config.
+ *  - Faults: a peer killed, stopped or cut off makes every surviving member's
+ *    pending collectives return ecclPeerLost within about the failure timeout
+ *    (default 2 s), with the caller's input back in the receive buffer. Call
+ *    ecclCommUpdateTopology, then retry. A peer the master declared dead gets
+ *    ecclKicked; a lost master gives ecclMasterUnreachable. After either,
+ *    ecclCommConnect rejoins as a newcomer.
  */
 #ifndef ECCL_ECCL_H_
 #define ECCL_ECCL_H_
@@ -152,7 +158,8 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
 /* Registers with the master and blocks until admitted: at once when the world
  * is empty, else at the members' next ecclCommUpdateTopology. Fails with
  * ecclMasterUnreachable within connectTimeoutMs, ecclVersionMismatch,
- * ecclAuthFailed. */
+ * ecclAuthFailed. After a call returned ecclKicked or ecclMasterUnreachable
+ * (and with no collective in flight) it starts over as a newcomer. */
 ECCL_API ecclResult_t ecclCommConnect(ecclComm_t comm);
 
 /* Collective over all members of all peer groups: admits pending peers,
@@ -200,14 +207,18 @@ typedef struct {
  * member of the peer group; sendbuf == recvbuf is allowed. opts and info may
  * be NULL. Succeeds only when every member finished the op with identical
  * bits. Members disagreeing on count/dtype/op for one tag all get
- * ecclInvalidUsage. */
+ * ecclInvalidUsage. All or nothing: on any failure (ecclPeerLost when a
+ * member died) every member fails it and recvbuf holds the input again
+ * (sendbuf's contents; in place: the buffer as it was). In-place calls keep
+ * a copy of the buffer for that, per tag. */
 ECCL_API ecclResult_t ecclAllReduce(const void* sendbuf, void* recvbuf, size_t count,
                                     ecclDataType_t dtype, ecclRedOp_t op,
                                     const ecclOpOptions_t* opts, ecclComm_t comm,
                                     ecclOpInfo_t* info);
 
 /* Copies `count` elements of `buf` on rank `root` (of the current epoch)
- * into `buf` on every other member of the peer group. */
+ * into `buf` on every other member of the peer group. On failure every
+ * member's `buf` holds what it held before the call. */
 ECCL_API ecclResult_t ecclBroadcast(void* buf, size_t count, ecclDataType_t dtype, int root,
                                     const ecclOpOptions_t* opts, ecclComm_t comm,
                                     ecclOpInfo_t* info);
