@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds ECCL and runs every test, installing what it needs first:
-#   1. Release build; ctest: unit, integration, c_api, examples, install
-#   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest
+#   1. Release build; ctest: unit, integration, fault (multi-process, serial), c_api,
+#      examples, install
+#   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest but the fault
+#      label (timed multi-process tests; their library code runs in the integration tests)
 #   3. ThreadSanitizer build; the integration tests
 #   4. libFuzzer targets for every network decoder, ECCL_FUZZ_SECONDS each (default 30)
 # Exits non-zero when any test fails. ECCL_TEST_STAGES picks stages (default "1 2 3 4").
@@ -43,7 +45,7 @@ if has 2; then
     -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE="address;undefined" -DECCL_BUILD_BENCH=OFF
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_ctest build-asan -LE install
+    run_ctest build-asan -LE "install|fault"
 fi
 
 if has 3; then
