@@ -82,6 +82,10 @@ void Communicator::dropSession() {
     linksError_ = Status::ok();
   }
   transport_.reset();
+  {
+    std::lock_guard<std::mutex> setup(linkSetupMu_);
+    lostEpoch_ = 0;  // a restarted master counts epochs afresh
+  }
   std::lock_guard<std::mutex> ops(opsMu_);
   masterLost_ = Status::ok();
   earlyVerdicts_.clear();
@@ -100,7 +104,8 @@ Status Communicator::registerAndJoin() {
   Result<std::unique_ptr<ControlClient>> c = ControlClient::connect(
       options_.masterAddress, after(options_.connectTimeout), options_.heartbeatInterval,
       options_.failureTimeout, [this](const wire::OpVerdict& v) { onVerdict(v); },
-      [this](const Status& st) { onMasterLost(st); });
+      [this](const Status& st) { onMasterLost(st); },
+      [this](const wire::MemberLost& m) { onMemberLost(m); });
   if (!c) return c.status();
   control_ = std::move(*c);
 
@@ -157,12 +162,23 @@ Status Communicator::applyTopology(const wire::Topology& t) {
     const wire::RingPeer& r = ring_[static_cast<size_t>((rank_ + 1) % n)];
     const wire::RingPeer& l = ring_[static_cast<size_t>((rank_ - 1 + n) % n)];
     const auto deadline = after(options_.opTimeout);
+    {
+      std::lock_guard<std::mutex> setup(linkSetupMu_);
+      settingUpEpoch_ = epoch_;
+      linkSetupCancel_.store(lostEpoch_ >= epoch_ ? ecclPeerLost : 0);
+    }
     // Dial the right neighbour while the left one dials us.
     auto dial = std::async(std::launch::async, [&] {
-      return transport_->connect({r.peerId, r.host, r.port}, peerId_, epoch_, deadline);
+      return transport_->connect({r.peerId, r.host, r.port}, peerId_, epoch_, deadline,
+                                 linkSetupCancel_);
     });
-    Result<std::unique_ptr<transport::Link>> in = transport_->accept(l.peerId, epoch_, deadline);
+    Result<std::unique_ptr<transport::Link>> in =
+        transport_->accept(l.peerId, epoch_, deadline, linkSetupCancel_);
     Result<std::unique_ptr<transport::Link>> out = dial.get();
+    {
+      std::lock_guard<std::mutex> setup(linkSetupMu_);
+      settingUpEpoch_ = 0;
+    }
     if (!out || !in) {
       // The view moves on (the master's epoch did), the links stay missing:
       // collectives fail with this until an update opens them.
@@ -459,12 +475,23 @@ void Communicator::onVerdict(const wire::OpVerdict& v) {
   }
 }
 
+void Communicator::onMemberLost(const wire::MemberLost& m) {
+  ECCL_LOG(kInfo, kComm, "peer {} left the group in epoch {}", m.peerId, m.epoch);
+  std::lock_guard<std::mutex> setup(linkSetupMu_);
+  lostEpoch_ = std::max(lostEpoch_, m.epoch);
+  if (settingUpEpoch_ != 0 && settingUpEpoch_ <= m.epoch) linkSetupCancel_.store(ecclPeerLost);
+}
+
 void Communicator::onMasterLost(const Status& st) {
   std::lock_guard<std::mutex> lock(opsMu_);
   if (stopping_) return;
   ECCL_LOG(kError, kComm, "{}", st.message());
   masterLost_ = st;
   for (auto& [key, req] : active_) req->setVerdict(st.code(), st.message());
+  {
+    std::lock_guard<std::mutex> setup(linkSetupMu_);
+    if (settingUpEpoch_ != 0) linkSetupCancel_.store(st.code());
+  }
   std::lock_guard<std::mutex> view(viewMu_);
   if (right_) right_->interrupt();
   if (left_) left_->interrupt();

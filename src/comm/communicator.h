@@ -93,6 +93,7 @@ class Communicator {
   void dropSession();
   void onVerdict(const wire::OpVerdict& v);
   void onMasterLost(const Status& st);
+  void onMemberLost(const wire::MemberLost& m);
 
   CommOptions options_;
   std::unique_ptr<transport::Transport> transport_;
@@ -108,6 +109,13 @@ class Communicator {
   std::unique_ptr<transport::Link> right_;
   std::unique_ptr<transport::Link> left_;
   Status linksError_;  // why this epoch's links are missing (ops fail with it)
+
+  // Link setup of an epoch stops when the master reports that epoch lost a
+  // member (its links may never open).
+  std::mutex linkSetupMu_;
+  uint64_t lostEpoch_ = 0;          // newest epoch that lost a member
+  uint64_t settingUpEpoch_ = 0;     // epoch whose links are being opened, 0 if none
+  transport::CancelFlag linkSetupCancel_{0};
 
   // Op engine.
   std::mutex opsMu_;

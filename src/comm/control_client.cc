@@ -43,7 +43,8 @@ Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string&
                                                               transport::Deadline deadline,
                                                               std::chrono::milliseconds heartbeat,
                                                               std::chrono::milliseconds failureTimeout,
-                                                              OnVerdict onVerdict, OnLost onLost) {
+                                                              OnVerdict onVerdict, OnLost onLost,
+                                                              OnMemberLost onMemberLost) {
   Result<HostPort> hp = parseHostPort(masterAddress);
   if (!hp) return hp.status();
   std::unique_ptr<ControlClient> c(new ControlClient());
@@ -51,6 +52,7 @@ Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string&
   c->failureTimeout_ = failureTimeout;
   c->onVerdict_ = std::move(onVerdict);
   c->onLost_ = std::move(onLost);
+  c->onMemberLost_ = std::move(onMemberLost);
 
   // Connect, retrying a refused connection (the master may be starting up),
   // all bounded by the deadline.
@@ -169,6 +171,10 @@ void ControlClient::onMessage(Result<wire::ControlMessage>&& msg) {
     failure_ = error(ecclKicked, fmt::format("the master removed this peer: {}; connect again "
                                              "to rejoin as a newcomer", k->message));
     ECCL_LOG(kError, kComm, "{}", failure_.message());
+    return;
+  }
+  if (const auto* lost = std::get_if<wire::MemberLost>(&*msg)) {
+    if (onMemberLost_) onMemberLost_(*lost);
     return;
   }
   if (const auto* v = std::get_if<wire::OpVerdict>(&*msg)) {

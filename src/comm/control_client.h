@@ -2,7 +2,8 @@
 //
 // Requests with a reply (Register, Vote, PendingQuery) are answered in order,
 // so await() takes the next message of the expected type. Verdicts arrive
-// unasked and go to the onVerdict callback (on the io thread). Heartbeats are
+// unasked and go to the onVerdict callback (on the io thread), MemberLost
+// notices to onMemberLost. Heartbeats are
 // sent every heartbeatInterval and echoed by the master; a master silent for
 // failureTimeout is treated as gone. When the connection drops, every await()
 // fails with ecclMasterUnreachable (ecclKicked when the master removed us)
@@ -36,12 +37,14 @@ class ControlClient {
  public:
   using OnVerdict = std::function<void(const wire::OpVerdict&)>;
   using OnLost = std::function<void(const Status&)>;
+  using OnMemberLost = std::function<void(const wire::MemberLost&)>;
 
   static Result<std::unique_ptr<ControlClient>> connect(const std::string& masterAddress,
                                                         transport::Deadline deadline,
                                                         std::chrono::milliseconds heartbeat,
                                                         std::chrono::milliseconds failureTimeout,
-                                                        OnVerdict onVerdict, OnLost onLost);
+                                                        OnVerdict onVerdict, OnLost onLost,
+                                                        OnMemberLost onMemberLost);
   ~ControlClient();
 
   void send(const wire::ControlMessage& msg);
@@ -72,6 +75,7 @@ class ControlClient {
   std::thread thread_;
   OnVerdict onVerdict_;
   OnLost onLost_;
+  OnMemberLost onMemberLost_;
   std::string local_;
 
   std::mutex mu_;

@@ -135,6 +135,7 @@ void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
   if (!wasMember) return;
   changedSinceEpoch_ = true;
   brokenGroups_.insert(group);
+  for (uint64_t id : groupMembers(group)) out.push_back({id, wire::MemberLost{epoch_, peerId}});
   // The ring lost a link: no op of the group without a verdict can finish.
   for (auto op = ops_.begin(); op != ops_.end();) {
     if (op->first.group == group && !op->second.verdictSent) {

@@ -87,12 +87,14 @@ class Transport {
 
   // Port others dial to reach this peer's data links.
   virtual uint16_t port() const = 0;
-  // Opens this peer's outgoing link to `to` for `epoch`.
+  // Opens this peer's outgoing link to `to` for `epoch`. Gives up at the
+  // deadline or soon after `cancel` becomes non-zero (that result).
   virtual Result<std::unique_ptr<Link>> connect(const Endpoint& to, uint64_t selfId,
-                                                uint64_t epoch, Deadline deadline) = 0;
-  // Waits for `from` to open its link to this peer for `epoch`.
+                                                uint64_t epoch, Deadline deadline,
+                                                const CancelFlag& cancel) = 0;
+  // Waits for `from` to open its link to this peer for `epoch`; same limits.
   virtual Result<std::unique_ptr<Link>> accept(uint64_t from, uint64_t epoch,
-                                               Deadline deadline) = 0;
+                                               Deadline deadline, const CancelFlag& cancel) = 0;
 };
 
 // The registry: "tcp" is always there; other names give ecclUnsupported with

@@ -88,6 +88,12 @@ bool get(Reader& r, Suspect* m) {
          r.u32(&m->silentMs);
 }
 
+void put(Writer& w, const MemberLost& m) {
+  w.u64(m.epoch);
+  w.u64(m.peerId);
+}
+bool get(Reader& r, MemberLost* m) { return r.u64(&m->epoch) && r.u64(&m->peerId); }
+
 void put(Writer& w, const OpBegin& m) {
   w.u64(m.epoch);
   w.u32(m.tag);
@@ -159,6 +165,7 @@ const char* typeName(MsgType type) {
     case MsgType::kLeave: return "Leave";
     case MsgType::kKick: return "Kick";
     case MsgType::kSuspect: return "Suspect";
+    case MsgType::kMemberLost: return "MemberLost";
   }
   return "unknown";
 }
@@ -189,7 +196,7 @@ Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes) {
                  fmt::format("bad control magic {:#010x}: not an ECCL peer or master", magic));
   }
   if (type < static_cast<uint16_t>(MsgType::kRegister) ||
-      type > static_cast<uint16_t>(MsgType::kSuspect)) {
+      type > static_cast<uint16_t>(MsgType::kMemberLost)) {
     return error(ecclInvalidArgument, fmt::format("unknown control message type {}", type));
   }
   if (h.payloadBytes > kMaxControlPayload) {
@@ -216,6 +223,7 @@ Result<ControlMessage> decodeControl(MsgType type, std::span<const std::byte> pa
     case MsgType::kLeave: return decodeAs<Leave>(type, payload);
     case MsgType::kKick: return decodeAs<Kick>(type, payload);
     case MsgType::kSuspect: return decodeAs<Suspect>(type, payload);
+    case MsgType::kMemberLost: return decodeAs<MemberLost>(type, payload);
   }
   return error(ecclInvalidArgument, "unknown control message type");
 }

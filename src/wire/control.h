@@ -39,6 +39,7 @@ enum class MsgType : uint16_t {
   kLeave = 11,
   kKick = 12,
   kSuspect = 13,
+  kMemberLost = 14,
 };
 
 struct ControlHeader {
@@ -141,9 +142,16 @@ struct OpVerdict {
   std::string message;
 };
 
+// Master -> members of a group: `peerId` left or was removed in `epoch`.
+// Members still opening that epoch's links stop waiting for it.
+struct MemberLost {
+  uint64_t epoch = 0;
+  uint64_t peerId = 0;
+};
+
 using ControlMessage = std::variant<Register, RegisterReply, Topology, Vote, PendingQuery,
                                     PendingReply, Heartbeat, OpBegin, OpDone, OpVerdict, Leave,
-                                    Kick, Suspect>;
+                                    Kick, Suspect, MemberLost>;
 
 enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2 };
 

@@ -44,6 +44,9 @@ TEST(Wire, ControlMessagesRoundTrip) {
   EXPECT_EQ(sus.seq, 5u);
   EXPECT_EQ(sus.suspect, 6u);
   EXPECT_EQ(sus.silentMs, 1000u);
+  auto lost = std::get<MemberLost>(roundTrip(MemberLost{9, 12}));
+  EXPECT_EQ(lost.epoch, 9u);
+  EXPECT_EQ(lost.peerId, 12u);
 }
 
 TEST(Wire, RejectsBadHeaders) {

@@ -68,7 +68,8 @@ void Socket::configureForData() {
   ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
 }
 
-Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline deadline) {
+Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline deadline,
+                               const CancelFlag& cancel) {
   asio::io_context io;
   asio::ip::tcp::resolver resolver(io);
   asio::error_code ec;
@@ -80,6 +81,9 @@ Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline 
   }
   std::string lastError = "deadline passed";
   while (Clock::now() < deadline) {
+    if (int c = cancel.load(std::memory_order_acquire); c != 0) {
+      return error(static_cast<ecclResult_t>(c), fmt::format("connecting to {}:{} was aborted", host, port));
+    }
     for (const auto& entry : results) {
       const auto ep = entry.endpoint();
       Socket s(::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0));

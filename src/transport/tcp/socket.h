@@ -24,7 +24,9 @@ class Socket {
 
   // Resolves host (name, IPv4 or IPv6 literal) and connects, retrying a
   // refused connection until the deadline.
-  static Result<Socket> connect(const std::string& host, uint16_t port, Deadline deadline);
+  // Retries refused connections until the deadline or `cancel`.
+  static Result<Socket> connect(const std::string& host, uint16_t port, Deadline deadline,
+                                const CancelFlag& cancel);
 
   int fd() const { return fd_; }
   bool valid() const { return fd_ >= 0; }

@@ -116,10 +116,11 @@ void TcpTransport::admit(Socket s) {
 }
 
 Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t selfId,
-                                                    uint64_t epoch, Deadline deadline) {
+                                                    uint64_t epoch, Deadline deadline,
+                                                    const CancelFlag& cancel) {
   std::vector<Socket> streams;
   for (uint32_t i = 0; i < options_.streams; ++i) {
-    Result<Socket> s = Socket::connect(to.host, to.port, deadline);
+    Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel);
     if (!s) {
       return error(s.status().code(), fmt::format("data link to peer {}: {}", to.peerId,
                                                   s.status().message()));
@@ -127,15 +128,14 @@ Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t
     std::byte hello[wire::kHelloBytes];
     wire::encodeHello({selfId, epoch, i, options_.streams, authHash_}, hello);
     iovec iov{hello, sizeof(hello)};
-    CancelFlag never{0};
-    ECCL_RETURN_IF_ERROR(s->writeAll(&iov, 1, deadline, never));
+    ECCL_RETURN_IF_ERROR(s->writeAll(&iov, 1, deadline, cancel));
     streams.push_back(std::move(*s));
   }
   return std::unique_ptr<Link>(new TcpLink(to.peerId, std::move(streams)));
 }
 
 Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t from, uint64_t epoch,
-                                                   Deadline deadline) {
+                                                   Deadline deadline, const CancelFlag& cancel) {
   std::unique_lock<std::mutex> lock(mu_);
   const auto key = std::make_pair(from, epoch);
   for (;;) {
@@ -149,10 +149,16 @@ Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t from, uint64_t epoch
       }
       return std::unique_ptr<Link>(new TcpLink(from, std::move(streams)));
     }
-    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline) {
+    if (int c = cancel.load(std::memory_order_acquire); c != 0) {
+      return error(static_cast<ecclResult_t>(c),
+                   fmt::format("waiting for peer {}'s data link of epoch {} was aborted", from, epoch));
+    }
+    if (Clock::now() >= deadline) {
       return error(ecclTimeout, fmt::format("peer {} did not open its data link for epoch {} "
                                             "in time", from, epoch));
     }
+    // Short waits: the cancel flag has no way to wake this condition variable.
+    cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
   }
 }
 

@@ -18,8 +18,9 @@ class TcpTransport : public Transport {
 
   uint16_t port() const override { return port_; }
   Result<std::unique_ptr<Link>> connect(const Endpoint& to, uint64_t selfId, uint64_t epoch,
-                                        Deadline deadline) override;
-  Result<std::unique_ptr<Link>> accept(uint64_t from, uint64_t epoch, Deadline deadline) override;
+                                        Deadline deadline, const CancelFlag& cancel) override;
+  Result<std::unique_ptr<Link>> accept(uint64_t from, uint64_t epoch, Deadline deadline,
+                                       const CancelFlag& cancel) override;
 
  private:
   explicit TcpTransport(const TransportOptions& options) : options_(options) {}
