@@ -29,8 +29,8 @@
   X(ecclUnsupported, "unsupported: feature, transport or memory type not available in this " \
                      "build or on this machine; ecclGetLastError says why")                  \
   X(ecclInProgress, "operation still in progress")                                            \
-  X(ecclKicked, "this peer was removed from the group by the master; destroy the "           \
-                "communicator and connect again")
+  X(ecclKicked, "the master declared this peer dead and removed it; call ecclCommConnect "  \
+                "again to rejoin as a newcomer")
 
 namespace eccl::api {
 

@@ -170,8 +170,7 @@ void ControlClient::onMessage(Result<wire::ControlMessage>&& msg) {
     // The master closes after this; the close reports it.
     failure_ = error(ecclKicked, fmt::format("the master removed this peer: {}; connect again "
                                              "to rejoin as a newcomer", k->message));
-    ECCL_LOG(kError, kComm, "{}", failure_.message());
-    return;
+    return;  // logged once, by the communicator
   }
   if (const auto* lost = std::get_if<wire::MemberLost>(&*msg)) {
     if (onMemberLost_) onMemberLost_(*lost);

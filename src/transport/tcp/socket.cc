@@ -69,7 +69,13 @@ void Socket::configureForData() {
 }
 
 Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline deadline,
-                               const CancelFlag& cancel) {
+                               const CancelFlag& cancel, const std::string& localAddress) {
+  asio::ip::address local;
+  if (!localAddress.empty()) {
+    asio::error_code lec;
+    local = asio::ip::make_address(localAddress, lec);
+    if (lec) return error(ecclInvalidArgument, fmt::format("bind address '{}' is not an IP address", localAddress));
+  }
   asio::io_context io;
   asio::ip::tcp::resolver resolver(io);
   asio::error_code ec;
@@ -88,6 +94,13 @@ Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline 
       const auto ep = entry.endpoint();
       Socket s(::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (!s.valid()) return sysError("socket");
+      if (!localAddress.empty()) {
+        if (local.is_v4() != ep.address().is_v4()) continue;  // cannot reach it from there
+        const asio::ip::tcp::endpoint from(local, 0);
+        if (::bind(s.fd_, from.data(), static_cast<socklen_t>(from.size())) != 0) {
+          return sysError(fmt::format("bind to {}", localAddress).c_str());
+        }
+      }
       ::fcntl(s.fd_, F_SETFL, ::fcntl(s.fd_, F_GETFL) | O_NONBLOCK);
       int rc = ::connect(s.fd_, ep.data(), static_cast<socklen_t>(ep.size()));
       if (rc != 0 && errno == EINPROGRESS) {

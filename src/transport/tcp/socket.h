@@ -25,8 +25,10 @@ class Socket {
   // Resolves host (name, IPv4 or IPv6 literal) and connects, retrying a
   // refused connection until the deadline.
   // Retries refused connections until the deadline or `cancel`.
+  // A non-empty `localAddress` is bound first, so the connection leaves from
+  // the address the peer is known by (multi-homed hosts, firewall rules).
   static Result<Socket> connect(const std::string& host, uint16_t port, Deadline deadline,
-                                const CancelFlag& cancel);
+                                const CancelFlag& cancel, const std::string& localAddress = "");
 
   int fd() const { return fd_; }
   bool valid() const { return fd_ >= 0; }

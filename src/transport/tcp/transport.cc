@@ -120,7 +120,7 @@ Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t
                                                     const CancelFlag& cancel) {
   std::vector<Socket> streams;
   for (uint32_t i = 0; i < options_.streams; ++i) {
-    Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel);
+    Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel, options_.bindAddress);
     if (!s) {
       return error(s.status().code(), fmt::format("data link to peer {}: {}", to.peerId,
                                                   s.status().message()));
