@@ -14,7 +14,14 @@ namespace {
 // Frames and buffers of one op, with the bookkeeping every step shares.
 class RingIo {
  public:
-  RingIo(RingContext& ctx, size_t elemSize) : ctx_(ctx), elem_(elemSize) {}
+  RingIo(RingContext& ctx, size_t elemSize) : ctx_(ctx), elem_(elemSize) {
+    if (ctx_.onStall) {
+      watch_.every = ctx_.stallReport;
+      watch_.onStall = [this](std::chrono::milliseconds stuck) {
+        ctx_.onStall(ctx_.right->remotePeer(), true, stuck);
+      };
+    }
+  }
 
   Status send(uint32_t step, uint32_t segment, const void* data, size_t elems) {
     wire::DataHeader h = ctx_.base;
@@ -22,7 +29,7 @@ class RingIo {
     h.segment = segment;
     h.payloadBytes = static_cast<uint32_t>(elems * elem_);
     ctx_.bytesSent += h.payloadBytes;
-    return ctx_.right->send(h, data, deadline(), *ctx_.cancel);
+    return ctx_.right->send(h, data, deadline(), *ctx_.cancel, ctx_.onStall ? &watch_ : nullptr);
   }
 
   Result<transport::Frame> recv(uint32_t step, uint32_t segment, size_t elems) {
@@ -31,13 +38,13 @@ class RingIo {
     Result<transport::Frame> f = error(ecclTimeout, "");
     for (;;) {
       const auto now = transport::Clock::now();
-      f = ctx_.left->recv({b.tag, b.seq, step, segment}, std::min(giveUp, now + ctx_.silenceReport),
+      f = ctx_.left->recv({b.tag, b.seq, step, segment}, std::min(giveUp, now + ctx_.stallReport),
                           *ctx_.cancel);
       if (f || f.status().code() != ecclTimeout || transport::Clock::now() >= giveUp) break;
-      if (ctx_.onSilence) {
-        ctx_.onSilence(ctx_.left->remotePeer(),
-                       std::chrono::duration_cast<std::chrono::milliseconds>(
-                           transport::Clock::now() - lastFrame_));
+      if (ctx_.onStall) {
+        ctx_.onStall(ctx_.left->remotePeer(), false,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                         transport::Clock::now() - lastFrame_));
       }
     }
     if (!f) return f;
@@ -64,6 +71,7 @@ class RingIo {
   RingContext& ctx_;
   size_t elem_;
   transport::Deadline lastFrame_ = transport::Clock::now();  // op start, then each arrival
+  transport::StallWatch watch_;
 };
 
 }  // namespace

@@ -10,8 +10,9 @@
 // Every received frame is checked against the op's descriptor; a frame of
 // another op shape means the peers disagree (ecclInvalidUsage).
 //
-// Waiting: a receive that gets nothing for `silenceReport` calls onSilence
-// (the communicator tells the master) and goes on waiting; nothing for
+// Waiting: a receive that gets nothing, or a send whose bytes the neighbour
+// does not take, for `stallReport` calls onStall (the communicator tells the
+// master) and goes on waiting, again every `stallReport`; no progress for
 // `progressTimeout` is ecclTimeout. The master's verdict, through the cancel
 // flag, is what normally ends a stuck op.
 #pragma once
@@ -31,8 +32,8 @@ struct RingContext {
   transport::Link* left = nullptr;   // we receive from it
   wire::DataHeader base;             // epoch, group, tag, seq and the op descriptor
   std::chrono::milliseconds progressTimeout{60000};  // per frame waited for
-  std::chrono::milliseconds silenceReport{1000};
-  std::function<void(uint64_t suspect, std::chrono::milliseconds silent)> onSilence;
+  std::chrono::milliseconds stallReport{1000};
+  std::function<void(uint64_t neighbour, bool sending, std::chrono::milliseconds stuck)> onStall;
   const transport::CancelFlag* cancel = nullptr;
   size_t segmentBytes = 1 << 20;
   uint64_t bytesSent = 0;

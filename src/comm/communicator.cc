@@ -419,12 +419,13 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   ctx.base.epoch = req.epoch;
   ctx.base.seq = req.seq;
   ctx.progressTimeout = options_.opTimeout;
-  ctx.silenceReport = std::max(std::chrono::milliseconds(1), options_.failureTimeout / 2);
-  ctx.onSilence = [&](uint64_t suspect, std::chrono::milliseconds silent) {
-    ECCL_LOG(kWarn, kComm, "tag {} op #{}: nothing from peer {} for {} ms; told the master",
-             a.tag, req.seq, suspect, silent.count());
-    control_->send(wire::Suspect{req.epoch, a.tag, req.seq, suspect,
-                                 static_cast<uint32_t>(std::min<int64_t>(silent.count(), UINT32_MAX))});
+  ctx.stallReport = std::max(std::chrono::milliseconds(1), options_.failureTimeout / 2);
+  ctx.onStall = [&](uint64_t neighbour, bool sending, std::chrono::milliseconds stuck) {
+    ECCL_LOG(kWarn, kComm, "tag {} op #{}: {} peer {} for {} ms; told the master", a.tag, req.seq,
+             sending ? "cannot send to" : "nothing from", neighbour, stuck.count());
+    control_->send(wire::Suspect{req.epoch, a.tag, req.seq, neighbour,
+                                 static_cast<uint32_t>(std::min<int64_t>(stuck.count(), UINT32_MAX)),
+                                 sending});
   };
   ctx.cancel = &req.cancel;
   ctx.segmentBytes = env::segmentBytes();

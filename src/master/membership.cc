@@ -173,7 +173,7 @@ std::vector<Outgoing> Membership::tick(Clock::time_point now) {
   }
   for (const OpKey& key : due) {
     auto op = ops_.find(key);  // an earlier decision may have ended it
-    if (op != ops_.end() && !op->second.verdictSent) decideSilence(key, op->second, out);
+    if (op != ops_.end() && !op->second.verdictSent) decideSilence(key, op->second, now, out);
   }
   return out;
 }
@@ -187,19 +187,19 @@ void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<
   OpEntry& e = ops_[key];
   if (e.verdictSent) return;
   const auto now = Clock::now();
-  const Clock::time_point since = now - std::chrono::milliseconds(m.silentMs);
-  auto [it, fresh] = e.silences.try_emplace(peerId, Silence{m.suspect, since});
-  if (!fresh && since < it->second.since) it->second.since = since;
+  // The newest report describes the reporter's current stall.
+  e.silences[peerId] = Silence{m.suspect, now - std::chrono::milliseconds(m.silentMs), now};
   if (!e.decideAt) {
     // Give heartbeats the time to name a dead or stopped peer first: its
     // silence began before the reporter's, so it is due by then.
-    e.decideAt = now + options_.failureTimeout / 2 + options_.heartbeatInterval;
-    ECCL_LOG(kInfo, kMaster, "peer {} got nothing from peer {} for {} ms (tag {} op #{})", peerId,
-             m.suspect, m.silentMs, m.tag, m.seq);
+    e.decideAt = now + stallGrace();
+    ECCL_LOG(kInfo, kMaster, "peer {} is stuck {} peer {} for {} ms (tag {} op #{})", peerId,
+             m.sending ? "sending to" : "waiting for", m.suspect, m.silentMs, m.tag, m.seq);
   }
 }
 
-void Membership::decideSilence(const OpKey& key, OpEntry& e, std::vector<Outgoing>& out) {
+void Membership::decideSilence(const OpKey& key, OpEntry& e, Clock::time_point now,
+                               std::vector<Outgoing>& out) {
   e.decideAt.reset();
   const std::vector<uint64_t> members = groupMembers(key.group);
   for (uint64_t id : members) {
@@ -212,20 +212,31 @@ void Membership::decideSilence(const OpKey& key, OpEntry& e, std::vector<Outgoin
       return;
     }
   }
-  // Everyone is in the op and alive, yet bytes stopped: the oldest silence
-  // is closest to the break (the ones downstream starve after it).
+  // Reports repeat every half failure timeout while a stall lasts: one that
+  // missed two repeats describes a stall that ended.
+  std::erase_if(e.silences, [&](const auto& kv) {
+    return now - kv.second.lastReport > options_.failureTimeout ||
+           peers_.count(kv.second.suspect) == 0;
+  });
+  for (uint64_t id : members) {
+    if (e.silences.count(id) == 0 && e.done.count(id) == 0) {
+      // Still working on the op, only slowly: nothing is broken. Watch on.
+      if (!e.silences.empty()) e.decideAt = now + stallGrace();
+      return;
+    }
+  }
+  // Everyone is stuck (or done) and alive: the data path is broken. In a
+  // ring starvation spreads downstream, so the oldest stall is nearest the break.
   const std::pair<const uint64_t, Silence>* first = nullptr;
   for (const auto& s : e.silences) {
-    if (peers_.count(s.second.suspect) == 0) continue;
     if (first == nullptr || s.second.since < first->second.since) first = &s;
   }
   if (first == nullptr) return;
   const uint64_t reporter = first->first, suspect = first->second.suspect;
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
-                                                                       first->second.since);
-  const std::string why = fmt::format("peer {} got no data from peer {} for {} ms during tag {} "
-                                      "op #{} while both were alive (cut link or hung peer)",
-                                      reporter, suspect, ms.count(), key.tag, key.seq);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - first->second.since);
+  const std::string why = fmt::format("peer {} exchanged no data with peer {} for {} ms during tag "
+                                      "{} op #{} while every member was alive and stuck (cut "
+                                      "link?)", reporter, suspect, ms.count(), key.tag, key.seq);
   sendVerdict(key, e, ecclPeerLost, why, out);
   kick(suspect, why, out);
 }

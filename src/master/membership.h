@@ -16,13 +16,15 @@
 //    kicked (told, disconnected, removed). Removing a member fails every op
 //    of its group without a verdict, and every op its group begins until the
 //    next epoch, with ecclPeerLost.
-//  - Suspect reports (no bytes from a neighbour during an op) are evidence,
-//    not verdicts: the master waits half a failure timeout plus a heartbeat
-//    for heartbeats to name a dead peer first. If by then every member has
-//    begun the op and all are still alive, the data path itself is broken
-//    (a cut link, a peer hung inside the op): the peer whose silence began
-//    first is kicked. If a member has not begun the op it is merely late,
-//    and the reports are dropped (the op waits, bounded by opTimeoutMs).
+//  - Suspect reports (a member stuck in an op: nothing from its left
+//    neighbour, or its right one takes nothing) are evidence, not verdicts.
+//    The master waits half a failure timeout plus a heartbeat for heartbeats
+//    to name a dead peer first. Then: a member that has not begun the op is
+//    merely late, so the reports are dropped. A member that is neither stuck
+//    (no fresh report) nor done is still working, i.e. slow: the master
+//    keeps watching. Only when every member is stuck or done, all alive, is
+//    the data path itself broken (a cut link): the suspect of the oldest
+//    stall, nearest the break, is kicked. Ops still end at opTimeoutMs.
 #pragma once
 
 #include <chrono>
@@ -90,7 +92,8 @@ class Membership {
   };
   struct Silence {
     uint64_t suspect = 0;
-    Clock::time_point since{};  // when the reporter last got bytes from it
+    Clock::time_point since{};       // when the reporter's stall began
+    Clock::time_point lastReport{};  // reports repeat while the stall lasts
   };
   struct OpEntry {
     std::optional<wire::OpDescriptor> desc;
@@ -106,7 +109,11 @@ class Membership {
   void onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out);
   void onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out);
   void onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<Outgoing>& out);
-  void decideSilence(const OpKey& key, OpEntry& entry, std::vector<Outgoing>& out);
+  void decideSilence(const OpKey& key, OpEntry& entry, Clock::time_point now,
+                     std::vector<Outgoing>& out);
+  Clock::duration stallGrace() const {
+    return options_.failureTimeout / 2 + options_.heartbeatInterval;
+  }
   void kick(uint64_t peerId, const std::string& why, std::vector<Outgoing>& out);
   void remove(uint64_t peerId, std::vector<Outgoing>& out);
   void maybeCompleteVote(std::vector<Outgoing>& out);

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <compare>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -51,13 +52,21 @@ struct Frame {
   std::span<const std::byte> bytes() const { return payload.span(); }
 };
 
+// Reports a send that makes no progress (the other side takes no bytes):
+// onStall runs every `every` while it lasts, with how long it has lasted.
+struct StallWatch {
+  std::chrono::milliseconds every{1000};
+  std::function<void(std::chrono::milliseconds stuck)> onStall;
+};
+
 class Link {
  public:
   virtual ~Link() = default;
 
-  // Sends one frame of header.payloadBytes bytes read from `payload`.
+  // Sends one frame of header.payloadBytes bytes read from `payload`. `watch`
+  // may be null.
   virtual Status send(const wire::DataHeader& header, const void* payload, Deadline deadline,
-                      const CancelFlag& cancel) = 0;
+                      const CancelFlag& cancel, const StallWatch* watch) = 0;
   // Waits for the frame with `key` from the other side.
   virtual Result<Frame> recv(const FrameKey& key, Deadline deadline, const CancelFlag& cancel) = 0;
   // Drops held and future frames of `tag` with sequence <= seq (the op ended).

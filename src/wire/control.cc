@@ -82,10 +82,16 @@ void put(Writer& w, const Suspect& m) {
   w.u64(m.seq);
   w.u64(m.suspect);
   w.u32(m.silentMs);
+  w.u8(m.sending ? 1 : 0);
 }
 bool get(Reader& r, Suspect* m) {
-  return r.u64(&m->epoch) && r.u32(&m->tag) && r.u64(&m->seq) && r.u64(&m->suspect) &&
-         r.u32(&m->silentMs);
+  uint8_t sending = 0;
+  if (!(r.u64(&m->epoch) && r.u32(&m->tag) && r.u64(&m->seq) && r.u64(&m->suspect) &&
+        r.u32(&m->silentMs) && r.u8(&sending) && sending <= 1)) {
+    return false;
+  }
+  m->sending = sending == 1;
+  return true;
 }
 
 void put(Writer& w, const MemberLost& m) {

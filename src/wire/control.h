@@ -100,15 +100,17 @@ struct Kick {
   std::string message;
 };
 
-// Peer -> master: no bytes from `suspect` (this peer's left neighbour) for
-// `silentMs` while running op (epoch, tag, seq). Sent again every half
-// failure timeout while the silence lasts. The master decides what it means.
+// Peer -> master: this peer has been stuck for `silentMs` in op (epoch, tag,
+// seq), receiving nothing from `suspect` (its left neighbour), or, with
+// `sending` set, unable to hand bytes to it (its right neighbour). Sent again
+// every half failure timeout while it lasts. The master decides what it means.
 struct Suspect {
   uint64_t epoch = 0;
   uint32_t tag = 0;
   uint64_t seq = 0;
   uint64_t suspect = 0;
   uint32_t silentMs = 0;
+  bool sending = false;
 };
 
 // What every member must agree on for one (tag, seq).

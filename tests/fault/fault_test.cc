@@ -290,21 +290,27 @@ std::vector<Outcome> firstOpsAfter(const std::vector<Process*>& survivors,
   return out;
 }
 
-// After a failed op, the survivor's very next op runs on the survivors and succeeds.
-void expectNextOpSucceeds(const Outcome& o, int world) {
+// After a failed op, the survivor's very next op runs on the survivors and
+// succeeds. Returns the recovery time: from the failed op's return to the
+// retry's (update-topology, new links, the whole retried op), in ms.
+double expectNextOpSucceeds(const Outcome& o, int world) {
   const std::optional<size_t> next =
       o.peer->waitLine(isOp, Millis(4 * kFailureMs + 30000), o.index + 1);
-  ASSERT_TRUE(next) << o.peer->name() << " ran no op after its failed one\n"
-                    << o.peer->transcript();
+  if (!next) {
+    ADD_FAILURE() << o.peer->name() << " ran no op after its failed one\n" << o.peer->transcript();
+    return 0;
+  }
   const Line l = o.peer->lineAt(*next);
   EXPECT_TRUE(opSucceeded(l) && worldOf(l) == world)
       << o.peer->name() << ": the retry at world " << world << " did not succeed: " << l.text
       << "\n" << o.peer->transcript();
+  return ms(t1Of(l) - t1Of(o.line));
 }
 
 struct RoundResult {
   bool hit = false;               // every survivor had an op in flight at the fault
   std::vector<double> latencyMs;  // t1 - fault of those ops
+  std::vector<double> retryMs;    // failed op's return -> successful retry's return
 };
 
 // Signals `victim` at a random moment inside one of its ops and checks what
@@ -388,7 +394,7 @@ RoundResult faultRound(Cluster& c, Process* victim, int sig, std::mt19937& rng, 
       EXPECT_LE(latency, bound) << o.peer->name() << " returned " << ms(latency)
                                 << " ms after the fault, over 2x the failure timeout";
     }
-    for (const Outcome& o : outs) expectNextOpSucceeds(o, world - 1);
+    for (const Outcome& o : outs) res.retryMs.push_back(expectNextOpSucceeds(o, world - 1));
     return res;
   }
   // Async: the same per-tag outcome on every survivor, each tag's op either
@@ -441,12 +447,17 @@ RoundResult faultRound(Cluster& c, Process* victim, int sig, std::mt19937& rng, 
   return res;
 }
 
-void printLatencies(const char* test, std::vector<double> v) {
+void printLatencies(const char* test, std::vector<double> v, std::vector<double> retry) {
   if (v.empty()) return;
   std::sort(v.begin(), v.end());
   std::printf("[%s] return latency after the fault over %zu survivor ops: median %.0f ms, "
               "max %.0f ms (bound %u ms)\n",
               test, v.size(), v[v.size() / 2], v.back(), 2 * kFailureMs);
+  if (!retry.empty()) {
+    std::sort(retry.begin(), retry.end());
+    std::printf("[%s] recovery (failed return -> retried op done on the survivors): median "
+                "%.0f ms, max %.0f ms\n", test, retry[retry.size() / 2], retry.back());
+  }
   std::fflush(stdout);
 }
 
@@ -462,7 +473,7 @@ void startPeers(Cluster& c, int n) {
 void killRounds(const char* test, Cluster& c, int world, int sig, int asyncTags, int wantHits,
                 int maxRounds, const std::function<Process*(std::mt19937&)>& pickVictim) {
   std::mt19937 rng = seededRng(test);
-  std::vector<double> latencies;
+  std::vector<double> latencies, retries;
   int hits = 0, rounds = 0;
   while (rounds < maxRounds && hits < wantHits && !::testing::Test::HasFailure()) {
     Process* victim = pickVictim(rng);
@@ -471,6 +482,7 @@ void killRounds(const char* test, Cluster& c, int world, int sig, int asyncTags,
     const RoundResult r = faultRound(c, victim, sig, rng, asyncTags, rounds++);
     hits += r.hit ? 1 : 0;
     latencies.insert(latencies.end(), r.latencyMs.begin(), r.latencyMs.end());
+    retries.insert(retries.end(), r.retryMs.begin(), r.retryMs.end());
     if (::testing::Test::HasFailure()) break;
     if (sig == SIGSTOP) {
       // Declared dead while alive: resumed, it is told so, rejoins as a
@@ -487,7 +499,7 @@ void killRounds(const char* test, Cluster& c, int world, int sig, int asyncTags,
     ASSERT_TRUE(c.waitSteady(world, Millis(120000)))
         << "the world did not grow back to " << world << "\n" << c.transcripts();
   }
-  printLatencies(test, latencies);
+  printLatencies(test, latencies, retries);
   std::printf("[%s] %d of %d rounds hit ops in flight on every survivor\n", test, hits, rounds);
   c.expectEveryBufferChecked();
   c.expectNoDivergence();

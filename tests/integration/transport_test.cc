@@ -57,7 +57,7 @@ TEST(TcpTransport, FramesArriveByKeyAcrossStreams) {
   std::vector<uint8_t> data(100000);
   for (uint32_t seg = 0; seg < 16; ++seg) {
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i + seg);
-    ASSERT_TRUE(p.aToB->send(header(seg, static_cast<uint32_t>(data.size())), data.data(), soon(), go).isOk());
+    ASSERT_TRUE(p.aToB->send(header(seg, static_cast<uint32_t>(data.size())), data.data(), soon(), go, nullptr).isOk());
   }
   for (uint32_t seg = 16; seg-- > 0;) {  // ask in reverse order
     Result<Frame> f = p.bFromA->recv({5, 0, 0, seg}, soon(), go);
@@ -78,7 +78,7 @@ TEST(TcpTransport, SendToAClosedPeerFailsWithoutSigpipe) {
   std::vector<uint8_t> data(1 << 20);
   Status st;
   for (uint32_t seg = 0; seg < 200 && st.isOk(); ++seg) {
-    st = p.aToB->send(header(seg, static_cast<uint32_t>(data.size())), data.data(), soon(), go);
+    st = p.aToB->send(header(seg, static_cast<uint32_t>(data.size())), data.data(), soon(), go, nullptr);
   }
   EXPECT_EQ(st.code(), ecclPeerLost) << st.message();
   EXPECT_NE(st.message().find("peer 2"), std::string::npos) << st.message();

@@ -205,10 +205,11 @@ TEST_F(FailureDetectorTest, OnlyTheSilentPeerIsKicked) {
 TEST_F(FailureDetectorTest, SilenceWhileAllAreInTheOpKicksTheSuspect) {
   admit(3);
   for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
-  // Peer 2 hears nothing from 1 (its left neighbour) for a second; peer 3
-  // starves later, downstream.
+  // Peer 2 hears nothing from 1 (its left neighbour) for a second; peers 3
+  // and 1 starve later, downstream: everyone is stuck.
   m.onMessage(2, wire::Suspect{m.epoch(), 0, 0, 1, 1000});
   m.onMessage(3, wire::Suspect{m.epoch(), 0, 0, 2, 400});
+  m.onMessage(1, wire::Suspect{m.epoch(), 0, 0, 3, 200});
   // Decided after half the failure timeout plus a heartbeat (1.5 s), before
   // anyone's heartbeat is overdue (2 s).
   EXPECT_TRUE(m.tick(Clock::now() + std::chrono::milliseconds(1000)).empty());
@@ -218,6 +219,31 @@ TEST_F(FailureDetectorTest, SilenceWhileAllAreInTheOpKicksTheSuspect) {
   ASSERT_EQ(sentTo<wire::OpVerdict>(out, 3).size(), 1u);
   EXPECT_EQ(sentTo<wire::OpVerdict>(out, 3)[0]->result, static_cast<uint32_t>(ecclPeerLost));
   EXPECT_EQ(m.memberCount(), 2u);
+}
+
+TEST_F(FailureDetectorTest, ASlowPeerIsNoFault) {
+  admit(3);
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
+  // Peers 2 and 3 wait on peer 1, which reports nothing: it is working.
+  m.onMessage(2, wire::Suspect{m.epoch(), 0, 0, 1, 1000});
+  m.onMessage(3, wire::Suspect{m.epoch(), 0, 0, 2, 800});
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1600));
+  EXPECT_TRUE(sentTo<wire::Kick>(out, 1).empty());
+  EXPECT_EQ(m.memberCount(), 3u);
+}
+
+// A member that finished its part of the ring is stuck too (waiting for the
+// verdict), not working: if the others starve, the data path is broken.
+TEST_F(FailureDetectorTest, StarvingAfterAMemberFinishedIsABreak) {
+  admit(3);
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
+  m.onMessage(1, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  m.onMessage(2, wire::Suspect{m.epoch(), 0, 0, 1, 1000});
+  m.onMessage(3, wire::Suspect{m.epoch(), 0, 0, 2, 800});
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1600));
+  EXPECT_EQ(sentTo<wire::Kick>(out, 1).size(), 1u);
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 2).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 2)[0]->result, static_cast<uint32_t>(ecclPeerLost));
 }
 
 TEST_F(FailureDetectorTest, SilenceCausedByALatePeerIsNoFault) {

@@ -38,7 +38,8 @@ TEST(Wire, ControlMessagesRoundTrip) {
   EXPECT_TRUE(std::holds_alternative<Leave>(roundTrip(Leave{})));
   EXPECT_EQ(std::get<PendingReply>(roundTrip(PendingReply{4})).pending, 4u);
   EXPECT_EQ(std::get<Kick>(roundTrip(Kick{"silent for 2000 ms"})).message, "silent for 2000 ms");
-  auto sus = std::get<Suspect>(roundTrip(Suspect{3, 4, 5, 6, 1000}));
+  auto sus = std::get<Suspect>(roundTrip(Suspect{3, 4, 5, 6, 1000, true}));
+  EXPECT_TRUE(sus.sending);
   EXPECT_EQ(sus.epoch, 3u);
   EXPECT_EQ(sus.tag, 4u);
   EXPECT_EQ(sus.seq, 5u);

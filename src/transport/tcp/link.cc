@@ -32,13 +32,13 @@ TcpLink::~TcpLink() {
 }
 
 Status TcpLink::send(const wire::DataHeader& header, const void* payload, Deadline deadline,
-                     const CancelFlag& cancel) {
+                     const CancelFlag& cancel, const StallWatch* watch) {
   std::byte head[wire::kDataHeaderBytes];
   wire::encodeDataHeader(header, head);
   iovec iov[2] = {{head, sizeof(head)}, {const_cast<void*>(payload), header.payloadBytes}};
   Stream& s = *streams_[next_.fetch_add(1, std::memory_order_relaxed) % streams_.size()];
   std::lock_guard<std::mutex> lock(s.sendMu);
-  Status st = s.socket.writeAll(iov, header.payloadBytes > 0 ? 2 : 1, deadline, cancel);
+  Status st = s.socket.writeAll(iov, header.payloadBytes > 0 ? 2 : 1, deadline, cancel, watch);
   if (!st.isOk() && st.code() == ecclPeerLost) {
     return error(ecclPeerLost, fmt::format("link to peer {}: {}", remotePeer_, st.message()));
   }

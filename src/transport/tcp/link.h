@@ -18,7 +18,7 @@ class TcpLink : public Link {
   ~TcpLink() override;
 
   Status send(const wire::DataHeader& header, const void* payload, Deadline deadline,
-              const CancelFlag& cancel) override;
+              const CancelFlag& cancel, const StallWatch* watch) override;
   Result<Frame> recv(const FrameKey& key, Deadline deadline, const CancelFlag& cancel) override;
   void retire(uint32_t tag, uint64_t seq) override { mailbox_.retire(tag, seq); }
   void interrupt() override { mailbox_.interrupt(); }

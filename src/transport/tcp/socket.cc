@@ -122,7 +122,10 @@ Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline 
   return error(ecclPeerLost, fmt::format("cannot connect to {}:{} ({})", host, port, lastError));
 }
 
-Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel) {
+Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel,
+                        const StallWatch* watch) {
+  Deadline lastProgress = Clock::now();
+  Deadline nextReport = lastProgress + (watch != nullptr ? watch->every : std::chrono::hours(1));
   while (iovcnt > 0) {
     // MSG_NOSIGNAL: a neighbour that died must give EPIPE here, not a
     // SIGPIPE that kills this (surviving) process.
@@ -136,13 +139,20 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
       if (int c = cancel.load(std::memory_order_acquire); c != 0) {
         return error(static_cast<ecclResult_t>(c), "op aborted");
       }
-      if (Clock::now() >= deadline) {
+      const Deadline now = Clock::now();
+      if (now >= deadline) {
         return error(ecclTimeout, "peer did not take data within the op timeout");
+      }
+      if (watch != nullptr && watch->onStall && now >= nextReport) {
+        watch->onStall(std::chrono::duration_cast<std::chrono::milliseconds>(now - lastProgress));
+        nextReport = now + watch->every;
       }
       pollfd p{fd_, POLLOUT, 0};
       ::poll(&p, 1, pollMs(deadline, 50));
       continue;
     }
+    lastProgress = Clock::now();
+    if (watch != nullptr) nextReport = lastProgress + watch->every;
     // Advance past what was written.
     while (iovcnt > 0 && static_cast<size_t>(n) >= iov->iov_len) {
       n -= static_cast<ssize_t>(iov->iov_len);

@@ -35,7 +35,8 @@ class Socket {
   // TCP_NODELAY, non-blocking, and the ECCL_SOCKET_BUFFER sizes if set.
   void configureForData();
   // Writes all of iov; aborts on deadline or cancel.
-  Status writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel);
+  Status writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel,
+                  const StallWatch* watch = nullptr);
   // Reads exactly n bytes. `stop` ends the wait (returns ecclSuccess-free
   // error with code ecclInternalError), a peer close gives ecclPeerLost.
   Status readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline);
