@@ -114,6 +114,7 @@ Status Communicator::registerAndJoin() {
   reg.peerGroup = options_.peerGroup;
   reg.dataHost = options_.advertisedAddress;  // empty: the master uses what it sees
   reg.dataPort = transport_->port();
+  reg.opTimeoutMs = static_cast<uint32_t>(std::min<int64_t>(options_.opTimeout.count(), UINT32_MAX));
   control_->send(reg);
   Result<wire::ControlMessage> reply =
       control_->await(wire::MsgType::kRegisterReply, after(options_.connectTimeout));
@@ -438,24 +439,22 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   // Report, then wait for the master's verdict on the whole group.
   control_->send(wire::OpDone{req.epoch, a.tag, req.seq, static_cast<uint32_t>(local.code()),
                               local.message()});
-  std::optional<Status> verdict = req.awaitVerdict(after(options_.opTimeout));
+  // No deadline of our own here: returning before the verdict could fail an
+  // op that the other members complete (the master's op deadline bounds it).
+  const Status verdict = req.awaitVerdict();
   {
     std::lock_guard<std::mutex> lock(opsMu_);
     active_.erase(key);
   }
   ctx.right->retire(a.tag, req.seq);
   ctx.left->retire(a.tag, req.seq);
-  if (!verdict) {
-    restoreInput();
-    return error(ecclTimeout, "the master gave no verdict for the op in time");
-  }
-  if (!verdict->isOk()) {
+  if (!verdict.isOk()) {
     restoreInput();
     // Our own error says more when it caused the verdict rather than
     // being the verdict's cancellation.
     const bool cancelled = req.cancel.load(std::memory_order_acquire) != 0;
-    if (!local.isOk() && !cancelled && local.code() == verdict->code()) return local;
-    return *verdict;
+    if (!local.isOk() && !cancelled && local.code() == verdict.code()) return local;
+    return verdict;
   }
   return local;  // success verdict implies local success
 }

@@ -51,11 +51,12 @@ class Request {
     if (result != ecclSuccess) cancel.store(result, std::memory_order_release);
     cv_.notify_all();
   }
-  // nullopt when the deadline passed first.
-  std::optional<Status> awaitVerdict(transport::Deadline deadline) {
+  // Waits without a deadline of its own: the master answers every op (its op
+  // deadline included), and a lost master, a kick or destroy set a verdict too.
+  Status awaitVerdict() {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_until(lock, deadline, [&] { return verdict_.has_value(); });
-    return verdict_;
+    cv_.wait(lock, [&] { return verdict_.has_value(); });
+    return *verdict_;
   }
 
   void complete(Status status, const ecclOpInfo_t& info) {

@@ -69,6 +69,7 @@ std::vector<Outgoing> Membership::onRegister(uint64_t peerId, uint16_t version,
   p.host = reg.dataHost.empty() ? observedHost : reg.dataHost;
   p.port = reg.dataPort;
   p.lastSeen = Clock::now();
+  p.opTimeout = std::chrono::milliseconds(reg.opTimeoutMs);
   peers_.emplace(peerId, p);
   ECCL_LOG(kInfo, kMaster, "peer {} registered (group {}, data {}:{}), pending", peerId, p.group,
            p.host, p.port);
@@ -175,7 +176,36 @@ std::vector<Outgoing> Membership::tick(Clock::time_point now) {
     auto op = ops_.find(key);  // an earlier decision may have ended it
     if (op != ops_.end() && !op->second.verdictSent) decideSilence(key, op->second, now, out);
   }
+  expireOps(now, out);
   return out;
+}
+
+void Membership::expireOps(Clock::time_point now, std::vector<Outgoing>& out) {
+  for (auto& [key, e] : ops_) {
+    if (e.verdictSent || !e.deadline || now < *e.deadline) continue;
+    std::string missing;
+    for (uint64_t id : groupMembers(key.group)) {
+      if (e.done.count(id) != 0) continue;
+      missing += fmt::format("{}peer {} ({})", missing.empty() ? "" : ", ", id,
+                             e.began.count(id) != 0 ? "still in it" : "never began it");
+    }
+    const auto limit = groupOpTimeout(key.group).value_or(std::chrono::milliseconds(0));
+    sendVerdict(key, e, ecclTimeout,
+                fmt::format("tag {} op #{}: {} did not finish within the op timeout ({} ms) "
+                            "after the others", key.tag, key.seq, missing, limit.count()),
+                out);
+    // As after a data-path timeout: the next update opens fresh links.
+    changedSinceEpoch_ = true;
+  }
+}
+
+std::optional<std::chrono::milliseconds> Membership::groupOpTimeout(uint32_t group) const {
+  std::optional<std::chrono::milliseconds> limit;
+  for (uint64_t id : groupMembers(group)) {
+    const auto t = peers_.at(id).opTimeout;
+    if (t.count() > 0 && (!limit || t < *limit)) limit = t;
+  }
+  return limit;
 }
 
 void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<Outgoing>& out) {
@@ -184,8 +214,10 @@ void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<
   auto suspect = peers_.find(m.suspect);
   if (suspect == peers_.end() || suspect->second.state != State::kMember) return;  // already gone
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
-  OpEntry& e = ops_[key];
-  if (e.verdictSent) return;
+  auto op = ops_.find(key);
+  // A report that crossed the op's end must not bring the op back.
+  if (op == ops_.end() || op->second.verdictSent) return;
+  OpEntry& e = op->second;
   const auto now = Clock::now();
   // The newest report describes the reporter's current stall.
   e.silences[peerId] = Silence{m.suspect, now - std::chrono::milliseconds(m.silentMs), now};
@@ -363,6 +395,8 @@ void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Ou
   if (allDone(key, e)) {
     if (!e.verdictSent) sendVerdict(key, e, ecclSuccess, "", out);
     ops_.erase(key);
+  } else if (!e.verdictSent) {
+    if (const auto limit = groupOpTimeout(key.group)) e.deadline = Clock::now() + *limit;
   }
 }
 

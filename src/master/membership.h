@@ -24,7 +24,12 @@
 //    (no fresh report) nor done is still working, i.e. slow: the master
 //    keeps watching. Only when every member is stuck or done, all alive, is
 //    the data path itself broken (a cut link): the suspect of the oldest
-//    stall, nearest the break, is kicked. Ops still end at opTimeoutMs.
+//    stall, nearest the break, is kicked.
+//  - Op deadline: once a member has finished an op, the others must finish
+//    (or fail) it within the smallest op timeout of the group, counted from
+//    the latest member's finish; otherwise the op fails with ecclTimeout on
+//    every member. Peers never give up on a verdict by themselves, so no
+//    member can time out an op that the others complete.
 #pragma once
 
 #include <chrono>
@@ -83,6 +88,7 @@ class Membership {
     uint16_t port = 0;
     uint64_t admitted = 0;  // admission order: ring position, so members keep their ranks
     Clock::time_point lastSeen{};
+    std::chrono::milliseconds opTimeout{0};  // 0: none
   };
   struct OpKey {
     uint32_t group;
@@ -103,6 +109,7 @@ class Membership {
     bool verdictSent = false;
     std::map<uint64_t, Silence> silences;  // by reporter
     std::optional<Clock::time_point> decideAt;
+    std::optional<Clock::time_point> deadline;  // set once a member finished it
   };
 
   void onVote(uint64_t peerId, std::vector<Outgoing>& out);
@@ -116,6 +123,8 @@ class Membership {
   }
   void kick(uint64_t peerId, const std::string& why, std::vector<Outgoing>& out);
   void remove(uint64_t peerId, std::vector<Outgoing>& out);
+  void expireOps(Clock::time_point now, std::vector<Outgoing>& out);
+  std::optional<std::chrono::milliseconds> groupOpTimeout(uint32_t group) const;
   void maybeCompleteVote(std::vector<Outgoing>& out);
   void update(std::vector<Outgoing>& out);
   std::vector<uint64_t> groupMembers(uint32_t group) const;

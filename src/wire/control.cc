@@ -13,10 +13,11 @@ void put(Writer& w, const Register& m) {
   w.u32(m.peerGroup);
   w.str(m.dataHost);
   w.u16(m.dataPort);
+  w.u32(m.opTimeoutMs);
 }
 bool get(Reader& r, Register* m) {
   return r.str(&m->authToken, kMaxStringBytes) && r.u32(&m->peerGroup) &&
-         r.str(&m->dataHost, kMaxStringBytes) && r.u16(&m->dataPort);
+         r.str(&m->dataHost, kMaxStringBytes) && r.u16(&m->dataPort) && r.u32(&m->opTimeoutMs);
 }
 
 void put(Writer& w, const RegisterReply& m) {

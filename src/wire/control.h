@@ -19,7 +19,7 @@
 namespace eccl::wire {
 
 inline constexpr uint32_t kControlMagic = 0x4d434345;  // "ECCM" little-endian
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr size_t kControlHeaderBytes = 12;
 inline constexpr uint32_t kMaxControlPayload = 1u << 20;
 inline constexpr size_t kMaxStringBytes = 4096;
@@ -55,6 +55,9 @@ struct Register {
   uint32_t peerGroup = 0;
   std::string dataHost;  // where neighbours dial this peer's data links
   uint16_t dataPort = 0;
+  // The peer's op timeout: an op that some members finished and the others
+  // did not within it fails on all of them (0: no limit).
+  uint32_t opTimeoutMs = 0;
 };
 
 struct RegisterReply {

@@ -21,14 +21,18 @@ std::vector<const T*> sentTo(const std::vector<Outgoing>& out, uint64_t peer) {
   return v;
 }
 
-wire::Register reg(uint32_t group = 0) { return {"", group, "127.0.0.1", 4000}; }
+wire::Register reg(uint32_t group = 0, uint32_t opTimeoutMs = 0) {
+  return {"", group, "127.0.0.1", 4000, opTimeoutMs};
+}
 
 class MembershipTest : public ::testing::Test {
  protected:
   // Registers peers 1..n and admits them all.
-  void admit(int n) {
-    m.onRegister(1, wire::kProtocolVersion, reg(), "h");
-    for (int i = 2; i <= n; ++i) m.onRegister(static_cast<uint64_t>(i), wire::kProtocolVersion, reg(), "h");
+  void admit(int n, uint32_t opTimeoutMs = 0) {
+    m.onRegister(1, wire::kProtocolVersion, reg(0, opTimeoutMs), "h");
+    for (int i = 2; i <= n; ++i) {
+      m.onRegister(static_cast<uint64_t>(i), wire::kProtocolVersion, reg(0, opTimeoutMs), "h");
+    }
     if (n > 1) m.onMessage(1, wire::Vote{});  // the only member admits the rest
     ASSERT_EQ(m.memberCount(), static_cast<size_t>(n));
   }
@@ -89,6 +93,11 @@ TEST_F(MembershipTest, SuccessVerdictOnlyWhenAllDone) {
     ASSERT_EQ(v.size(), 1u);
     EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclSuccess));
   }
+  // A stall report that crossed the verdict does not bring the op back, so a
+  // later departure fails nothing that already succeeded.
+  m.onMessage(2, wire::Suspect{e, 0, 0, 1, 1000});
+  out = m.onDisconnect(3);
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(out, 1).empty());
 }
 
 TEST_F(MembershipTest, MismatchedDescriptorFailsEveryoneAtOnce) {
@@ -177,12 +186,13 @@ TEST_F(FailureDetectorTest, OnlyTheSilentPeerIsKicked) {
   m.onMessage(1, begin(0));
   m.onMessage(2, begin(0));
   m.onMessage(3, begin(0));
-  // Peers 1 and 2 beat 50 ms later than peer 3 last spoke: at 1.98 s from
-  // now only peer 3 is past the 2 s failure timeout.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Peers 1 and 2 beat 500 ms after peer 3 last spoke: 1.7 s after their
+  // beat, only peer 3 is past the 2 s failure timeout, however slowly this runs.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto beat = Clock::now();
   m.onMessage(1, wire::Heartbeat{});
   m.onMessage(2, wire::Heartbeat{});
-  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1980));
+  auto out = m.tick(beat + std::chrono::milliseconds(1700));
   ASSERT_EQ(sentTo<wire::Kick>(out, 3).size(), 1u);
   EXPECT_NE(sentTo<wire::Kick>(out, 3)[0]->message.find("no heartbeat"), std::string::npos);
   EXPECT_TRUE(sentTo<wire::Kick>(out, 1).empty());
@@ -259,6 +269,51 @@ TEST_F(FailureDetectorTest, SilenceCausedByALatePeerIsNoFault) {
   for (uint64_t p = 1; p <= 3; ++p) out = m.onMessage(p, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
   ASSERT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
   EXPECT_EQ(sentTo<wire::OpVerdict>(out, 1)[0]->result, static_cast<uint32_t>(ecclSuccess));
+}
+
+// Once a member finished an op, the others get the op timeout to finish it
+// too; then the op fails on every member, so none times out alone while the
+// others succeed.
+TEST_F(FailureDetectorTest, OpDeadlineFailsTheOpOnEveryMember) {
+  admit(3, /*opTimeoutMs=*/1000);
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
+  // Nobody finished: a long op is no fault, however long it runs.
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(m.tick(Clock::now() + std::chrono::milliseconds(1900)), 1)
+                  .empty());
+  const auto done = Clock::now();
+  m.onMessage(1, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  EXPECT_TRUE(m.tick(done + std::chrono::milliseconds(900)).empty());
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1001));
+  for (uint64_t p = 1; p <= 3; ++p) {
+    auto v = sentTo<wire::OpVerdict>(out, p);
+    ASSERT_EQ(v.size(), 1u) << p;
+    EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclTimeout));
+    EXPECT_NE(v[0]->message.find("peer 2 (still in it), peer 3 (still in it)"), std::string::npos)
+        << v[0]->message;
+  }
+  // A straggler finishing afterwards gets no second verdict.
+  out = m.onMessage(2, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(out, 2).empty());
+  // The next update opens fresh links.
+  const uint64_t e = m.epoch();
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, wire::Vote{});
+  EXPECT_EQ(m.epoch(), e + 1);
+}
+
+// A member that never reaches the op (its application is stuck elsewhere)
+// cannot hold the others' finished op forever; its own op fails when it comes.
+TEST_F(FailureDetectorTest, OpDeadlineNamesAMemberThatNeverBegan) {
+  admit(3, /*opTimeoutMs=*/1000);
+  m.onMessage(1, begin(0));
+  m.onMessage(2, begin(0));
+  m.onMessage(1, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  m.onMessage(2, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1001));
+  auto v = sentTo<wire::OpVerdict>(out, 3);  // kept by peer 3 until it issues the op
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclTimeout));
+  EXPECT_NE(v[0]->message.find("peer 3 (never began it)"), std::string::npos) << v[0]->message;
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
 }
 
 TEST_F(FailureDetectorTest, HeartbeatsAreEchoed) {

@@ -25,10 +25,11 @@ TEST(Wire, ControlMessagesRoundTrip) {
   EXPECT_EQ(back.rank, 1u);
   EXPECT_EQ(back.ring, t.ring);
   EXPECT_EQ(back.message, "hi");
-  auto reg = std::get<Register>(roundTrip(Register{"tok", 3, "10.0.0.1", 42}));
+  auto reg = std::get<Register>(roundTrip(Register{"tok", 3, "10.0.0.1", 42, 60000}));
   EXPECT_EQ(reg.authToken, "tok");
   EXPECT_EQ(reg.peerGroup, 3u);
   EXPECT_EQ(reg.dataPort, 42);
+  EXPECT_EQ(reg.opTimeoutMs, 60000u);
   auto begin = std::get<OpBegin>(roundTrip(OpBegin{5, 6, 7, {2, ecclFloat16, 0, 1ull << 40, -1}}));
   EXPECT_EQ(begin.desc, (OpDescriptor{2, ecclFloat16, 0, 1ull << 40, -1}));
   auto verdict = std::get<OpVerdict>(roundTrip(OpVerdict{1, 2, 3, ecclPeerLost, "gone"}));
