@@ -1,10 +1,18 @@
 // The TCP transport on its own: links, and a neighbour that goes away.
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstring>
 #include <future>
+#include <thread>
 #include <vector>
 
+#include "transport/tcp/socket.h"
 #include "transport/transport.h"
 
 namespace eccl::transport {
@@ -91,6 +99,113 @@ TEST(TcpTransport, AcceptTimesOutNamingThePeer) {
   Result<std::unique_ptr<Link>> in = t->accept(42, 1, Clock::now() + std::chrono::milliseconds(100), kNever);
   EXPECT_EQ(in.status().code(), ecclTimeout);
   EXPECT_NE(in.status().message().find("42"), std::string::npos);
+}
+
+// A raw TCP connection: `sender` is a data Socket with small buffers, `peer`
+// the accepted plain fd, which reads only when the test says so.
+struct RawPair {
+  tcp::Socket sender;
+  int peer = -1;
+  ~RawPair() {
+    if (peer >= 0) close(peer);
+  }
+};
+
+void makeRawPair(RawPair* p) {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int small = 64 << 10;
+  // Set before listen: the accepted socket inherits it.
+  setsockopt(listener, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  Result<tcp::Socket> s = tcp::Socket::connect("127.0.0.1", ntohs(addr.sin_port), soon(), kNever);
+  ASSERT_TRUE(s.hasValue()) << s.status().message();
+  p->sender = std::move(*s);
+  p->sender.configureForData();
+  setsockopt(p->sender.fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  p->peer = accept(listener, nullptr, nullptr);
+  close(listener);
+  ASSERT_GE(p->peer, 0);
+}
+
+// Reads until EOF, `limit` bytes, or 3 s without data; the bytes read.
+std::vector<uint8_t> readAll(int fd, size_t limit) {
+  std::vector<uint8_t> got;
+  std::vector<uint8_t> buf(1 << 16);
+  while (got.size() < limit) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, 3000) != 1) break;
+    const ssize_t n = read(fd, buf.data(), std::min(buf.size(), limit - got.size()));
+    if (n <= 0) break;
+    got.insert(got.end(), buf.begin(), buf.begin() + n);
+  }
+  return got;
+}
+
+// An op aborted in the middle of a frame finishes that frame before it
+// returns, so the stream stays aligned and the next frame arrives whole.
+TEST(TcpSocket, AbortMidFrameFinishesTheFrame) {
+  RawPair p;
+  ASSERT_NO_FATAL_FAILURE(makeRawPair(&p));
+  std::vector<uint8_t> frame(4 << 20);
+  for (size_t i = 0; i < frame.size(); ++i) frame[i] = static_cast<uint8_t>(i * 7);
+  CancelFlag cancel{0};
+  auto writer = std::async(std::launch::async, [&] {
+    iovec iov{frame.data(), frame.size()};
+    return p.sender.writeAll(&iov, 1, soon(), cancel);
+  });
+  // The peer reads nothing yet: the write stalls part way, then is aborted.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  cancel.store(ecclPeerLost);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::vector<uint8_t> got = readAll(p.peer, frame.size());  // the peer catches up
+  const Status st = writer.get();
+  EXPECT_EQ(st.code(), ecclPeerLost) << "the abort is still reported";
+  ASSERT_EQ(got.size(), frame.size());
+  EXPECT_EQ(got, frame);
+  // The stream is still usable: the next frame follows the first one exactly.
+  cancel.store(0);
+  uint8_t next[5] = {1, 2, 3, 4, 5};
+  iovec iov{next, sizeof(next)};
+  ASSERT_TRUE(p.sender.writeAll(&iov, 1, soon(), cancel).isOk());
+  EXPECT_EQ(readAll(p.peer, sizeof(next)), std::vector<uint8_t>(next, next + sizeof(next)));
+}
+
+// When the other side takes nothing at all, the aborted write gives up after
+// Socket::kFinishFrameWithin and closes the stream: the peer sees the frame
+// cut short by EOF, never a stream that continues mid-frame.
+TEST(TcpSocket, AbortMidFrameToAStuckPeerClosesTheStream) {
+  RawPair p;
+  ASSERT_NO_FATAL_FAILURE(makeRawPair(&p));
+  std::vector<uint8_t> frame(4 << 20, 0xab);
+  CancelFlag cancel{0};
+  auto writer = std::async(std::launch::async, [&] {
+    iovec iov{frame.data(), frame.size()};
+    return p.sender.writeAll(&iov, 1, soon(), cancel);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto aborted = Clock::now();
+  cancel.store(ecclPeerLost);
+  const Status st = writer.get();
+  const auto took = Clock::now() - aborted;
+  EXPECT_EQ(st.code(), ecclPeerLost);
+  EXPECT_NE(st.message().find("closed mid-frame"), std::string::npos) << st.message();
+  EXPECT_GE(took, tcp::Socket::kFinishFrameWithin);
+  EXPECT_LT(took, std::chrono::seconds(3));
+  const std::vector<uint8_t> got = readAll(p.peer, frame.size());
+  EXPECT_GT(got.size(), 0u) << "the write had started";
+  EXPECT_LT(got.size(), frame.size()) << "EOF cut the frame";
+  // Later writes on the closed stream fail at once.
+  uint8_t byte = 1;
+  iovec iov{&byte, 1};
+  cancel.store(0);
+  EXPECT_FALSE(p.sender.writeAll(&iov, 1, soon(), cancel).isOk());
 }
 
 }  // namespace

@@ -9,8 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "common/env.h"
@@ -85,6 +87,14 @@ Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline 
     return error(ecclInvalidArgument,
                  fmt::format("cannot resolve '{}': {}", host, ec ? ec.message() : "no address"));
   }
+  if (!localAddress.empty() &&
+      std::none_of(results.begin(), results.end(), [&](const auto& entry) {
+        return entry.endpoint().address().is_v4() == local.is_v4();
+      })) {
+    return error(ecclInvalidArgument, fmt::format("'{}' has no {} address to reach from bind "
+                                                  "address {}", host, local.is_v4() ? "IPv4" : "IPv6",
+                                                  localAddress));
+  }
   std::string lastError = "deadline passed";
   while (Clock::now() < deadline) {
     if (int c = cancel.load(std::memory_order_acquire); c != 0) {
@@ -98,7 +108,8 @@ Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline 
         if (local.is_v4() != ep.address().is_v4()) continue;  // cannot reach it from there
         const asio::ip::tcp::endpoint from(local, 0);
         if (::bind(s.fd_, from.data(), static_cast<socklen_t>(from.size())) != 0) {
-          return sysError(fmt::format("bind to {}", localAddress).c_str());
+          return error(ecclSystemError, fmt::format("bind to {}: {}", localAddress,
+                                                    std::strerror(errno)));
         }
       }
       ::fcntl(s.fd_, F_SETFL, ::fcntl(s.fd_, F_GETFL) | O_NONBLOCK);
@@ -126,6 +137,9 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
                         const StallWatch* watch) {
   Deadline lastProgress = Clock::now();
   Deadline nextReport = lastProgress + (watch != nullptr ? watch->every : std::chrono::hours(1));
+  bool started = false;             // some bytes are out: stopping now would cut the frame
+  std::optional<Status> abandoned;  // why the op gave up while the frame was unfinished
+  Deadline finishBy{};
   while (iovcnt > 0) {
     // MSG_NOSIGNAL: a neighbour that died must give EPIPE here, not a
     // SIGPIPE that kills this (surviving) process.
@@ -136,12 +150,32 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("send");
-      if (int c = cancel.load(std::memory_order_acquire); c != 0) {
-        return error(static_cast<ecclResult_t>(c), "op aborted");
-      }
       const Deadline now = Clock::now();
-      if (now >= deadline) {
-        return error(ecclTimeout, "peer did not take data within the op timeout");
+      if (abandoned) {
+        if (now < finishBy) {
+          pollfd p{fd_, POLLOUT, 0};
+          ::poll(&p, 1, pollMs(finishBy, 50));
+          continue;
+        }
+        // The peer takes nothing: close the stream rather than leave it cut
+        // mid-frame (the other side sees EOF; later sends fail fast).
+        shutdown();
+        return error(abandoned->code(), fmt::format("{}; the stream was closed mid-frame",
+                                                    abandoned->message()));
+      }
+      std::optional<Status> stop;
+      if (int c = cancel.load(std::memory_order_acquire); c != 0) {
+        stop = error(static_cast<ecclResult_t>(c), "op aborted");
+      } else if (now >= deadline) {
+        stop = error(ecclTimeout, "peer did not take data within the op timeout");
+      }
+      if (stop) {
+        if (!started) return *stop;
+        // The receiver reads frames whole: finish this one so that the
+        // stream stays aligned for the ops that follow on it.
+        abandoned = std::move(stop);
+        finishBy = now + kFinishFrameWithin;
+        continue;
       }
       if (watch != nullptr && watch->onStall && now >= nextReport) {
         watch->onStall(std::chrono::duration_cast<std::chrono::milliseconds>(now - lastProgress));
@@ -151,6 +185,7 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
       ::poll(&p, 1, pollMs(deadline, 50));
       continue;
     }
+    started = true;
     lastProgress = Clock::now();
     if (watch != nullptr) nextReport = lastProgress + watch->every;
     // Advance past what was written.
@@ -164,7 +199,7 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
       iov->iov_len -= static_cast<size_t>(n);
     }
   }
-  return Status::ok();
+  return abandoned ? *abandoned : Status::ok();
 }
 
 Status Socket::readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline) {

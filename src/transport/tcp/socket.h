@@ -34,7 +34,14 @@ class Socket {
   bool valid() const { return fd_ >= 0; }
   // TCP_NODELAY, non-blocking, and the ECCL_SOCKET_BUFFER sizes if set.
   void configureForData();
-  // Writes all of iov; aborts on deadline or cancel.
+  // How long an aborted write keeps going to finish a frame it started.
+  static constexpr std::chrono::milliseconds kFinishFrameWithin{250};
+
+  // Writes all of iov (one frame); gives up on the deadline or `cancel`, but
+  // never between bytes of the frame: once some are out, it finishes the
+  // frame within kFinishFrameWithin (and still returns the abort's error),
+  // or shuts the socket down so the other side sees EOF instead of a cut
+  // frame.
   Status writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel,
                   const StallWatch* watch = nullptr);
   // Reads exactly n bytes. `stop` ends the wait (returns ecclSuccess-free
