@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <future>
 
 #include "collectives/ring.h"
@@ -13,6 +14,15 @@ namespace eccl::comm {
 namespace {
 
 transport::Deadline after(std::chrono::milliseconds d) { return transport::Clock::now() + d; }
+
+// An out-of-place all-reduce that fails before its ring touched anything
+// still hands the caller's input back in the receive buffer, as every failed
+// op does (in-place ones hold it already).
+void handBackInput(const OpArgs& a) {
+  if (a.kind == wire::OpKind::kAllReduce && a.sendbuf != a.recvbuf && a.count > 0) {
+    std::memmove(a.recvbuf, a.sendbuf, a.count * dtypeSize(a.dtype));
+  }
+}
 
 }  // namespace
 
@@ -148,52 +158,37 @@ Status Communicator::applyTopology(const wire::Topology& t) {
   if (t.result != ecclSuccess) {
     return error(static_cast<ecclResult_t>(t.result), t.message);
   }
-  std::unique_lock<std::mutex> lock(viewMu_);
   const int n = static_cast<int>(t.ring.size());
-  const bool linksUp = n <= 1 || (right_ && left_);
-  if (connected_ && t.epoch == epoch_ && t.ring == ring_ && linksUp) return Status::ok();  // nothing moved
-  right_.reset();
-  left_.reset();
-  epoch_ = t.epoch;
-  rank_ = static_cast<int>(t.rank);
-  ring_ = t.ring;
-  linksError_ = Status::ok();
-  log::threadContext() = {peerId_, epoch_, true};
+  {
+    std::lock_guard<std::mutex> lock(viewMu_);
+    const bool linksUp = n <= 1 || (right_ && left_);
+    if (connected_ && t.epoch == epoch_ && t.ring == ring_ && linksUp) return Status::ok();  // nothing moved
+    right_.reset();
+    left_.reset();
+    epoch_ = t.epoch;
+    rank_ = static_cast<int>(t.rank);
+    ring_ = t.ring;
+    linksError_ = Status::ok();
+  }
+  log::threadContext() = {peerId_, t.epoch, true};
   if (n > 1) {
-    const wire::RingPeer& r = ring_[static_cast<size_t>((rank_ + 1) % n)];
-    const wire::RingPeer& l = ring_[static_cast<size_t>((rank_ - 1 + n) % n)];
-    const auto deadline = after(options_.opTimeout);
-    {
-      std::lock_guard<std::mutex> setup(linkSetupMu_);
-      settingUpEpoch_ = epoch_;
-      linkSetupCancel_.store(lostEpoch_ >= epoch_ ? ecclPeerLost : 0);
-    }
-    // Dial the right neighbour while the left one dials us.
-    auto dial = std::async(std::launch::async, [&] {
-      return transport_->connect({r.peerId, r.host, r.port}, peerId_, epoch_, deadline,
-                                 linkSetupCancel_);
-    });
-    Result<std::unique_ptr<transport::Link>> in =
-        transport_->accept(l.peerId, epoch_, deadline, linkSetupCancel_);
-    Result<std::unique_ptr<transport::Link>> out = dial.get();
-    {
-      std::lock_guard<std::mutex> setup(linkSetupMu_);
-      settingUpEpoch_ = 0;
-    }
-    if (!out || !in) {
+    // Not under viewMu_: the control thread takes it to interrupt links, and
+    // setup may wait for up to the op timeout. No op runs meanwhile.
+    Status st = openLinks(t);
+    std::lock_guard<std::mutex> lock(viewMu_);
+    if (!st.isOk()) {
       // The view moves on (the master's epoch did), the links stay missing:
       // collectives fail with this until an update opens them.
-      const Status& st = !out ? out.status() : in.status();
       linksError_ = error(st.code(), fmt::format("data links of epoch {} are not open ({}); call "
-                                                 "ecclCommUpdateTopology", epoch_, st.message()));
+                                                 "ecclCommUpdateTopology", t.epoch, st.message()));
       connected_ = true;
       return st;
     }
-    right_ = std::move(*out);
-    left_ = std::move(*in);
   }
-  connected_ = true;
-  lock.unlock();
+  {
+    std::lock_guard<std::mutex> lock(viewMu_);
+    connected_ = true;
+  }
   {
     std::lock_guard<std::mutex> ops(opsMu_);
     nextSeq_.clear();
@@ -202,6 +197,40 @@ Status Communicator::applyTopology(const wire::Topology& t) {
     std::erase_if(earlyVerdicts_, [&](const auto& kv) { return kv.first.epoch < t.epoch; });
   }
   ECCL_LOG(kInfo, kComm, "epoch {}: rank {} of {}", t.epoch, t.rank, n);
+  return Status::ok();
+}
+
+Status Communicator::openLinks(const wire::Topology& t) {
+  const size_t n = t.ring.size();
+  const wire::RingPeer& r = t.ring[(t.rank + 1) % n];
+  const wire::RingPeer& l = t.ring[(t.rank + n - 1) % n];
+  const auto deadline = after(options_.opTimeout);
+  {
+    std::lock_guard<std::mutex> ops(opsMu_);  // masterLost_
+    std::lock_guard<std::mutex> setup(linkSetupMu_);
+    settingUpEpoch_ = t.epoch;
+    // A loss reported before setup began stops it as surely as one during it.
+    int cancel = lostEpoch_ >= t.epoch ? ecclPeerLost : 0;
+    if (!masterLost_.isOk()) cancel = masterLost_.code();
+    linkSetupCancel_.store(cancel);
+  }
+  // Dial the right neighbour while the left one dials us.
+  auto dial = std::async(std::launch::async, [&] {
+    return transport_->connect({r.peerId, r.host, r.port}, peerId_, t.epoch, deadline,
+                               linkSetupCancel_);
+  });
+  Result<std::unique_ptr<transport::Link>> in =
+      transport_->accept(l.peerId, t.epoch, deadline, linkSetupCancel_);
+  Result<std::unique_ptr<transport::Link>> out = dial.get();
+  {
+    std::lock_guard<std::mutex> setup(linkSetupMu_);
+    settingUpEpoch_ = 0;
+  }
+  if (!out) return out.status();
+  if (!in) return in.status();
+  std::lock_guard<std::mutex> lock(viewMu_);
+  right_ = std::move(*out);
+  left_ = std::move(*in);
   return Status::ok();
 }
 
@@ -275,7 +304,10 @@ Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args, bool r
   if (topologyChanging_) {
     return error(ecclInvalidUsage, "a collective was issued while ecclCommUpdateTopology runs");
   }
-  if (!masterLost_.isOk()) return masterLost_;
+  if (!masterLost_.isOk()) {
+    handBackInput(args);
+    return masterLost_;
+  }
   req->seq = nextSeq_[args.tag]++;
   req->epoch = epochNow;
   ++inFlight_;
@@ -317,6 +349,7 @@ void Communicator::workerLoop(uint32_t tag) {
           std::shared_ptr<Request> dropped = std::move(q.queue.front());
           q.queue.pop_front();
           --inFlight_;
+          handBackInput(dropped->args());
           dropped->complete(error(ecclInvalidUsage, "communicator destroyed before the op started"),
                             ECCL_OP_INFO_INIT);
         }
@@ -370,7 +403,10 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     ctx.world = static_cast<int>(ring_.size());
     ctx.right = right_.get();
     ctx.left = left_.get();
-    if (ctx.world > 1 && (ctx.right == nullptr || ctx.left == nullptr)) return linksError_;
+    if (ctx.world > 1 && (ctx.right == nullptr || ctx.left == nullptr)) {
+      handBackInput(a);
+      return linksError_;
+    }
   }
   if (ctx.world == 1) {  // nothing to agree on with anyone
     if (a.kind == wire::OpKind::kAllReduce && a.count > 0 && a.sendbuf != a.recvbuf) {
@@ -402,8 +438,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     if (bytes == 0) return;
     if (overwritesInput) {
       std::memcpy(a.recvbuf, backup.data(), bytes);
-    } else if (a.kind == wire::OpKind::kAllReduce) {
-      std::memmove(a.recvbuf, a.sendbuf, bytes);
+    } else {
+      handBackInput(a);
     }
   };
 

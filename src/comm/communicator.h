@@ -86,6 +86,8 @@ class Communicator {
   Status requireConnected() const;
   Status registerAndJoin();
   Status applyTopology(const wire::Topology& t);
+  // Opens this epoch's links to the ring neighbours of `t` (world > 1).
+  Status openLinks(const wire::Topology& t);
   Status voteAndApply();
   void workerLoop(uint32_t tag);
   void execute(Request& req);
