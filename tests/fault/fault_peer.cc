@@ -3,11 +3,13 @@
 //
 //   eccl-fault-peer --master HOST:PORT [--mode allreduce|broadcast|async]
 //                   [--count N] [--tags K] [--root R] [--iters N] [--failure-ms T]
-//                   [--bind ADDR] [--no-reconnect] [--exit-on-master-loss] [--id NAME]
+//                   [--bind ADDR] [--out-of-place] [--no-reconnect] [--exit-on-master-loss]
+//                   [--id NAME]
 //
 // Loop, in lockstep with the other members: ecclCommUpdateTopology, then one
 // in-place collective on a float32 buffer whose correct result depends only on
-// the world size, then a check of every element. Each event is one stdout line
+// the world size, then a check of every element. --out-of-place all-reduces
+// from a separate send buffer into the checked one. Each event is one stdout line
 // `event key=value ...` (times are CLOCK_MONOTONIC ns, comparable with the
 // driver's):
 //
@@ -31,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -54,6 +57,7 @@ struct Options {
   uint32_t heartbeatMs = 500;
   uint32_t opTimeoutMs = 30000;
   std::string bind;
+  bool outOfPlace = false;
   bool noReconnect = false;
   bool exitOnMasterLoss = false;
 };
@@ -282,11 +286,17 @@ class Peer {
       ok = sameFloats(buf_.data(), rc == ecclSuccess ? expected_.data() : input, o_.count);
       extra = " root=" + std::to_string(root);
     } else {
+      // Out of place: the receive buffer starts as garbage that is neither
+      // the input nor a result, so a failure must copy the input there.
       std::memcpy(buf_.data(), own_.data(), o_.count * sizeof(float));
+      const float* send = buf_.data();
+      if (o_.outOfPlace) {
+        send = own_.data();
+        std::fill(buf_.begin(), buf_.end(), -7.0f);
+      }
       ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
       t0 = nowNs();
-      rc = ecclAllReduce(buf_.data(), buf_.data(), o_.count, ecclFloat32, ecclSum, &opts, comm_,
-                         nullptr);
+      rc = ecclAllReduce(send, buf_.data(), o_.count, ecclFloat32, ecclSum, &opts, comm_, nullptr);
       t1 = nowNs();
       ok = sameFloats(buf_.data(), rc == ecclSuccess ? expected_.data() : own_.data(), o_.count);
     }
@@ -337,6 +347,7 @@ int main(int argc, char** argv) {
   app.add_option("--op-timeout-ms", o.opTimeoutMs, "ecclCommConfig_t.opTimeoutMs")
       ->capture_default_str();
   app.add_option("--bind", o.bind, "bind and advertise the data acceptor on this address");
+  app.add_flag("--out-of-place", o.outOfPlace, "all-reduce from a separate send buffer");
   app.add_flag("--no-reconnect", o.noReconnect, "exit 3 on ecclKicked instead of reconnecting");
   app.add_flag("--exit-on-master-loss", o.exitOnMasterLoss, "exit 4 on ecclMasterUnreachable");
   CLI11_PARSE(app, argc, argv);

@@ -34,7 +34,9 @@ TEST(Schedule, SegmentsTileAChunk) {
         Range s = segmentRange(chunk, seg, j);
         EXPECT_EQ(s.begin, next);
         EXPECT_LE(s.count, seg);
-        if (len > 0) EXPECT_GT(s.count, 0u);
+        if (len > 0) {
+          EXPECT_GT(s.count, 0u);
+        }
         next += s.count;
       }
       EXPECT_EQ(next, 100 + len);
