@@ -52,7 +52,6 @@ struct PeerSpec {
   bool outOfPlace = false;
   bool noReconnect = false;
   bool exitOnMasterLoss = false;
-  int gid = -1;
 };
 
 // The peers of one run: spawned from one spec (overridable per peer), all

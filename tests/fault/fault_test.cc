@@ -605,12 +605,9 @@ class IptablesRules {
 // ecclPeerLost and the survivors carry on at world 3.
 //
 // Runs in a fresh network namespace, peers bound to 127.0.0.2.. so their
-// traffic can be told apart. The library dials data links from the default
-// source address (127.0.0.1), not from bindAddress, so address rules alone
-// would only match the accepting side; each peer therefore also runs under its
-// own group id, and the owner match drops what one sends to the other's
-// address. Whichever of the two dialed the link, one direction of it is
-// dropped, which stalls it both ways (no ACKs).
+// traffic can be told apart: data links listen on and dial from the bind
+// address, so two address rules drop both directions between the pair (and
+// nothing else, the master being on 127.0.0.1).
 TEST(Fault, LinkCut) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root: a network namespace and iptables rules";
   const std::string iptables = findProgram("iptables");
@@ -636,7 +633,6 @@ TEST(Fault, LinkCut) {
   const auto spawnBound = [&] {
     PeerSpec s = spec;
     s.bind = "127.0.0." + std::to_string(host);
-    s.gid = 40000 + host;
     ++host;
     return c.spawn(s);
   };
@@ -659,16 +655,9 @@ TEST(Fault, LinkCut) {
       if (p != a && p != b) others.push_back(p);
     }
     IptablesRules rules(iptables);
-    // Four iptables runs take tens of ms: aim early in the op.
+    // Two iptables runs take tens of ms: aim early in the op.
     ASSERT_TRUE(aimInsideNextOp(*a, rng, 0.1, 0.6)) << a->transcript();
     const int64_t tCut = nowNs();
-    // First the owner-matched rules, which catch this library's unbound
-    // outgoing connections and so cut the link; then the address rules, which
-    // would do it if data links were dialed from the bind address.
-    ASSERT_TRUE(rules.add({"-p", "tcp", "-d", sb.bind, "-m", "owner", "--gid-owner",
-                           std::to_string(sa.gid), "-j", "DROP"}));
-    ASSERT_TRUE(rules.add({"-p", "tcp", "-d", sa.bind, "-m", "owner", "--gid-owner",
-                           std::to_string(sb.gid), "-j", "DROP"}));
     ASSERT_TRUE(rules.add({"-p", "tcp", "-s", sa.bind, "-d", sb.bind, "-j", "DROP"}));
     ASSERT_TRUE(rules.add({"-p", "tcp", "-s", sb.bind, "-d", sa.bind, "-j", "DROP"}));
     const int64_t tCutDone = nowNs();

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -80,7 +79,7 @@ Fields parseFields(const std::string& line) {
 
 // ---- Process ---------------------------------------------------------------
 
-Process::Process(std::string name, std::vector<std::string> argv, SpawnOptions options)
+Process::Process(std::string name, std::vector<std::string> argv)
     : name_(std::move(name)), verbose_(envFlag("ECCL_FAULT_VERBOSE")) {
   if (argv.empty()) {
     startError_ = "empty argv";
@@ -109,13 +108,8 @@ Process::Process(std::string name, std::vector<std::string> argv, SpawnOptions o
     if (getppid() != parent) _exit(127);
     dup2(out[1], STDOUT_FILENO);
     dup2(err[1], STDERR_FILENO);
-    int e = 0;
-    if (options.gid >= 0 && (setgroups(0, nullptr) != 0 || setgid(options.gid) != 0)) {
-      e = errno;
-    } else {
-      execv(args[0], args.data());
-      e = errno;
-    }
+    execv(args[0], args.data());
+    const int e = errno;
     // Tell the parent why; the status pipe closes on a successful exec.
     (void)!write(status[1], &e, sizeof(e));
     _exit(127);

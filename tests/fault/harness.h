@@ -59,18 +59,12 @@ struct Line {
   Fields fields;
 };
 
-struct SpawnOptions {
-  // Run the child with this real/effective group id (setgid before exec);
-  // -1 keeps ours. The link-cut test matches a peer's packets by group.
-  int gid = -1;
-};
-
 // A child process. Not copyable; destroying it kills and reaps the child.
 class Process {
  public:
   // Starts argv[0] (a path) with argv. On failure to fork/exec, ok() is false
   // and the error is in startError().
-  Process(std::string name, std::vector<std::string> argv, SpawnOptions options = {});
+  Process(std::string name, std::vector<std::string> argv);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
