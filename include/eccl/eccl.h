@@ -138,7 +138,10 @@ typedef struct {
   uint32_t streamsPerPeer;   /* parallel streams per neighbour link; 0 = default (4) */
   const char* authToken;     /* must equal the master's */
   uint32_t connectTimeoutMs; /* registering with the master */
-  uint32_t opTimeoutMs;      /* a topology update or collective making no progress */
+  uint32_t opTimeoutMs;      /* a topology update or collective making no progress;
+                                also, once one member finished a collective, how long
+                                the master waits for the others before failing it with
+                                ecclTimeout on every member */
   const char* advertisedAddress; /* address others dial for data links; NULL = the
                                     local address used to reach the master */
   const char* bindAddress;   /* local address the data acceptor binds; NULL = any */
@@ -158,14 +161,18 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
 /* Registers with the master and blocks until admitted: at once when the world
  * is empty, else at the members' next ecclCommUpdateTopology. Fails with
  * ecclMasterUnreachable within connectTimeoutMs, ecclVersionMismatch,
- * ecclAuthFailed. After a call returned ecclKicked or ecclMasterUnreachable
- * (and with no collective in flight) it starts over as a newcomer. */
+ * ecclAuthFailed; with ecclPeerLost or ecclTimeout when the data links to its
+ * ring neighbours cannot be opened (a neighbour died meanwhile: retry). A
+ * failed call leaves the master again. After a call returned ecclKicked or
+ * ecclMasterUnreachable (and with no collective in flight) it starts over as
+ * a newcomer. */
 ECCL_API ecclResult_t ecclCommConnect(ecclComm_t comm);
 
 /* Collective over all members of all peer groups: admits pending peers,
- * starts a new epoch with a new ring when the membership changed, and returns
- * once this peer's data links for that epoch are up. No collective of this
- * communicator may be in flight (ecclInvalidUsage). */
+ * drops dead ones, starts a new epoch with a new ring when the membership
+ * changed, and returns once this peer's data links for that epoch are up
+ * (ecclPeerLost if a neighbour died meanwhile: call it again). No collective
+ * of this communicator may be in flight (ecclInvalidUsage). */
 ECCL_API ecclResult_t ecclCommUpdateTopology(ecclComm_t comm);
 
 /* Whether a newcomer is waiting to be admitted (one master round-trip). */
