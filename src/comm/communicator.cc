@@ -171,23 +171,19 @@ Status Communicator::applyTopology(const wire::Topology& t) {
     linksError_ = Status::ok();
   }
   log::threadContext() = {peerId_, t.epoch, true};
-  if (n > 1) {
-    // Not under viewMu_: the control thread takes it to interrupt links, and
-    // setup may wait for up to the op timeout. No op runs meanwhile.
-    Status st = openLinks(t);
+  // Not under viewMu_: the control thread takes it to interrupt links, and
+  // setup may wait for up to the op timeout. No op runs meanwhile.
+  const Status st = n > 1 ? openLinks(t) : Status::ok();
+  {
     std::lock_guard<std::mutex> lock(viewMu_);
+    connected_ = true;
     if (!st.isOk()) {
       // The view moves on (the master's epoch did), the links stay missing:
       // collectives fail with this until an update opens them.
       linksError_ = error(st.code(), fmt::format("data links of epoch {} are not open ({}); call "
                                                  "ecclCommUpdateTopology", t.epoch, st.message()));
-      connected_ = true;
       return st;
     }
-  }
-  {
-    std::lock_guard<std::mutex> lock(viewMu_);
-    connected_ = true;
   }
   {
     std::lock_guard<std::mutex> ops(opsMu_);
