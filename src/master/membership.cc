@@ -287,12 +287,24 @@ void Membership::maybeCompleteVote(std::vector<Outgoing>& out) {
 }
 
 void Membership::update(std::vector<Outgoing>& out) {
-  bool changed = changedSinceEpoch_;
+  const bool changed = changedSinceEpoch_ || pendingCount() > 0;
+  if (changed) {
+    // An op of the old epoch without a verdict (a group that ran one while
+    // another group's votes completed the update) can never finish: its
+    // members wait for a verdict, so fail it before its bookkeeping goes.
+    for (auto& [key, e] : ops_) {
+      if (!e.verdictSent) {
+        sendVerdict(key, e, ecclPeerLost,
+                    fmt::format("the membership changed during the op (epoch {} ended); call "
+                                "ecclCommUpdateTopology", epoch_),
+                    out);
+      }
+    }
+  }
   for (auto& [id, p] : peers_) {  // map order: peers admitted together go by id
     if (p.state == State::kPending) {
       p.state = State::kMember;
       p.admitted = nextAdmission_++;
-      changed = true;
     }
   }
   if (changed) {

@@ -274,16 +274,18 @@ TEST_F(FailureDetectorTest, SilenceCausedByALatePeerIsNoFault) {
 // Once a member finished an op, the others get the op timeout to finish it
 // too; then the op fails on every member, so none times out alone while the
 // others succeed.
+// (Op timeout 500 ms, failure timeout 2 s: every tick below is at least
+// 500 ms short of a heartbeat death, however slowly this runs.)
 TEST_F(FailureDetectorTest, OpDeadlineFailsTheOpOnEveryMember) {
-  admit(3, /*opTimeoutMs=*/1000);
+  admit(3, /*opTimeoutMs=*/500);
   for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
   // Nobody finished: a long op is no fault, however long it runs.
-  EXPECT_TRUE(sentTo<wire::OpVerdict>(m.tick(Clock::now() + std::chrono::milliseconds(1900)), 1)
-                  .empty());
+  const auto began = Clock::now();
+  EXPECT_TRUE(m.tick(began + std::chrono::milliseconds(1500)).empty());
   const auto done = Clock::now();
   m.onMessage(1, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
-  EXPECT_TRUE(m.tick(done + std::chrono::milliseconds(900)).empty());
-  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1001));
+  EXPECT_TRUE(m.tick(done + std::chrono::milliseconds(450)).empty());
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(501));
   for (uint64_t p = 1; p <= 3; ++p) {
     auto v = sentTo<wire::OpVerdict>(out, p);
     ASSERT_EQ(v.size(), 1u) << p;
@@ -303,17 +305,58 @@ TEST_F(FailureDetectorTest, OpDeadlineFailsTheOpOnEveryMember) {
 // A member that never reaches the op (its application is stuck elsewhere)
 // cannot hold the others' finished op forever; its own op fails when it comes.
 TEST_F(FailureDetectorTest, OpDeadlineNamesAMemberThatNeverBegan) {
-  admit(3, /*opTimeoutMs=*/1000);
+  admit(3, /*opTimeoutMs=*/500);
   m.onMessage(1, begin(0));
   m.onMessage(2, begin(0));
   m.onMessage(1, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
   m.onMessage(2, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
-  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1001));
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(501));
   auto v = sentTo<wire::OpVerdict>(out, 3);  // kept by peer 3 until it issues the op
   ASSERT_EQ(v.size(), 1u);
   EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclTimeout));
   EXPECT_NE(v[0]->message.find("peer 3 (never began it)"), std::string::npos) << v[0]->message;
   EXPECT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
+}
+
+// The smallest op timeout of the group applies, counted from the latest finish.
+TEST_F(FailureDetectorTest, OpDeadlineUsesTheSmallestTimeoutFromTheLatestFinish) {
+  m.onRegister(1, wire::kProtocolVersion, reg(0, 5000), "h");
+  m.onRegister(2, wire::kProtocolVersion, reg(0, 500), "h");
+  m.onRegister(3, wire::kProtocolVersion, reg(0, 0), "h");  // 0: no limit of its own
+  m.onMessage(1, wire::Vote{});
+  ASSERT_EQ(m.memberCount(), 3u);
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
+  m.onMessage(1, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto second = Clock::now();
+  m.onMessage(2, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  // 600 ms after the first finish but only 450 after the second: no verdict.
+  EXPECT_TRUE(m.tick(second + std::chrono::milliseconds(450)).empty());
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(501));
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 3).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 3)[0]->result, static_cast<uint32_t>(ecclTimeout));
+}
+
+// An update completed by other members' votes (another group, or votes left
+// from a timed-out update) ends the epoch under an op still running: its
+// members must get a verdict, not wait for one forever.
+TEST_F(FailureDetectorTest, ANewEpochFailsOpsThatHadNoVerdict) {
+  admit(2);
+  const uint64_t e = m.epoch();
+  m.onMessage(1, begin(0));
+  m.onMessage(2, begin(0));
+  m.onMessage(1, wire::OpDone{e, 0, 0, ecclSuccess, ""});  // peer 1 waits for the verdict
+  m.onRegister(3, wire::kProtocolVersion, reg(), "h");
+  m.onMessage(1, wire::Vote{});
+  auto out = m.onMessage(2, wire::Vote{});
+  ASSERT_EQ(m.epoch(), e + 1);
+  for (uint64_t p = 1; p <= 2; ++p) {
+    auto v = sentTo<wire::OpVerdict>(out, p);
+    ASSERT_EQ(v.size(), 1u) << p;
+    EXPECT_EQ(v[0]->epoch, e);
+    EXPECT_EQ(v[0]->result, static_cast<uint32_t>(ecclPeerLost));
+  }
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(out, 3).empty()) << "the newcomer never saw the op";
 }
 
 TEST_F(FailureDetectorTest, HeartbeatsAreEchoed) {
