@@ -13,6 +13,10 @@
 // done, the deadline passes (ecclTimeout), the op's cancel flag becomes
 // non-zero (that result is returned), or the link breaks (ecclPeerLost with
 // the reason). A broken link stays broken: every later call fails fast.
+// A send never leaves a frame half written on a working link: aborted after
+// part of a frame went out, it finishes the frame (briefly bounded) or breaks
+// the link; after ecclPeerLost, ecclKicked or ecclMasterUnreachable, whose
+// links are replaced anyway, it breaks it at once.
 //
 // Thread safety: send, recv, retire and interrupt may be called from any
 // thread concurrently. A Link is destroyed only when no call is in flight.

@@ -148,8 +148,9 @@ std::vector<uint8_t> readAll(int fd, size_t limit) {
   return got;
 }
 
-// An op aborted in the middle of a frame finishes that frame before it
-// returns, so the stream stays aligned and the next frame arrives whole.
+// An op aborted in the middle of a frame (here by a descriptor mismatch, after
+// which the links are kept) finishes that frame before it returns, so the
+// stream stays aligned and the next frame arrives whole.
 TEST(TcpSocket, AbortMidFrameFinishesTheFrame) {
   RawPair p;
   ASSERT_NO_FATAL_FAILURE(makeRawPair(&p));
@@ -164,10 +165,10 @@ TEST(TcpSocket, AbortMidFrameFinishesTheFrame) {
   });
   // The peer reads nothing yet: the write stalls part way, then is aborted.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  cancel.store(ecclPeerLost);
+  cancel.store(ecclInvalidUsage);
   std::vector<uint8_t> got = readAll(p.peer, frame.size());  // the peer catches up
   const Status st = writer.get();
-  EXPECT_EQ(st.code(), ecclPeerLost) << "the abort is still reported";
+  EXPECT_EQ(st.code(), ecclInvalidUsage) << "the abort is still reported";
   ASSERT_EQ(got.size(), frame.size());
   EXPECT_EQ(got, frame);
   // The stream is still usable: the next frame follows the first one exactly.
@@ -179,9 +180,12 @@ TEST(TcpSocket, AbortMidFrameFinishesTheFrame) {
 }
 
 // When the other side takes nothing at all, the aborted write gives up after
-// Socket::kFinishFrameWithin and closes the stream: the peer sees the frame
-// cut short by EOF, never a stream that continues mid-frame.
-TEST(TcpSocket, AbortMidFrameToAStuckPeerClosesTheStream) {
+// Socket::kFinishFrameWithin and closes the stream (ecclPeerLost): the peer
+// sees the frame cut short by EOF, never a stream that continues mid-frame.
+// An abort that replaces the links anyway (ecclPeerLost) closes at once.
+class TcpSocketAbortToAStuckPeer : public ::testing::TestWithParam<ecclResult_t> {};
+
+TEST_P(TcpSocketAbortToAStuckPeer, ClosesTheStream) {
   RawPair p;
   ASSERT_NO_FATAL_FAILURE(makeRawPair(&p));
   std::vector<uint8_t> frame(4 << 20, 0xab);
@@ -192,13 +196,17 @@ TEST(TcpSocket, AbortMidFrameToAStuckPeerClosesTheStream) {
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   const auto aborted = Clock::now();
-  cancel.store(ecclPeerLost);
+  cancel.store(GetParam());
   const Status st = writer.get();
   const auto took = Clock::now() - aborted;
-  EXPECT_EQ(st.code(), ecclPeerLost);
+  EXPECT_EQ(st.code(), ecclPeerLost) << st.message();
   EXPECT_NE(st.message().find("closed mid-frame"), std::string::npos) << st.message();
-  EXPECT_GE(took, tcp::Socket::kFinishFrameWithin);
-  EXPECT_LT(took, std::chrono::seconds(3));
+  if (GetParam() == ecclPeerLost) {
+    EXPECT_LT(took, tcp::Socket::kFinishFrameWithin);
+  } else {
+    EXPECT_GE(took, tcp::Socket::kFinishFrameWithin);
+    EXPECT_LT(took, std::chrono::seconds(3));
+  }
   const std::vector<uint8_t> got = readAll(p.peer, frame.size());
   EXPECT_GT(got.size(), 0u) << "the write had started";
   EXPECT_LT(got.size(), frame.size()) << "EOF cut the frame";
@@ -208,6 +216,9 @@ TEST(TcpSocket, AbortMidFrameToAStuckPeerClosesTheStream) {
   cancel.store(0);
   EXPECT_FALSE(p.sender.writeAll(&iov, 1, soon(), cancel).isOk());
 }
+
+INSTANTIATE_TEST_SUITE_P(Aborts, TcpSocketAbortToAStuckPeer,
+                         ::testing::Values(ecclInvalidUsage, ecclPeerLost));
 
 }  // namespace
 }  // namespace eccl::transport

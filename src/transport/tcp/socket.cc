@@ -26,6 +26,12 @@ int pollMs(Deadline deadline, int capMs) {
   return static_cast<int>(std::min<long long>(left, capMs));
 }
 
+// Aborts after which the group's links are torn down in any case (a member is
+// gone, or this peer left the group): finishing a frame for them buys nothing.
+bool linksAreReplaced(ecclResult_t code) {
+  return code == ecclPeerLost || code == ecclKicked || code == ecclMasterUnreachable;
+}
+
 Status sysError(const char* what) {
   return error(ecclPeerLost, fmt::format("{}: {}", what, std::strerror(errno)));
 }
@@ -151,30 +157,34 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("send");
       const Deadline now = Clock::now();
-      if (abandoned) {
-        if (now < finishBy) {
-          pollfd p{fd_, POLLOUT, 0};
-          ::poll(&p, 1, pollMs(finishBy, 50));
+      if (abandoned && now >= finishBy) {
+        // The peer takes nothing (or the links are replaced anyway): close
+        // the stream rather than leave it cut mid-frame. The other side sees
+        // EOF, later sends fail fast, and a broken link makes the next
+        // update open fresh ones.
+        shutdown();
+        return error(ecclPeerLost, fmt::format("{}; the stream was closed mid-frame",
+                                               abandoned->message()));
+      }
+      if (!abandoned) {
+        std::optional<Status> stop;
+        if (int c = cancel.load(std::memory_order_acquire); c != 0) {
+          stop = error(static_cast<ecclResult_t>(c), "op aborted");
+        } else if (now >= deadline) {
+          stop = error(ecclTimeout, "peer did not take data within the op timeout");
+        }
+        if (stop) {
+          if (!started) return *stop;
+          // The receiver reads frames whole: finish this one so that the
+          // stream stays aligned for the ops that follow on it, unless the
+          // abort means the links are replaced anyway.
+          finishBy = linksAreReplaced(stop->code()) ? now : now + kFinishFrameWithin;
+          abandoned = std::move(stop);
           continue;
         }
-        // The peer takes nothing: close the stream rather than leave it cut
-        // mid-frame (the other side sees EOF; later sends fail fast).
-        shutdown();
-        return error(abandoned->code(), fmt::format("{}; the stream was closed mid-frame",
-                                                    abandoned->message()));
-      }
-      std::optional<Status> stop;
-      if (int c = cancel.load(std::memory_order_acquire); c != 0) {
-        stop = error(static_cast<ecclResult_t>(c), "op aborted");
-      } else if (now >= deadline) {
-        stop = error(ecclTimeout, "peer did not take data within the op timeout");
-      }
-      if (stop) {
-        if (!started) return *stop;
-        // The receiver reads frames whole: finish this one so that the
-        // stream stays aligned for the ops that follow on it.
-        abandoned = std::move(stop);
-        finishBy = now + kFinishFrameWithin;
+      } else {
+        pollfd p{fd_, POLLOUT, 0};
+        ::poll(&p, 1, pollMs(finishBy, 50));
         continue;
       }
       if (watch != nullptr && watch->onStall && now >= nextReport) {

@@ -40,8 +40,9 @@ class Socket {
   // Writes all of iov (one frame); gives up on the deadline or `cancel`, but
   // never between bytes of the frame: once some are out, it finishes the
   // frame within kFinishFrameWithin (and still returns the abort's error),
-  // or shuts the socket down so the other side sees EOF instead of a cut
-  // frame.
+  // or shuts the socket down (ecclPeerLost) so the other side sees EOF
+  // instead of a cut frame. Aborts with ecclPeerLost, ecclKicked or
+  // ecclMasterUnreachable shut it down at once: the links are replaced then.
   Status writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel,
                   const StallWatch* watch = nullptr);
   // Reads exactly n bytes. `stop` ends the wait (returns ecclSuccess-free
