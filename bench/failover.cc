@@ -166,8 +166,10 @@ class Bench {
       if (t0Of(l) > tFault || rcOf(l) != ecclPeerLost) {
         if (r.hit) {
           r.hit = false;
-          r.miss = s->name() + (t0Of(l) > tFault ? " was between ops" : " completed its op") +
-                   " (rc=" + std::to_string(rcOf(l)) + ")";
+          const char* what = t0Of(l) > tFault           ? " was between ops"
+                             : rcOf(l) == ecclSuccess ? " completed its op"
+                                                      : " failed with another result";
+          r.miss = s->name() + what + " (rc=" + std::to_string(rcOf(l)) + ")";
         }
         continue;
       }

@@ -140,8 +140,9 @@ typedef struct {
   uint32_t connectTimeoutMs; /* registering with the master */
   uint32_t opTimeoutMs;      /* a topology update or collective making no progress;
                                 also, once one member finished a collective, how long
-                                the master waits for the others before failing it with
-                                ecclTimeout on every member */
+                                the master waits for the others (even ones that have
+                                not called it yet) before failing it with ecclTimeout
+                                on every member */
   const char* advertisedAddress; /* address others dial for data links; NULL = the
                                     local address used to reach the master */
   const char* bindAddress;   /* local address the data acceptor binds; NULL = any */

@@ -296,13 +296,18 @@ Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args, bool r
   auto req = std::make_shared<Request>(args);
   const uint64_t epochNow = epoch();
   std::unique_lock<std::mutex> lock(opsMu_);
-  if (stopping_) return error(ecclInvalidUsage, "communicator is being destroyed");
-  if (topologyChanging_) {
-    return error(ecclInvalidUsage, "a collective was issued while ecclCommUpdateTopology runs");
+  Status refused;
+  if (stopping_) {
+    refused = error(ecclInvalidUsage, "communicator is being destroyed");
+  } else if (topologyChanging_) {
+    refused = error(ecclInvalidUsage, "a collective was issued while ecclCommUpdateTopology runs");
+  } else if (!masterLost_.isOk()) {
+    refused = masterLost_;
   }
-  if (!masterLost_.isOk()) {
+  if (!refused.isOk()) {
+    lock.unlock();  // a large copy must not hold up the control thread's verdicts
     handBackInput(args);
-    return masterLost_;
+    return refused;
   }
   req->seq = nextSeq_[args.tag]++;
   req->epoch = epochNow;
@@ -332,6 +337,7 @@ void Communicator::workerLoop(uint32_t tag) {
   log::threadContext() = {peerId_, epoch(), true};
   for (;;) {
     std::shared_ptr<Request> req;
+    std::deque<std::shared_ptr<Request>> dropped;
     {
       std::unique_lock<std::mutex> lock(opsMu_);
       opsCv_.wait(lock, [&] {
@@ -340,20 +346,22 @@ void Communicator::workerLoop(uint32_t tag) {
       });
       TagQueue& q = tags_[tag];
       if (stopping_) {
-        // Ops that never started end now: destroy must not run them.
-        while (!q.queue.empty()) {
-          std::shared_ptr<Request> dropped = std::move(q.queue.front());
-          q.queue.pop_front();
-          --inFlight_;
-          handBackInput(dropped->args());
-          dropped->complete(error(ecclInvalidUsage, "communicator destroyed before the op started"),
-                            ECCL_OP_INFO_INIT);
-        }
-        return;
+        dropped.swap(q.queue);
+        inFlight_ -= dropped.size();
+      } else {
+        req = q.queue.front();
+        q.queue.pop_front();
+        q.busy = true;
       }
-      req = q.queue.front();
-      q.queue.pop_front();
-      q.busy = true;
+    }
+    if (!req) {
+      // Ops that never started end now: destroy must not run them.
+      for (const auto& d : dropped) {
+        handBackInput(d->args());
+        d->complete(error(ecclInvalidUsage, "communicator destroyed before the op started"),
+                    ECCL_OP_INFO_INIT);
+      }
+      return;
     }
     execute(*req);
     {
@@ -393,6 +401,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   const OpArgs& a = req.args();
   const OpKey key{req.epoch, a.tag, req.seq};
   collectives::RingContext ctx;
+  Status missing;  // this epoch's links, when they failed to open
   {
     std::lock_guard<std::mutex> lock(viewMu_);
     ctx.rank = rank_;
@@ -400,9 +409,13 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     ctx.right = right_.get();
     ctx.left = left_.get();
     if (ctx.world > 1 && (ctx.right == nullptr || ctx.left == nullptr)) {
-      handBackInput(a);
-      return linksError_;
+      missing = linksError_.isOk() ? error(ecclInternalError, "no data links in this epoch")
+                                   : linksError_;
     }
+  }
+  if (!missing.isOk()) {
+    handBackInput(a);
+    return missing;
   }
   if (ctx.world == 1) {  // nothing to agree on with anyone
     if (a.kind == wire::OpKind::kAllReduce && a.count > 0 && a.sendbuf != a.recvbuf) {
