@@ -133,13 +133,9 @@ class Bench {
 
   // One signal and what the survivors saw.
   Round round(Process* victim) {
+    std::map<Process*, size_t> from = cluster_.linesNow(victim);
     std::vector<Process*> survivors;
-    std::map<Process*, size_t> from;
-    for (Process* p : cluster_.alive()) {
-      if (p == victim) continue;
-      survivors.push_back(p);
-      from[p] = p->lineCount();
-    }
+    for (const auto& [p, line] : from) survivors.push_back(p);
     const int world = static_cast<int>(survivors.size()) + 1;
     if (!aimInsideNextOp(*victim, rng_)) {
       throw Broken{victim->name() + " stopped running ops\n" + victim->transcript()};

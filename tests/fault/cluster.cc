@@ -49,6 +49,14 @@ std::vector<Process*> Cluster::all() const {
   return v;
 }
 
+std::map<Process*, size_t> Cluster::linesNow(const Process* except) const {
+  std::map<Process*, size_t> from;
+  for (Process* p : alive()) {
+    if (p != except) from[p] = p->lineCount();
+  }
+  return from;
+}
+
 const PeerSpec& Cluster::specOf(const Process* p) const {
   for (size_t i = 0; i < peers_.size(); ++i) {
     if (peers_[i].get() == p) return specs_[i];

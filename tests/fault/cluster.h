@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -69,6 +70,10 @@ class Cluster {
   std::vector<Process*> alive() const;
   std::vector<Process*> all() const;
   const PeerSpec& specOf(const Process* p) const;
+  // Where each running peer other than `except` stands in its output (its
+  // line count): where to look for what it does after an event. The keys are
+  // the peers that should survive that event.
+  std::map<Process*, size_t> linesNow(const Process* except = nullptr) const;
 
   static std::optional<Line> lastOp(const Process& p);
 

@@ -204,13 +204,9 @@ struct RoundResult {
 RoundResult faultRound(Cluster& c, Process* victim, int sig, std::mt19937& rng, int asyncTags,
                        int round) {
   RoundResult res;
+  const std::map<Process*, size_t> from = c.linesNow(victim);
   std::vector<Process*> survivors;
-  std::map<Process*, size_t> from;
-  for (Process* p : c.alive()) {
-    if (p == victim) continue;
-    survivors.push_back(p);
-    from[p] = p->lineCount();
-  }
+  for (const auto& [p, line] : from) survivors.push_back(p);
   const int world = static_cast<int>(survivors.size()) + 1;
   const std::optional<Line> victimOp = Cluster::lastOp(*victim);
 
@@ -648,10 +644,9 @@ TEST(Fault, LinkCut) {
     Process* b = c.byRank(2);
     ASSERT_TRUE(a != nullptr && b != nullptr) << c.transcripts();
     const PeerSpec sa = c.specOf(a), sb = c.specOf(b);
+    std::map<Process*, size_t> from = c.linesNow();
     std::vector<Process*> others;
-    std::map<Process*, size_t> from;
-    for (Process* p : c.alive()) {
-      from[p] = p->lineCount();
+    for (const auto& [p, line] : from) {
       if (p != a && p != b) others.push_back(p);
     }
     IptablesRules rules(iptables);
@@ -741,8 +736,7 @@ void masterLossAttempt(const char* test, int sig, std::mt19937& rng, bool* hit) 
   Cluster c = makeCluster(address, spec);
   startPeers(c, 3);
   if (::testing::Test::HasFatalFailure()) return;
-  std::map<Process*, size_t> from;
-  for (Process* p : c.alive()) from[p] = p->lineCount();
+  std::map<Process*, size_t> from = c.linesNow();
 
   ASSERT_TRUE(aimInsideNextOp(*c.alive()[0], rng)) << c.transcripts();
   const int64_t tFault = nowNs();
