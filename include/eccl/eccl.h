@@ -111,17 +111,31 @@ typedef struct {
   size_t structSize;
   const char* listenAddress; /* "0.0.0.0", "::", "127.0.0.1"; NULL = all IPv4 */
   uint16_t port;             /* 0 = any free port, see ecclMasterGetPort */
-  const char* authToken;     /* NULL or "" = no authentication */
+  const char* authToken;     /* shared secret every peer must prove it knows (HMAC-SHA256
+                                challenge-response; it never crosses the wire). NULL = the
+                                ECCL_AUTH_TOKEN environment variable; "" = none */
   uint32_t heartbeatIntervalMs; /* interval peers are expected to heartbeat at */
   uint32_t failureTimeoutMs;    /* a peer silent this long is declared dead and removed;
                                    members stuck in a collective this long while all are
                                    alive lose the peer whose data stopped (link cut) */
+  /* Fields below were added in 0.2; callers built against 0.1 get their defaults. */
+  uint32_t voteTimeoutMs;    /* once one member called ecclCommUpdateTopology, members that
+                                have not called it within this are removed (ecclKicked),
+                                so one member cannot stall every group's update */
+  int allowUnauthenticated;  /* without a token the master listens only on loopback
+                                addresses (ecclInvalidUsage otherwise) unless this is 1 */
+  int trustAdvertisedAddresses; /* 1: accept a peer's advertisedAddress even when it is not
+                                   the address the master sees it at (NAT); 0: refuse it
+                                   (ecclInvalidArgument), so no member can point its
+                                   neighbours' data links elsewhere */
 } ecclMasterConfig_t;
 
 #define ECCL_MASTER_CONFIG_INIT \
-  { sizeof(ecclMasterConfig_t), NULL, 0, NULL, 500, 2000 }
+  { sizeof(ecclMasterConfig_t), NULL, 0, NULL, 500, 2000, 30000, 0, 0 }
 
-/* Starts a master in this process, serving on a background thread. */
+/* Starts a master in this process, serving on a background thread. Fails with
+ * ecclInvalidUsage when asked to listen on a non-loopback address without a
+ * token (see allowUnauthenticated), ecclSystemError when it cannot listen. */
 ECCL_API ecclResult_t ecclMasterCreate(const ecclMasterConfig_t* config,
                                        ecclMaster_t* master);
 ECCL_API ecclResult_t ecclMasterGetPort(ecclMaster_t master, uint16_t* port);
@@ -136,7 +150,7 @@ typedef struct {
   uint32_t peerGroup;        /* collectives are scoped to a peer group */
   const char* transport;     /* "tcp" (NULL = "tcp") */
   uint32_t streamsPerPeer;   /* parallel streams per neighbour link; 0 = default (4) */
-  const char* authToken;     /* must equal the master's */
+  const char* authToken;     /* must equal the master's; NULL = ECCL_AUTH_TOKEN */
   uint32_t connectTimeoutMs; /* registering with the master */
   uint32_t opTimeoutMs;      /* a topology update or collective making no progress;
                                 also, once one member finished a collective, how long
@@ -144,8 +158,12 @@ typedef struct {
                                 not called it yet) before failing it with ecclTimeout
                                 on every member */
   const char* advertisedAddress; /* address others dial for data links; NULL = the
-                                    local address used to reach the master */
-  const char* bindAddress;   /* local address the data acceptor binds; NULL = any */
+                                    address the master sees this peer at. The master
+                                    refuses any other unless it trusts advertised
+                                    addresses (NAT) */
+  const char* bindAddress;   /* local address the data acceptor binds and links (and the
+                                master connection) leave from; NULL = the local address
+                                used to reach the master */
   uint32_t heartbeatIntervalMs; /* heartbeats to the master; keep below the master's
                                    failureTimeoutMs */
   uint32_t failureTimeoutMs; /* no bytes from a neighbour for half of this: reported to

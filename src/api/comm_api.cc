@@ -57,7 +57,7 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
     o.peerGroup = config->peerGroup;
     if (config->transport != nullptr) o.transport = config->transport;
     o.streams = config->streamsPerPeer != 0 ? config->streamsPerPeer : eccl::env::defaultStreams();
-    if (config->authToken != nullptr) o.authToken = config->authToken;
+    o.authToken = config->authToken != nullptr ? config->authToken : eccl::env::authToken();
     o.connectTimeout = std::chrono::milliseconds(config->connectTimeoutMs);
     o.opTimeout = std::chrono::milliseconds(config->opTimeoutMs);
     if (config->advertisedAddress != nullptr) o.advertisedAddress = config->advertisedAddress;

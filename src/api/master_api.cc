@@ -1,5 +1,8 @@
 #include "api/shim.h"
+#include "common/env.h"
 #include "master/master.h"
+
+#include <cstddef>
 
 struct ecclMaster {
   std::unique_ptr<eccl::master::Master> impl;
@@ -13,7 +16,7 @@ extern "C" {
 
 ECCL_API ecclResult_t ecclMasterCreate(const ecclMasterConfig_t* config, ecclMaster_t* master) {
   return guard(nullptr, "ecclMasterCreate", [&]() -> Status {
-    ECCL_RETURN_IF_ERROR(eccl::api::checkStruct(config, sizeof(ecclMasterConfig_t),
+    ECCL_RETURN_IF_ERROR(eccl::api::checkStruct(config, offsetof(ecclMasterConfig_t, voteTimeoutMs),
                                                 "ecclMasterConfig_t", "ECCL_MASTER_CONFIG_INIT"));
     if (master == nullptr) return error(ecclInvalidArgument, "master is NULL");
     if (config->heartbeatIntervalMs == 0 || config->failureTimeoutMs == 0 ||
@@ -25,9 +28,17 @@ ECCL_API ecclResult_t ecclMasterCreate(const ecclMasterConfig_t* config, ecclMas
     eccl::master::MasterOptions o;
     if (config->listenAddress != nullptr) o.listenAddress = config->listenAddress;
     o.port = config->port;
-    if (config->authToken != nullptr) o.authToken = config->authToken;
+    o.authToken = config->authToken != nullptr ? config->authToken : eccl::env::authToken();
     o.heartbeatIntervalMs = config->heartbeatIntervalMs;
     o.failureTimeoutMs = config->failureTimeoutMs;
+    if (ECCL_HAS_FIELD(config, trustAdvertisedAddresses)) {
+      if (config->voteTimeoutMs == 0) {
+        return error(ecclInvalidArgument, "voteTimeoutMs must be > 0");
+      }
+      o.voteTimeoutMs = config->voteTimeoutMs;
+      o.allowUnauthenticated = config->allowUnauthenticated != 0;
+      o.trustAdvertisedAddresses = config->trustAdvertisedAddresses != 0;
+    }
     auto m = eccl::master::Master::start(o);
     if (!m) return m.status();
     *master = new ecclMaster{std::move(*m)};

@@ -3,7 +3,9 @@
 // result and records the message for ecclGetLastError.
 #pragma once
 
+#include <cstddef>
 #include <new>
+#include <type_traits>
 #include <string>
 
 #include "comm/communicator.h"
@@ -48,5 +50,9 @@ Status checkStruct(const T* p, size_t firstVersionSize, const char* name, const 
   }
   return Status::ok();
 }
+
+// Whether a caller's config struct (of its structSize) includes `field`.
+#define ECCL_HAS_FIELD(p, field) \
+  ((p)->structSize >= offsetof(std::remove_pointer_t<decltype(p)>, field) + sizeof((p)->field))
 
 }  // namespace eccl::api

@@ -103,24 +103,27 @@ void Communicator::dropSession() {
 }
 
 Status Communicator::registerAndJoin() {
+  Result<std::unique_ptr<ControlClient>> c = ControlClient::connect(
+      options_.masterAddress, after(options_.connectTimeout), options_.bindAddress,
+      options_.heartbeatInterval,
+      options_.failureTimeout, [this](const wire::OpVerdict& v) { onVerdict(v); },
+      [this](const Status& st) { onMasterLost(st); },
+      [this](const wire::MemberLost& m) { onMemberLost(m); });
+  if (!c) return c.status();
+  control_ = std::move(*c);
+  ECCL_RETURN_IF_ERROR(control_->authenticate(options_.authToken, after(options_.connectTimeout)));
+
+  // The data acceptor listens where this host reaches the master unless told
+  // otherwise: not on every interface of a multi-homed host.
   transport::TransportOptions topts;
-  topts.bindAddress = options_.bindAddress;
+  topts.bindAddress = options_.bindAddress.empty() ? control_->localAddress() : options_.bindAddress;
   topts.streams = options_.streams;
   topts.authToken = options_.authToken;
   Result<std::unique_ptr<transport::Transport>> t = transport::createTransport(options_.transport, topts);
   if (!t) return t.status();
   transport_ = std::move(*t);
 
-  Result<std::unique_ptr<ControlClient>> c = ControlClient::connect(
-      options_.masterAddress, after(options_.connectTimeout), options_.heartbeatInterval,
-      options_.failureTimeout, [this](const wire::OpVerdict& v) { onVerdict(v); },
-      [this](const Status& st) { onMasterLost(st); },
-      [this](const wire::MemberLost& m) { onMemberLost(m); });
-  if (!c) return c.status();
-  control_ = std::move(*c);
-
   wire::Register reg;
-  reg.authToken = options_.authToken;
   reg.peerGroup = options_.peerGroup;
   reg.dataHost = options_.advertisedAddress;  // empty: the master uses what it sees
   reg.dataPort = transport_->port();
@@ -216,7 +219,7 @@ Status Communicator::openLinks(const wire::Topology& t) {
                                linkSetupCancel_);
   });
   Result<std::unique_ptr<transport::Link>> in =
-      transport_->accept(l.peerId, t.epoch, deadline, linkSetupCancel_);
+      transport_->accept(peerId_, l.peerId, t.epoch, deadline, linkSetupCancel_);
   Result<std::unique_ptr<transport::Link>> out = dial.get();
   {
     std::lock_guard<std::mutex> setup(linkSetupMu_);

@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "common/log.h"
+#include "security/auth.h"
 
 namespace eccl::comm {
 namespace {
@@ -41,6 +44,7 @@ Result<HostPort> parseHostPort(const std::string& text) {
 
 Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string& masterAddress,
                                                               transport::Deadline deadline,
+                                                              const std::string& localAddress,
                                                               std::chrono::milliseconds heartbeat,
                                                               std::chrono::milliseconds failureTimeout,
                                                               OnVerdict onVerdict, OnLost onLost,
@@ -67,11 +71,34 @@ Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string&
       break;
     }
     bool done = false;
-    asio::async_connect(socket, endpoints,
-                        [&](const asio::error_code& e, const asio::ip::tcp::endpoint&) {
-                          last = e;
-                          done = true;
-                        });
+    if (localAddress.empty()) {
+      asio::async_connect(socket, endpoints,
+                          [&](const asio::error_code& e, const asio::ip::tcp::endpoint&) {
+                            last = e;
+                            done = true;
+                          });
+    } else {
+      // Leave from the bind address, so that the master sees the address
+      // this peer's data links use (it checks advertised addresses against it).
+      const asio::ip::address local = asio::ip::make_address(localAddress, ec);
+      if (ec) return error(ecclInvalidArgument, fmt::format("bind address '{}' is not an IP "
+                                                            "address", localAddress));
+      auto ep = std::find_if(endpoints.begin(), endpoints.end(), [&](const auto& e) {
+        return e.endpoint().address().is_v4() == local.is_v4();
+      });
+      if (ep == endpoints.end()) {
+        return error(ecclInvalidArgument, fmt::format("the master at {} has no address of the "
+                                                      "bind address {}'s family",
+                                                      masterAddress, localAddress));
+      }
+      socket.open(ep->endpoint().protocol(), ec);
+      if (!ec) socket.bind({local, 0}, ec);
+      if (ec) return error(ecclSystemError, fmt::format("bind to {}: {}", localAddress, ec.message()));
+      socket.async_connect(ep->endpoint(), [&](const asio::error_code& e) {
+        last = e;
+        done = true;
+      });
+    }
     c->io_.restart();
     c->io_.run_for(std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - transport::Clock::now()));
@@ -138,6 +165,34 @@ void ControlClient::scheduleHeartbeat() {
     channel_->send(wire::Heartbeat{});
     scheduleHeartbeat();
   });
+}
+
+Status ControlClient::authenticate(const std::string& token, transport::Deadline deadline) {
+  Result<security::Nonce> nonce = security::randomNonce();
+  if (!nonce) return nonce.status();
+  send(wire::AuthHello{*nonce});
+  Result<wire::ControlMessage> reply = await(wire::MsgType::kAuthChallenge, deadline);
+  if (!reply) {
+    // A master that refuses us at once (another version) answers with a
+    // RegisterReply instead: that result says more than the closed connection.
+    if (auto rr = takeQueued(wire::MsgType::kRegisterReply)) {
+      const auto& r = std::get<wire::RegisterReply>(*rr);
+      return error(static_cast<ecclResult_t>(r.result), fmt::format("the master refused the "
+                                                                    "connection: {}", r.message));
+    }
+    return reply.status();
+  }
+  const auto& c = std::get<wire::AuthChallenge>(*reply);
+  using security::Purpose;
+  using security::Role;
+  if (!security::verifyProof(token, Role::kServer, Purpose::kControl, {}, *nonce, c.serverNonce,
+                             c.serverProof)) {
+    return error(ecclAuthFailed, "the master could not prove that it knows the auth token: "
+                                 "wrong token on one side, or not the real master");
+  }
+  send(wire::AuthProof{security::makeProof(token, Role::kClient, Purpose::kControl, {}, *nonce,
+                                           c.serverNonce)});
+  return Status::ok();
 }
 
 void ControlClient::send(const wire::ControlMessage& msg) { channel_->send(msg); }

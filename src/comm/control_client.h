@@ -39,14 +39,20 @@ class ControlClient {
   using OnLost = std::function<void(const Status&)>;
   using OnMemberLost = std::function<void(const wire::MemberLost&)>;
 
+  // localAddress: bound before connecting when non-empty.
   static Result<std::unique_ptr<ControlClient>> connect(const std::string& masterAddress,
                                                         transport::Deadline deadline,
+                                                        const std::string& localAddress,
                                                         std::chrono::milliseconds heartbeat,
                                                         std::chrono::milliseconds failureTimeout,
                                                         OnVerdict onVerdict, OnLost onLost,
                                                         OnMemberLost onMemberLost);
   ~ControlClient();
 
+  // The handshake that opens the connection (security/auth.h): proves this
+  // peer knows `token` and checks that the master does too (ecclAuthFailed
+  // when it does not). A wrong token on our side shows in the RegisterReply.
+  Status authenticate(const std::string& token, transport::Deadline deadline);
   void send(const wire::ControlMessage& msg);
   Result<wire::ControlMessage> await(wire::MsgType type, transport::Deadline deadline);
   // The oldest queued message of `type`, without waiting (a late reply).

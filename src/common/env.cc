@@ -7,8 +7,12 @@ namespace eccl::env {
 namespace {
 
 constexpr Knob kKnobs[] = {
+    {"ECCL_AUTH_TOKEN", "", "shared auth token, used when ecclMasterConfig_t/ecclCommConfig_t.authToken is NULL"},
     {"ECCL_LOG_LEVEL", "warn", "trace, debug, info, warn, error or off"},
     {"ECCL_LOG_SUBSYS", "", "comma-separated subsystems to log: master, comm, transport, coll, api (empty = all)"},
+    {"ECCL_MASTER_MAX_CONNECTIONS", "4096", "connections a master holds at once; more are closed at accept (16 .. 1000000)"},
+    {"ECCL_MASTER_MAX_CONNECTIONS_PER_SOURCE", "256", "of those, from one IP address (1 .. 1000000)"},
+    {"ECCL_MASTER_REGISTER_TIMEOUT_MS", "5000", "a connection must authenticate and register within this (100 .. 600000)"},
     {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864)"},
     {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
     {"ECCL_STREAMS", "4", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64)"},
@@ -44,6 +48,17 @@ std::string logSubsystems() { return read("ECCL_LOG_SUBSYS"); }
 uint64_t segmentBytes() { return readUint("ECCL_SEGMENT_BYTES", 4096, 64ull << 20); }
 uint64_t socketBufferBytes() { return readUint("ECCL_SOCKET_BUFFER", 0, 1ull << 30); }
 uint32_t defaultStreams() { return static_cast<uint32_t>(readUint("ECCL_STREAMS", 1, 64)); }
+
+uint32_t masterMaxConnections() {
+  return static_cast<uint32_t>(readUint("ECCL_MASTER_MAX_CONNECTIONS", 16, 1000000));
+}
+uint32_t masterMaxConnectionsPerSource() {
+  return static_cast<uint32_t>(readUint("ECCL_MASTER_MAX_CONNECTIONS_PER_SOURCE", 1, 1000000));
+}
+uint32_t masterRegisterTimeoutMs() {
+  return static_cast<uint32_t>(readUint("ECCL_MASTER_REGISTER_TIMEOUT_MS", 100, 600000));
+}
+std::string authToken() { return read("ECCL_AUTH_TOKEN"); }
 
 const Knob* knobs(size_t* count) {
   *count = sizeof(kKnobs) / sizeof(kKnobs[0]);

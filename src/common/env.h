@@ -23,6 +23,14 @@ uint64_t segmentBytes();
 uint64_t socketBufferBytes();
 // ECCL_STREAMS: default streams per neighbour when the config says 0 (default 4).
 uint32_t defaultStreams();
+// ECCL_MASTER_MAX_CONNECTIONS: connections a master holds at once (default 4096).
+uint32_t masterMaxConnections();
+// ECCL_MASTER_MAX_CONNECTIONS_PER_SOURCE: of those, from one IP address (default 256).
+uint32_t masterMaxConnectionsPerSource();
+// ECCL_MASTER_REGISTER_TIMEOUT_MS: time to authenticate and register (default 5000).
+uint32_t masterRegisterTimeoutMs();
+// ECCL_AUTH_TOKEN: the shared token when a config leaves authToken unset.
+std::string authToken();
 
 // The whole table, for docs and `eccl-master --help-env`.
 const Knob* knobs(size_t* count);

@@ -100,13 +100,17 @@ class Transport {
 
   // Port others dial to reach this peer's data links.
   virtual uint16_t port() const = 0;
-  // Opens this peer's outgoing link to `to` for `epoch`. Gives up at the
-  // deadline or soon after `cancel` becomes non-zero (that result).
+  // Opens this peer's outgoing link to `to` for `epoch`, authenticating each
+  // stream (security/auth.h; ecclAuthFailed when the other side does not
+  // know the token). Gives up at the deadline or soon after `cancel` becomes
+  // non-zero (that result).
   virtual Result<std::unique_ptr<Link>> connect(const Endpoint& to, uint64_t selfId,
                                                 uint64_t epoch, Deadline deadline,
                                                 const CancelFlag& cancel) = 0;
-  // Waits for `from` to open its link to this peer for `epoch`; same limits.
-  virtual Result<std::unique_ptr<Link>> accept(uint64_t from, uint64_t epoch,
+  // Waits for `from` to open its link to `selfId` for `epoch`; same limits.
+  // From this call on, the acceptor takes streams only from `from` for this
+  // epoch (and parks, bounded, those of later epochs): what the master named.
+  virtual Result<std::unique_ptr<Link>> accept(uint64_t selfId, uint64_t from, uint64_t epoch,
                                                Deadline deadline, const CancelFlag& cancel) = 0;
 };
 

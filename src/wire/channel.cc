@@ -32,9 +32,18 @@ void Channel::readHeader() {
                        return;
                      }
                      Result<ControlHeader> h = decodeControlHeader(self->header_);
+                     const uint32_t limit = self->maxPayload_.load(std::memory_order_relaxed);
+                     if (h && h->payloadBytes > limit) {
+                       h = error(ecclInvalidArgument,
+                                 fmt::format("{} frame of {} bytes exceeds this connection's "
+                                             "limit of {}", typeName(h->type), h->payloadBytes,
+                                             limit));
+                     }
                      if (!h) {
                        self->onMessage_(0, h.status());
-                       self->fail(h.status());
+                       // Another version: the owner answers in a way that
+                       // version can read, then closes. Anything else: close.
+                       if (h.status().code() != ecclVersionMismatch) self->fail(h.status());
                        return;
                      }
                      self->readPayload(*h);
@@ -48,14 +57,6 @@ void Channel::readPayload(ControlHeader header) {
                      if (ec) {
                        self->fail(error(ecclSystemError, ec.message()));
                        return;
-                     }
-                     if (header.version != kProtocolVersion) {
-                       // Let the owner answer in a way the other version can read.
-                       self->onMessage_(header.version,
-                                        error(ecclVersionMismatch,
-                                              fmt::format("protocol version {} (this build speaks {})",
-                                                          header.version, kProtocolVersion)));
-                       return;  // the owner closes after replying
                      }
                      Result<ControlMessage> msg = decodeControl(header.type, self->payload_);
                      const bool ok = msg.hasValue();
@@ -73,6 +74,13 @@ void Channel::send(const ControlMessage& msg) {
   std::vector<std::byte> bytes = encodeControl(msg);
   asio::post(socket_.get_executor(), [self = shared_from_this(), b = std::move(bytes)]() mutable {
     if (self->closed_) return;
+    self->queuedBytes_ += b.size();
+    if (self->queuedBytes_ > kMaxQueuedBytes) {
+      self->fail(error(ecclSystemError,
+                       fmt::format("{} has not read {} bytes of messages; dropped", self->remote_,
+                                   self->queuedBytes_)));
+      return;
+    }
     self->queue_.push_back(std::move(b));
     if (self->writing_.empty()) self->writeQueued();
   });
@@ -84,7 +92,8 @@ void Channel::writeQueued() {
   std::vector<asio::const_buffer> bufs;
   bufs.reserve(writing_.size());
   for (const auto& b : writing_) bufs.emplace_back(asio::buffer(b));
-  asio::async_write(socket_, bufs, [self = shared_from_this()](const asio::error_code& ec, size_t) {
+  asio::async_write(socket_, bufs, [self = shared_from_this()](const asio::error_code& ec, size_t n) {
+    self->queuedBytes_ -= n;
     self->writing_.clear();
     if (ec) {
       self->fail(error(ecclSystemError, ec.message()));

@@ -6,10 +6,15 @@
 // are written together in one gather write, which is how concurrent ops'
 // completions get batched. A malformed frame is reported to onMessage as an
 // error Result and then the channel closes; it never throws.
+//
+// Bounds: a frame whose header announces more than maxPayload() is refused
+// before anything is allocated for it, and a peer that stops reading while
+// more than kMaxQueuedBytes of messages wait for it is disconnected.
 #pragma once
 
 #include <asio.hpp>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -18,6 +23,8 @@
 #include "wire/control.h"
 
 namespace eccl::wire {
+
+inline constexpr size_t kMaxQueuedBytes = 16u << 20;
 
 class Channel : public std::enable_shared_from_this<Channel> {
  public:
@@ -34,6 +41,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   void close();
   // Closes now, dropping unwritten messages.
   void abort();
+  // The largest payload accepted from the other side (default kMaxControlPayload).
+  void setMaxPayload(uint32_t bytes) { maxPayload_.store(bytes, std::memory_order_relaxed); }
   std::string remoteAddress() const { return remote_; }
   asio::ip::tcp::endpoint localEndpoint() const;
 
@@ -49,6 +58,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::vector<std::byte> payload_;
   std::deque<std::vector<std::byte>> queue_;
   std::vector<std::vector<std::byte>> writing_;
+  size_t queuedBytes_ = 0;  // in queue_ and writing_
+  std::atomic<uint32_t> maxPayload_{kMaxControlPayload};
   bool closed_ = false;
   bool closing_ = false;
   OnMessage onMessage_;

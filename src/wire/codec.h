@@ -6,6 +6,8 @@
 // allocation, so a forged length cannot make us allocate gigabytes.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -26,6 +28,10 @@ class Writer {
     u32(static_cast<uint32_t>(s.size()));
     const auto* p = reinterpret_cast<const std::byte*>(s.data());
     out_.insert(out_.end(), p, p + s.size());
+  }
+  template <size_t N>
+  void fixed(const std::array<std::byte, N>& a) {
+    out_.insert(out_.end(), a.begin(), a.end());
   }
   std::vector<std::byte>& bytes() { return out_; }
 
@@ -56,6 +62,13 @@ class Reader {
     if (!u32(&n) || n > maxLen || n > remaining()) return false;
     s->assign(reinterpret_cast<const char*>(in_.data() + pos_), n);
     pos_ += n;
+    return true;
+  }
+  template <size_t N>
+  bool fixed(std::array<std::byte, N>* a) {
+    if (remaining() < N) return false;
+    std::copy_n(in_.data() + pos_, N, a->begin());
+    pos_ += N;
     return true;
   }
   size_t remaining() const { return in_.size() - pos_; }

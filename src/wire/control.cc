@@ -7,23 +7,35 @@
 namespace eccl::wire {
 namespace {
 
+// The largest Topology (kMaxRingPeers entries of id, longest host, port,
+// plus the fixed fields and a full message) must fit what a peer accepts.
+static_assert(kMaxRingPeers * (8 + 4 + kMaxHostBytes + 2) + 64 + kMaxStringBytes <=
+              kMaxControlPayload);
+
+constexpr std::string_view kTruncated = " [truncated]";
+
+// Free text is cut to what every decoder accepts, marked as cut.
+std::string clip(const std::string& s) {
+  if (s.size() <= kMaxStringBytes) return s;
+  return s.substr(0, kMaxStringBytes - kTruncated.size()) + std::string(kTruncated);
+}
+
 // One put/get pair per message; the two must mirror each other.
 void put(Writer& w, const Register& m) {
-  w.str(m.authToken);
   w.u32(m.peerGroup);
   w.str(m.dataHost);
   w.u16(m.dataPort);
   w.u32(m.opTimeoutMs);
 }
 bool get(Reader& r, Register* m) {
-  return r.str(&m->authToken, kMaxStringBytes) && r.u32(&m->peerGroup) &&
-         r.str(&m->dataHost, kMaxStringBytes) && r.u16(&m->dataPort) && r.u32(&m->opTimeoutMs);
+  return r.u32(&m->peerGroup) && r.str(&m->dataHost, kMaxHostBytes) && r.u16(&m->dataPort) &&
+         r.u32(&m->opTimeoutMs);
 }
 
 void put(Writer& w, const RegisterReply& m) {
   w.u32(m.result);
   w.u64(m.peerId);
-  w.str(m.message);
+  w.str(clip(m.message));
 }
 bool get(Reader& r, RegisterReply* m) {
   return r.u32(&m->result) && m->result < ecclNumResults && r.u64(&m->peerId) &&
@@ -41,7 +53,7 @@ void put(Writer& w, const Topology& m) {
     w.str(p.host);
     w.u16(p.port);
   }
-  w.str(m.message);
+  w.str(clip(m.message));
 }
 bool get(Reader& r, Topology* m) {
   uint32_t n = 0;
@@ -53,7 +65,7 @@ bool get(Reader& r, Topology* m) {
   if (n > kMaxRingPeers || n > r.remaining() / 14) return false;
   m->ring.resize(n);
   for (RingPeer& p : m->ring) {
-    if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxStringBytes) && r.u16(&p.port))) return false;
+    if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxHostBytes) && r.u16(&p.port))) return false;
   }
   if (!r.str(&m->message, kMaxStringBytes)) return false;
   return m->ring.empty() ? m->rank == 0 : m->rank < m->ring.size();
@@ -74,7 +86,7 @@ bool get(Reader&, Heartbeat*) { return true; }
 void put(Writer&, const Leave&) {}
 bool get(Reader&, Leave*) { return true; }
 
-void put(Writer& w, const Kick& m) { w.str(m.message); }
+void put(Writer& w, const Kick& m) { w.str(clip(m.message)); }
 bool get(Reader& r, Kick* m) { return r.str(&m->message, kMaxStringBytes); }
 
 void put(Writer& w, const Suspect& m) {
@@ -124,7 +136,7 @@ void putResultMsg(Writer& w, const T& m) {
   w.u32(m.tag);
   w.u64(m.seq);
   w.u32(m.result);
-  w.str(m.message);
+  w.str(clip(m.message));
 }
 template <typename T>
 bool getResultMsg(Reader& r, T* m) {
@@ -135,6 +147,18 @@ void put(Writer& w, const OpDone& m) { putResultMsg(w, m); }
 bool get(Reader& r, OpDone* m) { return getResultMsg(r, m); }
 void put(Writer& w, const OpVerdict& m) { putResultMsg(w, m); }
 bool get(Reader& r, OpVerdict* m) { return getResultMsg(r, m); }
+
+void put(Writer& w, const AuthHello& m) { w.fixed(m.clientNonce); }
+bool get(Reader& r, AuthHello* m) { return r.fixed(&m->clientNonce); }
+void put(Writer& w, const AuthChallenge& m) {
+  w.fixed(m.serverNonce);
+  w.fixed(m.serverProof);
+}
+bool get(Reader& r, AuthChallenge* m) {
+  return r.fixed(&m->serverNonce) && r.fixed(&m->serverProof);
+}
+void put(Writer& w, const AuthProof& m) { w.fixed(m.clientProof); }
+bool get(Reader& r, AuthProof* m) { return r.fixed(&m->clientProof); }
 
 template <typename T>
 Result<ControlMessage> decodeAs(MsgType type, std::span<const std::byte> payload) {
@@ -173,6 +197,9 @@ const char* typeName(MsgType type) {
     case MsgType::kKick: return "Kick";
     case MsgType::kSuspect: return "Suspect";
     case MsgType::kMemberLost: return "MemberLost";
+    case MsgType::kAuthHello: return "AuthHello";
+    case MsgType::kAuthChallenge: return "AuthChallenge";
+    case MsgType::kAuthProof: return "AuthProof";
   }
   return "unknown";
 }
@@ -202,8 +229,14 @@ Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes) {
     return error(ecclInvalidArgument,
                  fmt::format("bad control magic {:#010x}: not an ECCL peer or master", magic));
   }
+  if (h.version != kProtocolVersion) {
+    // Before anything else of the frame: a peer of another version learns
+    // that, not that its message type or size looks wrong.
+    return error(ecclVersionMismatch, fmt::format("protocol version {} (this build speaks {})",
+                                                  h.version, kProtocolVersion));
+  }
   if (type < static_cast<uint16_t>(MsgType::kRegister) ||
-      type > static_cast<uint16_t>(MsgType::kMemberLost)) {
+      type > static_cast<uint16_t>(MsgType::kAuthProof)) {
     return error(ecclInvalidArgument, fmt::format("unknown control message type {}", type));
   }
   if (h.payloadBytes > kMaxControlPayload) {
@@ -231,6 +264,9 @@ Result<ControlMessage> decodeControl(MsgType type, std::span<const std::byte> pa
     case MsgType::kKick: return decodeAs<Kick>(type, payload);
     case MsgType::kSuspect: return decodeAs<Suspect>(type, payload);
     case MsgType::kMemberLost: return decodeAs<MemberLost>(type, payload);
+    case MsgType::kAuthHello: return decodeAs<AuthHello>(type, payload);
+    case MsgType::kAuthChallenge: return decodeAs<AuthChallenge>(type, payload);
+    case MsgType::kAuthProof: return decodeAs<AuthProof>(type, payload);
   }
   return error(ecclInvalidArgument, "unknown control message type");
 }

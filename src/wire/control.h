@@ -15,15 +15,26 @@
 #include <vector>
 
 #include "common/status.h"
+#include "security/auth.h"
 
 namespace eccl::wire {
 
 inline constexpr uint32_t kControlMagic = 0x4d434345;  // "ECCM" little-endian
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr size_t kControlHeaderBytes = 12;
-inline constexpr uint32_t kMaxControlPayload = 1u << 20;
+// What a peer accepts from the master (a Topology of the largest group fits).
+inline constexpr uint32_t kMaxControlPayload = 4u << 20;
+// What the master accepts from a peer: before it proved the token, and after
+// (the largest peer message is a Register or an OpDone with a full message).
+inline constexpr uint32_t kMaxPreAuthPayload = 256;
+inline constexpr uint32_t kMaxPeerPayload = 16u << 10;
+// Free text (error messages): encoders truncate to this, decoders refuse more.
 inline constexpr size_t kMaxStringBytes = 4096;
-inline constexpr size_t kMaxRingPeers = 65536;
+// Host names and addresses (DNS names are at most 253 bytes).
+inline constexpr size_t kMaxHostBytes = 255;
+// Members of one peer group: the master refuses registrations beyond it, so
+// that every Topology fits kMaxControlPayload (static_assert in control.cc).
+inline constexpr size_t kMaxRingPeers = 8192;
 
 enum class MsgType : uint16_t {
   kRegister = 1,
@@ -40,6 +51,9 @@ enum class MsgType : uint16_t {
   kKick = 12,
   kSuspect = 13,
   kMemberLost = 14,
+  kAuthHello = 15,
+  kAuthChallenge = 16,
+  kAuthProof = 17,
 };
 
 struct ControlHeader {
@@ -48,10 +62,10 @@ struct ControlHeader {
   uint32_t payloadBytes = 0;
 };
 
-// Peer -> master: first message on a connection. The version travels in the
-// frame header, so a peer of another version still gets a readable reply.
+// Peer -> master: sent once the handshake below has succeeded. The version
+// travels in the frame header, so a peer of another version still gets a
+// readable reply (to whatever it sent first).
 struct Register {
-  std::string authToken;
   uint32_t peerGroup = 0;
   std::string dataHost;  // where neighbours dial this peer's data links
   uint16_t dataPort = 0;
@@ -154,16 +168,34 @@ struct MemberLost {
   uint64_t peerId = 0;
 };
 
+// The handshake that opens every control connection (security/auth.h):
+// peer -> master AuthHello, master -> peer AuthChallenge (its nonce and its
+// proof, which the peer checks before it answers), peer -> master AuthProof.
+// A wrong proof from the peer gets RegisterReply{ecclAuthFailed}.
+struct AuthHello {
+  security::Nonce clientNonce{};
+};
+struct AuthChallenge {
+  security::Nonce serverNonce{};
+  security::Proof serverProof{};
+};
+struct AuthProof {
+  security::Proof clientProof{};
+};
+
 using ControlMessage = std::variant<Register, RegisterReply, Topology, Vote, PendingQuery,
                                     PendingReply, Heartbeat, OpBegin, OpDone, OpVerdict, Leave,
-                                    Kick, Suspect, MemberLost>;
+                                    Kick, Suspect, MemberLost, AuthHello, AuthChallenge, AuthProof>;
 
 enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2 };
 
 MsgType typeOf(const ControlMessage& msg);
 const char* typeName(MsgType type);
 
-// Header + payload, ready to write.
+// Header + payload, ready to write. Whatever it encodes decodes within the
+// receiver's limits: free text longer than kMaxStringBytes is truncated
+// (marked "[truncated]"); hosts are checked on registration, and a Topology
+// of kMaxRingPeers members fits kMaxControlPayload.
 std::vector<std::byte> encodeControl(const ControlMessage& msg);
 
 Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes);

@@ -17,45 +17,116 @@ void copyOut(Writer& w, std::byte* out, size_t n) {
 
 }  // namespace
 
-void encodeHello(const LinkHello& hello, std::byte* out) {
-  Writer w;
-  w.u32(kHelloMagic);
+Status checkHandshakePrefix(std::span<const std::byte> prefix, uint32_t magic,
+                           const char* what) {
+  Reader r(prefix);
+  uint32_t m = 0;
+  uint16_t version = 0;
+  if (!(r.u32(&m) && r.u16(&version))) return error(ecclInvalidArgument, fmt::format("short {}", what));
+  if (m != magic) {
+    return error(ecclInvalidArgument, fmt::format("bad {} magic {:#010x}: not an ECCL data link",
+                                                  what, m));
+  }
+  if (version != kDataVersion) {
+    return error(ecclVersionMismatch, fmt::format("{} of data link version {} (this build speaks "
+                                                  "{})", what, version, kDataVersion));
+  }
+  return Status::ok();
+}
+
+namespace {
+
+void putPrefix(Writer& w, uint32_t magic) {
+  w.u32(magic);
   w.u16(kDataVersion);
   w.u16(0);
+}
+
+// Checks size and prefix, then hands a Reader positioned after the prefix.
+Status openMessage(std::span<const std::byte> bytes, size_t size, uint32_t magic, const char* what,
+                   Reader* r) {
+  if (bytes.size() != size) return error(ecclInvalidArgument, fmt::format("short {}", what));
+  ECCL_RETURN_IF_ERROR(checkHandshakePrefix(bytes.first(kHandshakePrefixBytes), magic, what));
+  *r = Reader(bytes.subspan(kHandshakePrefixBytes));
+  return Status::ok();
+}
+
+}  // namespace
+
+void encodeHello(const LinkHello& hello, std::byte* out) {
+  Writer w;
+  putPrefix(w, kHelloMagic);
   w.u64(hello.fromPeer);
+  w.u64(hello.toPeer);
   w.u64(hello.epoch);
   w.u32(hello.streamIndex);
   w.u32(hello.streamCount);
-  w.u64(hello.authHash);
+  w.fixed(hello.nonce);
   copyOut(w, out, kHelloBytes);
 }
 
 Result<LinkHello> decodeHello(std::span<const std::byte> bytes) {
-  if (bytes.size() != kHelloBytes) return error(ecclInvalidArgument, "short link hello");
-  Reader r(bytes);
-  uint32_t magic = 0;
-  uint16_t version = 0, reserved = 0;
+  Reader r({});
+  ECCL_RETURN_IF_ERROR(openMessage(bytes, kHelloBytes, kHelloMagic, "link hello", &r));
   LinkHello h;
-  r.u32(&magic);
-  r.u16(&version);
-  r.u16(&reserved);
   r.u64(&h.fromPeer);
+  r.u64(&h.toPeer);
   r.u64(&h.epoch);
   r.u32(&h.streamIndex);
   r.u32(&h.streamCount);
-  r.u64(&h.authHash);
-  if (magic != kHelloMagic) {
-    return error(ecclInvalidArgument, fmt::format("bad link hello magic {:#010x}", magic));
-  }
-  if (version != kDataVersion) {
-    return error(ecclVersionMismatch,
-                 fmt::format("data link version {} (this build speaks {})", version, kDataVersion));
-  }
+  r.fixed(&h.nonce);
   if (h.streamCount == 0 || h.streamCount > kMaxStreams || h.streamIndex >= h.streamCount) {
     return error(ecclInvalidArgument, fmt::format("link hello with stream {} of {}",
                                                   h.streamIndex, h.streamCount));
   }
+  if (h.fromPeer == h.toPeer) {
+    return error(ecclInvalidArgument, fmt::format("link hello from peer {} to itself", h.fromPeer));
+  }
   return h;
+}
+
+void encodeChallenge(const LinkChallenge& c, std::byte* out) {
+  Writer w;
+  putPrefix(w, kChallengeMagic);
+  w.fixed(c.nonce);
+  w.fixed(c.proof);
+  copyOut(w, out, kChallengeBytes);
+}
+
+Result<LinkChallenge> decodeChallenge(std::span<const std::byte> bytes) {
+  Reader r({});
+  ECCL_RETURN_IF_ERROR(openMessage(bytes, kChallengeBytes, kChallengeMagic, "link challenge", &r));
+  LinkChallenge c;
+  r.fixed(&c.nonce);
+  r.fixed(&c.proof);
+  return c;
+}
+
+void encodeProof(const LinkProof& p, std::byte* out) {
+  Writer w;
+  putPrefix(w, kProofMagic);
+  w.fixed(p.proof);
+  copyOut(w, out, kProofBytes);
+}
+
+Result<LinkProof> decodeProof(std::span<const std::byte> bytes) {
+  Reader r({});
+  ECCL_RETURN_IF_ERROR(openMessage(bytes, kProofBytes, kProofMagic, "link proof", &r));
+  LinkProof p;
+  r.fixed(&p.proof);
+  return p;
+}
+
+std::array<std::byte, 32> linkContext(const LinkHello& hello) {
+  Writer w;
+  w.u64(hello.fromPeer);
+  w.u64(hello.toPeer);
+  w.u64(hello.epoch);
+  w.u32(hello.streamIndex);
+  w.u32(hello.streamCount);
+  std::array<std::byte, 32> out{};
+  std::copy(w.bytes().begin(), w.bytes().end(), out.begin());
+  return out;
 }
 
 void encodeDataHeader(const DataHeader& h, std::byte* out) {
@@ -120,16 +191,6 @@ Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes) {
                              kMaxSegmentBytes));
   }
   return h;
-}
-
-uint64_t tokenHash(const std::string& token) {
-  if (token.empty()) return 0;
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : token) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h == 0 ? 1 : h;
 }
 
 }  // namespace eccl::wire

@@ -8,6 +8,7 @@
 // version, enum ranges and sizes. Fuzzed by tests/fuzz/fuzz_data.cc.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 
@@ -16,21 +17,40 @@
 
 namespace eccl::wire {
 
-inline constexpr uint32_t kHelloMagic = 0x48434345;  // "ECCH"
-inline constexpr uint32_t kDataMagic = 0x44434345;   // "ECCD"
-inline constexpr uint16_t kDataVersion = 1;
-inline constexpr size_t kHelloBytes = 40;
+inline constexpr uint32_t kHelloMagic = 0x48434345;      // "ECCH"
+inline constexpr uint32_t kChallengeMagic = 0x43434345;  // "ECCC"
+inline constexpr uint32_t kProofMagic = 0x50434345;      // "ECCP"
+inline constexpr uint32_t kDataMagic = 0x44434345;       // "ECCD"
+inline constexpr uint16_t kDataVersion = 2;
+// Magic and version lead every handshake message, so the version is checked
+// (and a readable mismatch logged) before the rest is read.
+inline constexpr size_t kHandshakePrefixBytes = 8;
+inline constexpr size_t kHelloBytes = 72;
+inline constexpr size_t kChallengeBytes = 72;
+inline constexpr size_t kProofBytes = 40;
 inline constexpr size_t kDataHeaderBytes = 64;
 inline constexpr uint32_t kMaxStreams = 64;
 inline constexpr uint32_t kMaxSegmentBytes = 64u << 20;
 
-// First bytes on every data stream, from the dialling side.
+// The handshake of every data stream (security/auth.h): the dialler sends a
+// LinkHello naming the stream, the acceptor answers with a LinkChallenge (its
+// nonce and proof), the dialler checks that and sends a LinkProof. Both
+// proofs are bound to linkContext(hello), so a stream cannot be replayed or
+// moved to another link, epoch or stream index.
 struct LinkHello {
   uint64_t fromPeer = 0;
+  uint64_t toPeer = 0;
   uint64_t epoch = 0;
   uint32_t streamIndex = 0;
   uint32_t streamCount = 0;
-  uint64_t authHash = 0;  // hash of the shared auth token (0 when none)
+  security::Nonce nonce{};
+};
+struct LinkChallenge {
+  security::Nonce nonce{};
+  security::Proof proof{};
+};
+struct LinkProof {
+  security::Proof proof{};
 };
 
 struct DataHeader {
@@ -50,14 +70,20 @@ struct DataHeader {
   OpDescriptor descriptor() const { return {kind, dtype, redop, count, root}; }
 };
 
+// Checks the magic and version that lead a handshake message; a version
+// mismatch is ecclVersionMismatch with a readable message.
+Status checkHandshakePrefix(std::span<const std::byte> prefix, uint32_t magic, const char* what);
+
 void encodeHello(const LinkHello& hello, std::byte* out /* kHelloBytes */);
 Result<LinkHello> decodeHello(std::span<const std::byte> bytes);
+void encodeChallenge(const LinkChallenge& c, std::byte* out /* kChallengeBytes */);
+Result<LinkChallenge> decodeChallenge(std::span<const std::byte> bytes);
+void encodeProof(const LinkProof& p, std::byte* out /* kProofBytes */);
+Result<LinkProof> decodeProof(std::span<const std::byte> bytes);
+// What both proofs of a stream are bound to: every field of the hello but its nonce.
+std::array<std::byte, 32> linkContext(const LinkHello& hello);
 
 void encodeDataHeader(const DataHeader& h, std::byte* out /* kDataHeaderBytes */);
 Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes);
-
-// FNV-1a of the token; 0 for none. Only a guard against mis-wired jobs, not
-// cryptographic authentication.
-uint64_t tokenHash(const std::string& token);
 
 }  // namespace eccl::wire

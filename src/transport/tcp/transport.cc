@@ -7,20 +7,64 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+
 #include "common/log.h"
+#include "security/auth.h"
 #include "transport/tcp/link.h"
 
 namespace eccl::transport::tcp {
 namespace {
 
-constexpr auto kHelloTimeout = std::chrono::seconds(2);
-constexpr size_t kMaxParked = 1024;
+using security::Purpose;
+using security::Role;
+
+// After EMFILE/ENFILE the listener is not polled for this long: the pending
+// connection stays in the kernel's backlog instead of waking us in a spin.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+
+std::string sourceOf(const std::string& peerName) {
+  const size_t colon = peerName.rfind(':');
+  return colon == std::string::npos ? peerName : peerName.substr(0, colon);
+}
+
+// Reads exactly n bytes of a handshake answer, within the deadline.
+Status readHandshake(Socket& s, void* buf, size_t n, Deadline deadline) {
+  static const std::atomic<bool> kNoStop{false};
+  return s.readAll(buf, n, kNoStop, deadline);
+}
 
 }  // namespace
 
+struct TcpTransport::Handshake {
+  enum class Phase { kPrefix, kHello, kProof };
+  Socket socket;
+  std::string peer;    // address:port, for log lines
+  std::string source;  // address alone: the unit of the per-source bounds
+  Deadline deadline{};
+  Phase phase = Phase::kPrefix;
+  std::array<std::byte, wire::kHelloBytes> in{};
+  size_t have = 0;
+  wire::LinkHello hello;
+  security::Nonce nonce{};
+
+  size_t need() const {
+    switch (phase) {
+      case Phase::kPrefix: return wire::kHandshakePrefixBytes;
+      case Phase::kHello: return wire::kHelloBytes;
+      case Phase::kProof: return wire::kProofBytes;
+    }
+    return 0;
+  }
+};
+
 Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOptions& options) {
   std::unique_ptr<TcpTransport> t(new TcpTransport(options));
-  t->authHash_ = wire::tokenHash(options.authToken);
   asio::error_code ec;
   asio::ip::address addr = asio::ip::address_v6::any();  // dual-stack where allowed
   if (!options.bindAddress.empty()) {
@@ -43,7 +87,8 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOption
     ::setsockopt(s.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   }
   if (::bind(s.fd(), ep.data(), static_cast<socklen_t>(ep.size())) != 0 ||
-      ::listen(s.fd(), 256) != 0) {
+      ::listen(s.fd(), 256) != 0 ||
+      ::fcntl(s.fd(), F_SETFL, ::fcntl(s.fd(), F_GETFL) | O_NONBLOCK) != 0) {
     return error(ecclSystemError, fmt::format("cannot listen for data links on {}: {}",
                                               ep.address().to_string(), std::strerror(errno)));
   }
@@ -69,50 +114,191 @@ TcpTransport::~TcpTransport() {
 }
 
 void TcpTransport::acceptLoop() {
+  std::vector<std::unique_ptr<Handshake>> handshakes;
+  Clock::time_point pausedUntil{};
+  std::vector<pollfd> fds;
   while (!stop_.load()) {
-    pollfd p{listener_.fd(), POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    admit(Socket(fd));
+    const auto now = Clock::now();
+    // Handshakes past their time are dropped: a slow or silent client holds
+    // its slot for kHandshakeTimeout at most.
+    std::erase_if(handshakes, [&](const std::unique_ptr<Handshake>& h) {
+      if (now < h->deadline) return false;
+      ECCL_LOG(kInfo, kTransport, "data connection from {} did not finish its handshake in {} ms; "
+               "closed", h->peer, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      kHandshakeTimeout).count());
+      return true;
+    });
+    fds.clear();
+    const bool listening = now >= pausedUntil;
+    fds.push_back({listener_.fd(), static_cast<short>(listening ? POLLIN : 0), 0});
+    for (const auto& h : handshakes) fds.push_back({h->socket.fd(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
+    // Handshakes first: acceptNew may append to the vector fds mirrors.
+    for (size_t i = handshakes.size(); i-- > 0;) {
+      if (fds[i + 1].revents == 0) continue;
+      if (!advance(*handshakes[i])) handshakes.erase(handshakes.begin() + static_cast<long>(i));
+    }
+    if (listening && (fds[0].revents & POLLIN) != 0) acceptNew(handshakes, pausedUntil);
   }
 }
 
-// Reads the hello on the acceptor thread. A peer that connects and says
-// nothing holds up other accepts for at most kHelloTimeout.
-void TcpTransport::admit(Socket s) {
-  s.configureForData();
-  std::byte hello[wire::kHelloBytes];
-  Status st = s.readAll(hello, sizeof(hello), stop_, Clock::now() + kHelloTimeout);
-  if (!st.isOk()) {
-    ECCL_LOG(kWarn, kTransport, "data connection from {} sent no hello: {}", s.peerName(),
-             st.message());
-    return;
+void TcpTransport::acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes,
+                             Clock::time_point& pausedUntil) {
+  for (;;) {  // the listener is non-blocking: take what the backlog holds
+    int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        ECCL_LOG(kWarn, kTransport, "data acceptor out of file descriptors ({}); pausing "
+                 "accepts for {} ms", std::strerror(errno), kAcceptBackoff.count());
+        pausedUntil = Clock::now() + kAcceptBackoff;
+      }
+      return;
+    }
+    auto h = std::make_unique<Handshake>();
+    h->socket = Socket(fd);
+    h->peer = h->socket.peerName();
+    h->source = sourceOf(h->peer);
+    const auto fromSource = std::count_if(handshakes.begin(), handshakes.end(),
+                                          [&](const auto& o) { return o->source == h->source; });
+    if (handshakes.size() >= kMaxHandshakes ||
+        static_cast<size_t>(fromSource) >= kMaxHandshakesPerSource) {
+      ECCL_LOG(kInfo, kTransport, "data connection from {} refused: {} handshakes in progress "
+               "({} from that address)", h->peer, handshakes.size(), fromSource);
+      continue;  // closes it
+    }
+    h->deadline = Clock::now() + kHandshakeTimeout;
+    handshakes.push_back(std::move(h));
   }
-  Result<wire::LinkHello> h = wire::decodeHello(hello);
-  if (!h) {
-    ECCL_LOG(kWarn, kTransport, "data connection from {} refused: {}", s.peerName(),
-             h.status().message());
-    return;
+}
+
+bool TcpTransport::advance(Handshake& h) {
+  const size_t need = h.need();
+  const ssize_t r = ::recv(h.socket.fd(), h.in.data() + h.have, need - h.have, 0);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
+  if (r <= 0) {
+    ECCL_LOG(kInfo, kTransport, "data connection from {} closed during its handshake", h.peer);
+    return false;
   }
-  if (h->authHash != authHash_) {
-    ECCL_LOG(kWarn, kTransport, "data connection from {} (peer {}) refused: wrong auth token",
-             s.peerName(), h->fromPeer);
-    return;
+  h.have += static_cast<size_t>(r);
+  if (h.have < need) return true;
+  const std::span<const std::byte> got(h.in.data(), need);
+  Status st;
+  switch (h.phase) {
+    case Handshake::Phase::kPrefix:
+      st = wire::checkHandshakePrefix(got, wire::kHelloMagic, "link hello");
+      if (st.isOk()) {
+        h.phase = Handshake::Phase::kHello;  // keep the prefix: it is part of the hello
+        return true;
+      }
+      break;
+    case Handshake::Phase::kHello: {
+      Result<wire::LinkHello> hello = wire::decodeHello(got);
+      if (!hello) {
+        st = hello.status();
+        break;
+      }
+      h.hello = *hello;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        st = checkExpected(h.hello);
+      }
+      if (!st.isOk()) break;
+      Result<security::Nonce> nonce = security::randomNonce();
+      if (!nonce) {
+        st = nonce.status();
+        break;
+      }
+      h.nonce = *nonce;
+      const auto ctx = wire::linkContext(h.hello);
+      wire::LinkChallenge c{h.nonce, security::makeProof(options_.authToken, Role::kServer,
+                                                         Purpose::kData, ctx, h.hello.nonce,
+                                                         h.nonce)};
+      std::byte out[wire::kChallengeBytes];
+      wire::encodeChallenge(c, out);
+      // A fresh connection's send buffer always takes 72 bytes at once.
+      if (::send(h.socket.fd(), out, sizeof(out), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(out))) {
+        st = error(ecclPeerLost, "could not send the challenge");
+        break;
+      }
+      h.phase = Handshake::Phase::kProof;
+      h.have = 0;
+      return true;
+    }
+    case Handshake::Phase::kProof: {
+      Result<wire::LinkProof> proof = wire::decodeProof(got);
+      if (!proof) {
+        st = proof.status();
+        break;
+      }
+      if (!security::verifyProof(options_.authToken, Role::kClient, Purpose::kData,
+                                 wire::linkContext(h.hello), h.hello.nonce, h.nonce,
+                                 proof->proof)) {
+        st = error(ecclAuthFailed, "wrong auth token (its proof does not match)");
+        break;
+      }
+      st = park(h);
+      if (st.isOk()) return false;  // parked: the socket moved on
+      break;
+    }
   }
+  ECCL_LOG(kWarn, kTransport, "data connection from {} (claims peer {}, epoch {}) refused: {}",
+           h.peer, h.hello.fromPeer, h.hello.epoch, st.message());
+  return false;
+}
+
+Status TcpTransport::checkExpected(const wire::LinkHello& hello) const {
+  if (!expected_) return Status::ok();  // no link asked for yet: park, checked when claimed
+  const Expected& e = *expected_;
+  if (hello.toPeer != e.self) {
+    return error(ecclInvalidUsage, fmt::format("it is for peer {}, this is peer {}", hello.toPeer,
+                                               e.self));
+  }
+  if (hello.epoch < e.epoch) {
+    return error(ecclInvalidUsage, fmt::format("epoch {} is over (now {})", hello.epoch, e.epoch));
+  }
+  if (hello.epoch == e.epoch && hello.fromPeer != e.from) {
+    return error(ecclInvalidUsage, fmt::format("in epoch {} the master named peer {} as this "
+                                               "peer's left neighbour", e.epoch, e.from));
+  }
+  return Status::ok();
+}
+
+size_t TcpTransport::parkedFrom(const std::string& source) const {
+  size_t n = 0;
+  for (const auto& [key, p] : parked_) {
+    if (p.source == source) n += p.arrived;
+  }
+  return n;
+}
+
+Status TcpTransport::park(Handshake& h) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (parked_.size() >= kMaxParked) parked_.erase(parked_.begin());
-    Parked& p = parked_[{h->fromPeer, h->epoch}];
-    if (p.streams.size() != h->streamCount) {
+    ECCL_RETURN_IF_ERROR(checkExpected(h.hello));  // accept() may have moved on meanwhile
+    if (parkedStreams_ >= kMaxParkedStreams) {
+      return error(ecclInvalidUsage, fmt::format("{} streams are parked already", parkedStreams_));
+    }
+    if (parkedFrom(h.source) >= kMaxParkedStreamsPerSource) {
+      return error(ecclInvalidUsage, fmt::format("{} streams from {} are parked already",
+                                                 kMaxParkedStreamsPerSource, h.source));
+    }
+    Parked& p = parked_[{h.hello.fromPeer, h.hello.epoch}];
+    if (p.streams.size() != h.hello.streamCount) {
+      parkedStreams_ -= p.arrived;
       p.streams.clear();
-      p.streams.resize(h->streamCount);
+      p.streams.resize(h.hello.streamCount);
       p.arrived = 0;
     }
-    if (!p.streams[h->streamIndex].valid()) ++p.arrived;
-    p.streams[h->streamIndex] = std::move(s);
+    p.source = h.source;
+    p.to = h.hello.toPeer;
+    if (!p.streams[h.hello.streamIndex].valid()) {
+      ++p.arrived;
+      ++parkedStreams_;
+    }
+    p.streams[h.hello.streamIndex] = std::move(h.socket);
   }
   cv_.notify_all();
+  return Status::ok();
 }
 
 Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t selfId,
@@ -120,33 +306,65 @@ Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t
                                                     const CancelFlag& cancel) {
   std::vector<Socket> streams;
   for (uint32_t i = 0; i < options_.streams; ++i) {
+    auto fail = [&](ecclResult_t code, const std::string& what) {
+      return error(code, fmt::format("data link to peer {} (stream {}): {}", to.peerId, i, what));
+    };
     Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel, options_.bindAddress);
-    if (!s) {
-      return error(s.status().code(), fmt::format("data link to peer {}: {}", to.peerId,
-                                                  s.status().message()));
-    }
-    std::byte hello[wire::kHelloBytes];
-    wire::encodeHello({selfId, epoch, i, options_.streams, authHash_}, hello);
-    iovec iov{hello, sizeof(hello)};
+    if (!s) return fail(s.status().code(), s.status().message());
+    Result<security::Nonce> nonce = security::randomNonce();
+    if (!nonce) return nonce.status();
+    const wire::LinkHello hello{selfId, to.peerId, epoch, i, options_.streams, *nonce};
+    std::byte hb[wire::kHelloBytes];
+    wire::encodeHello(hello, hb);
+    iovec iov{hb, sizeof(hb)};
     ECCL_RETURN_IF_ERROR(s->writeAll(&iov, 1, deadline, cancel));
+    std::byte cb[wire::kChallengeBytes];
+    Status st = readHandshake(*s, cb, sizeof(cb), std::min(deadline, Clock::now() + kHandshakeTimeout));
+    if (!st.isOk()) {
+      return fail(ecclPeerLost, fmt::format("no challenge ({}); the peer refused the stream "
+                                            "(see its log) or is not an ECCL peer of this "
+                                            "version", st.message()));
+    }
+    Result<wire::LinkChallenge> c = wire::decodeChallenge(cb);
+    if (!c) return fail(c.status().code(), c.status().message());
+    const auto ctx = wire::linkContext(hello);
+    if (!security::verifyProof(options_.authToken, Role::kServer, Purpose::kData, ctx,
+                               hello.nonce, c->nonce, c->proof)) {
+      return fail(ecclAuthFailed, "the acceptor does not know the auth token");
+    }
+    std::byte pb[wire::kProofBytes];
+    wire::encodeProof({security::makeProof(options_.authToken, Role::kClient, Purpose::kData, ctx,
+                                           hello.nonce, c->nonce)},
+                      pb);
+    iovec piov{pb, sizeof(pb)};
+    ECCL_RETURN_IF_ERROR(s->writeAll(&piov, 1, deadline, cancel));
     streams.push_back(std::move(*s));
   }
   return std::unique_ptr<Link>(new TcpLink(to.peerId, std::move(streams)));
 }
 
-Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t from, uint64_t epoch,
+Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t selfId, uint64_t from, uint64_t epoch,
                                                    Deadline deadline, const CancelFlag& cancel) {
   std::unique_lock<std::mutex> lock(mu_);
+  expected_ = Expected{selfId, from, epoch};
+  // What was parked before anyone was expected gets the same check now.
+  for (auto p = parked_.begin(); p != parked_.end();) {
+    const bool stale = p->first.second < epoch || p->second.to != selfId ||
+                       (p->first.second == epoch && p->first.first != from);
+    if (stale) {
+      parkedStreams_ -= p->second.arrived;
+      p = parked_.erase(p);
+    } else {
+      ++p;
+    }
+  }
   const auto key = std::make_pair(from, epoch);
   for (;;) {
     auto it = parked_.find(key);
     if (it != parked_.end() && it->second.arrived == it->second.streams.size()) {
       std::vector<Socket> streams = std::move(it->second.streams);
+      parkedStreams_ -= it->second.arrived;
       parked_.erase(it);
-      // Streams of older epochs will never be claimed.
-      for (auto p = parked_.begin(); p != parked_.end();) {
-        p = p->first.second < epoch ? parked_.erase(p) : std::next(p);
-      }
       return std::unique_ptr<Link>(new TcpLink(from, std::move(streams)));
     }
     if (int c = cancel.load(std::memory_order_acquire); c != 0) {

@@ -1,15 +1,31 @@
-// TCP Transport: a listening socket with an acceptor thread that reads each
-// incoming stream's hello and parks it until accept() claims the link.
+// TCP Transport: a listening socket with an acceptor thread that runs each
+// incoming stream's handshake and parks it until accept() claims the link.
+//
+// The acceptor multiplexes handshakes with poll(), so a connection that says
+// nothing (or trickles bytes) holds only its own slot, for at most
+// kHandshakeTimeout. Everything a remote party can make it hold is bounded:
+// handshakes in progress (per source address and in total), parked streams
+// (per source and in total; full means new ones are refused, parked ones are
+// never evicted), and accept() backs off when the process is out of file
+// descriptors instead of spinning.
 #pragma once
 
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "transport/tcp/socket.h"
 
 namespace eccl::transport::tcp {
+
+// Limits of the data acceptor (docs/security.md lists them).
+inline constexpr auto kHandshakeTimeout = std::chrono::seconds(2);
+inline constexpr size_t kMaxHandshakes = 256;
+inline constexpr size_t kMaxHandshakesPerSource = 32;
+inline constexpr size_t kMaxParkedStreams = 1024;
+inline constexpr size_t kMaxParkedStreamsPerSource = 2 * wire::kMaxStreams;
 
 class TcpTransport : public Transport {
  public:
@@ -19,28 +35,42 @@ class TcpTransport : public Transport {
   uint16_t port() const override { return port_; }
   Result<std::unique_ptr<Link>> connect(const Endpoint& to, uint64_t selfId, uint64_t epoch,
                                         Deadline deadline, const CancelFlag& cancel) override;
-  Result<std::unique_ptr<Link>> accept(uint64_t from, uint64_t epoch, Deadline deadline,
-                                       const CancelFlag& cancel) override;
+  Result<std::unique_ptr<Link>> accept(uint64_t selfId, uint64_t from, uint64_t epoch,
+                                       Deadline deadline, const CancelFlag& cancel) override;
 
  private:
-  explicit TcpTransport(const TransportOptions& options) : options_(options) {}
-  void acceptLoop();
-  void admit(Socket s);
-
+  struct Handshake;  // one incoming stream's handshake in progress (acceptor thread only)
   struct Parked {
     std::vector<Socket> streams;  // by stream index
     uint32_t arrived = 0;
+    std::string source;
+    uint64_t to = 0;
+  };
+  struct Expected {  // set by accept(): whose streams this peer takes now
+    uint64_t self = 0;
+    uint64_t from = 0;
+    uint64_t epoch = 0;
   };
 
+  explicit TcpTransport(const TransportOptions& options) : options_(options) {}
+  void acceptLoop();
+  void acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes, Clock::time_point& pausedUntil);
+  // Advances one handshake on readable input; false when it is over (parked or refused).
+  bool advance(Handshake& h);
+  Status checkExpected(const wire::LinkHello& hello) const;  // under mu_
+  Status park(Handshake& h);
+  size_t parkedFrom(const std::string& source) const;  // under mu_
+
   TransportOptions options_;
-  uint64_t authHash_ = 0;
   Socket listener_;
   uint16_t port_ = 0;
   std::thread acceptor_;
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;
+  std::optional<Expected> expected_;
   std::map<std::pair<uint64_t, uint64_t>, Parked> parked_;  // (from peer, epoch)
+  size_t parkedStreams_ = 0;
 };
 
 }  // namespace eccl::transport::tcp
