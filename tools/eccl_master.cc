@@ -1,5 +1,6 @@
 // eccl-master: the membership manager as a standalone process.
-//   eccl-master --listen 0.0.0.0:48148 [--auth-token T]
+//   ECCL_AUTH_TOKEN=T eccl-master --listen 0.0.0.0:48148
+//   eccl-master --listen 127.0.0.1:48148          (open: loopback only)
 #include <CLI/CLI.hpp>
 
 #include <csignal>
@@ -24,7 +25,18 @@ int main(int argc, char** argv) {
   uint32_t heartbeatMs = 500, failureMs = 2000;
   app.add_option("--listen", listen, "HOST:PORT to listen on ([v6]:port for IPv6; port 0 = any)")
       ->capture_default_str();
-  app.add_option("--auth-token", token, "token every peer must present");
+  app.add_option("--auth-token", token,
+                 "shared token every peer must prove it knows (default: ECCL_AUTH_TOKEN; prefer "
+                 "the variable: a command line is visible to other users)");
+  bool insecure = false, trustAdvertised = false;
+  uint32_t voteTimeoutMs = 30000;
+  app.add_flag("--insecure-no-auth", insecure,
+               "serve a non-loopback address without a token (anyone who reaches it may join)");
+  app.add_flag("--trust-advertised-addresses", trustAdvertised,
+               "accept peers' advertised data addresses that differ from what the master sees (NAT)");
+  app.add_option("--vote-timeout-ms", voteTimeoutMs,
+                 "members that have not joined an update this long after the first are removed")
+      ->capture_default_str();
   app.add_option("--heartbeat-ms", heartbeatMs, "expected peer heartbeat interval")->capture_default_str();
   app.add_option("--failure-timeout-ms", failureMs, "silence after which a peer is dead")
       ->capture_default_str();
@@ -58,9 +70,12 @@ int main(int argc, char** argv) {
   ecclMasterConfig_t cfg = ECCL_MASTER_CONFIG_INIT;
   cfg.listenAddress = host.c_str();
   cfg.port = static_cast<uint16_t>(port);
-  cfg.authToken = token.empty() ? nullptr : token.c_str();
+  cfg.authToken = token.empty() ? nullptr : token.c_str();  // NULL: ECCL_AUTH_TOKEN
   cfg.heartbeatIntervalMs = heartbeatMs;
   cfg.failureTimeoutMs = failureMs;
+  cfg.voteTimeoutMs = voteTimeoutMs;
+  cfg.allowUnauthenticated = insecure ? 1 : 0;
+  cfg.trustAdvertisedAddresses = trustAdvertised ? 1 : 0;
   ecclMaster_t master = nullptr;
   if (ecclResult_t r = ecclMasterCreate(&cfg, &master); r != ecclSuccess) {
     std::fprintf(stderr, "eccl-master: %s\n", ecclGetLastError(nullptr));
@@ -69,6 +84,10 @@ int main(int argc, char** argv) {
   uint16_t bound = 0;
   ecclMasterGetPort(master, &bound);
   std::printf("eccl-master listening on %s:%u\n", host.c_str(), bound);
+  const bool authenticated = !token.empty() || !eccl::env::authToken().empty();
+  std::printf("eccl-master mode: %s; TLS off\n",
+              authenticated ? "authenticated (HMAC-SHA256 challenge-response on the shared token)"
+                            : "OPEN (no auth token: anyone who reaches it may join)");
   std::fflush(stdout);
   std::signal(SIGINT, onSignal);
   std::signal(SIGTERM, onSignal);

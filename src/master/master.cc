@@ -9,17 +9,52 @@
 
 #include "common/log.h"
 #include "master/membership.h"
+#include "common/env.h"
+#include "security/auth.h"
 #include "wire/channel.h"
 
 namespace eccl::master {
+
+namespace {
+
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+
+// The address peers are seen at, IPv4-mapped IPv6 written as IPv4, so that
+// one host has one name whichever socket family saw it.
+std::string observedAddress(const asio::ip::tcp::socket& socket) {
+  asio::error_code ec;
+  asio::ip::address a = socket.remote_endpoint(ec).address();
+  if (ec) return "?";
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  }
+  return a.to_string();
+}
+
+}  // namespace
 
 struct Master::Impl {
   explicit Impl(const MasterOptions& o)
       : options(o),
         acceptor(io),
         ticker(io),
-        membership({o.authToken, std::chrono::milliseconds(o.heartbeatIntervalMs),
-                    std::chrono::milliseconds(o.failureTimeoutMs)}) {}
+        acceptPause(io),
+        membership({std::chrono::milliseconds(o.heartbeatIntervalMs),
+                    std::chrono::milliseconds(o.failureTimeoutMs),
+                    std::chrono::milliseconds(o.voteTimeoutMs), std::chrono::milliseconds(1000),
+                    o.trustAdvertisedAddresses}) {}
+
+  // A connection's progress through the handshake; Membership knows it only
+  // once it registered.
+  enum class Stage { kAwaitHello, kAwaitProof, kAwaitRegister, kRegistered };
+  struct Conn {
+    std::shared_ptr<wire::Channel> channel;
+    std::string source;
+    Stage stage = Stage::kAwaitHello;
+    security::Nonce clientNonce{};
+    security::Nonce serverNonce{};
+    std::unique_ptr<asio::steady_timer> registerTimer;
+  };
 
   // Failure detection runs on the server thread, so Membership needs no lock.
   void scheduleTick() {
@@ -36,67 +71,152 @@ struct Master::Impl {
   void acceptNext() {
     acceptor.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket socket) {
       if (ec) {
-        if (ec != asio::error::operation_aborted) {
-          ECCL_LOG(kWarn, kMaster, "accept failed: {}", ec.message());
-          acceptNext();
-        }
+        if (ec == asio::error::operation_aborted || stopping) return;
+        // Out of descriptors (or memory): the connection stays in the backlog
+        // and would wake us again at once; wait instead of spinning.
+        ECCL_LOG(kWarn, kMaster, "accept failed: {}; pausing accepts for {} ms", ec.message(),
+                 kAcceptBackoff.count());
+        acceptPause.expires_after(kAcceptBackoff);
+        acceptPause.async_wait([this](const asio::error_code& e) {
+          if (!e && !stopping) acceptNext();
+        });
         return;
       }
-      const uint64_t id = nextId++;
-      asio::error_code ignored;
-      const std::string observed = socket.remote_endpoint(ignored).address().to_string();
-      auto ch = std::make_shared<wire::Channel>(std::move(socket));
-      channels[id] = ch;
-      ch->start(
-          [this, id, observed](uint16_t version, Result<ControlMessage>&& msg) {
-            onMessage(id, observed, version, std::move(msg));
-          },
-          [this, id](const Status& st) { onClose(id, st); });
+      admit(std::move(socket));
       acceptNext();
     });
   }
 
+  void admit(asio::ip::tcp::socket socket) {
+    const std::string source = observedAddress(socket);
+    const size_t fromSource = static_cast<size_t>(std::count_if(
+        conns.begin(), conns.end(), [&](const auto& kv) { return kv.second.source == source; }));
+    if (conns.size() >= maxConnections || fromSource >= maxPerSource) {
+      ECCL_LOG(kInfo, kMaster, "connection from {} refused: {} connections ({} from it), limits "
+               "{} and {} per source", source, conns.size(), fromSource, maxConnections,
+               maxPerSource);
+      asio::error_code ignored;
+      socket.close(ignored);
+      return;
+    }
+    const uint64_t id = nextId++;
+    Conn& c = conns[id];
+    c.source = source;
+    c.channel = std::make_shared<wire::Channel>(std::move(socket));
+    c.channel->setMaxPayload(wire::kMaxPreAuthPayload);
+    c.registerTimer = std::make_unique<asio::steady_timer>(io, registerTimeout);
+    c.registerTimer->async_wait([this, id](const asio::error_code& ec) {
+      if (ec) return;
+      auto it = conns.find(id);
+      if (it == conns.end() || it->second.stage == Stage::kRegistered) return;
+      ECCL_LOG(kInfo, kMaster, "connection {} from {} did not register within {} ms; closed", id,
+               it->second.source, registerTimeout.count());
+      it->second.channel->abort();
+    });
+    c.channel->start(
+        [this, id](uint16_t, Result<wire::ControlMessage>&& msg) {
+          onMessage(id, std::move(msg));
+        },
+        [this, id](const Status& st) { onClose(id, st); });
+  }
+
   using ControlMessage = wire::ControlMessage;
 
-  void onMessage(uint64_t id, const std::string& observed, uint16_t version,
-                 Result<ControlMessage>&& msg) {
+  void onMessage(uint64_t id, Result<ControlMessage>&& msg) {
+    auto it = conns.find(id);
+    if (it == conns.end()) return;
+    Conn& c = it->second;
     if (!msg) {
       if (msg.status().code() == ecclVersionMismatch) {
         // Answer in our framing; an older or newer peer still reads the result code.
-        deliver({{id, wire::RegisterReply{ecclVersionMismatch, 0, msg.status().message()}, true}});
+        ECCL_LOG(kWarn, kMaster, "connection {} from {}: {}", id, c.source, msg.status().message());
+        deliver({{id, wire::RegisterReply{ecclVersionMismatch, 0,
+                                          fmt::format("the master got {}; run the same ECCL "
+                                                      "release on the master and every peer",
+                                                      msg.status().message())},
+                  true}});
       } else {
-        ECCL_LOG(kWarn, kMaster, "connection {} sent a bad frame: {}", id, msg.status().message());
+        ECCL_LOG(kWarn, kMaster, "connection {} from {} sent a bad frame: {}", id, c.source,
+                 msg.status().message());
       }
       return;
     }
-    if (!membership.isRegistered(id)) {
-      if (const auto* reg = std::get_if<wire::Register>(&*msg)) {
-        deliver(membership.onRegister(id, version, *reg, observed));
-      } else {
-        ECCL_LOG(kWarn, kMaster, "connection {} spoke before registering; closing", id);
-        closeChannel(id);
-      }
+    switch (c.stage) {
+      case Stage::kAwaitHello: return onHello(id, c, *msg);
+      case Stage::kAwaitProof: return onProof(id, c, *msg);
+      case Stage::kAwaitRegister:
+        if (const auto* reg = std::get_if<wire::Register>(&*msg)) {
+          c.stage = Stage::kRegistered;
+          c.registerTimer->cancel();
+          deliver(membership.onRegister(id, *reg, c.source));
+        } else {
+          refuse(id, c, ecclInvalidUsage, fmt::format("sent {} before registering",
+                                                      wire::typeName(wire::typeOf(*msg))));
+        }
+        return;
+      case Stage::kRegistered:
+        deliver(membership.onMessage(id, *msg));
+        return;
+    }
+  }
+
+  void onHello(uint64_t id, Conn& c, const ControlMessage& msg) {
+    const auto* hello = std::get_if<wire::AuthHello>(&msg);
+    if (hello == nullptr) {
+      refuse(id, c, ecclAuthFailed, fmt::format("sent {} instead of the authentication handshake "
+                                                "(an ECCL peer of protocol {} starts with it)",
+                                                wire::typeName(wire::typeOf(msg)),
+                                                wire::kProtocolVersion));
       return;
     }
-    deliver(membership.onMessage(id, *msg));
+    Result<security::Nonce> nonce = security::randomNonce();
+    if (!nonce) {
+      refuse(id, c, ecclSystemError, nonce.status().message());
+      return;
+    }
+    c.clientNonce = hello->clientNonce;
+    c.serverNonce = *nonce;
+    c.stage = Stage::kAwaitProof;
+    deliver({{id, wire::AuthChallenge{c.serverNonce,
+                                      security::makeProof(options.authToken,
+                                                          security::Role::kServer,
+                                                          security::Purpose::kControl, {},
+                                                          c.clientNonce, c.serverNonce)}}});
+  }
+
+  void onProof(uint64_t id, Conn& c, const ControlMessage& msg) {
+    const auto* proof = std::get_if<wire::AuthProof>(&msg);
+    if (proof == nullptr ||
+        !security::verifyProof(options.authToken, security::Role::kClient,
+                               security::Purpose::kControl, {}, c.clientNonce, c.serverNonce,
+                               proof->clientProof)) {
+      refuse(id, c, ecclAuthFailed, "auth token does not match the master's");
+      return;
+    }
+    c.stage = Stage::kAwaitRegister;
+    c.channel->setMaxPayload(wire::kMaxPeerPayload);
+  }
+
+  void refuse(uint64_t id, Conn& c, ecclResult_t result, const std::string& why) {
+    ECCL_LOG(kWarn, kMaster, "connection {} from {} refused: {}", id, c.source, why);
+    c.stage = Stage::kAwaitHello;  // nothing more is read: the channel closes after the reply
+    deliver({{id, wire::RegisterReply{static_cast<uint32_t>(result), 0, why}, true}});
   }
 
   void onClose(uint64_t id, const Status&) {
-    channels.erase(id);
-    deliver(membership.onDisconnect(id));
-  }
-
-  void closeChannel(uint64_t id) {
-    auto it = channels.find(id);
-    if (it != channels.end()) it->second->close();
+    auto it = conns.find(id);
+    if (it == conns.end()) return;
+    const bool registered = it->second.stage == Stage::kRegistered;
+    conns.erase(it);
+    if (registered) deliver(membership.onDisconnect(id));
   }
 
   void deliver(const std::vector<Outgoing>& out) {
     for (const Outgoing& o : out) {
-      auto it = channels.find(o.peerId);
-      if (it == channels.end()) continue;
-      it->second->send(o.msg);
-      if (o.closeAfter) it->second->close();
+      auto it = conns.find(o.peerId);
+      if (it == conns.end()) continue;
+      it->second.channel->send(o.msg);
+      if (o.closeAfter) it->second.channel->close();
     }
   }
 
@@ -104,12 +224,16 @@ struct Master::Impl {
   asio::io_context io;
   asio::ip::tcp::acceptor acceptor;
   asio::steady_timer ticker;
+  asio::steady_timer acceptPause;
   bool stopping = false;  // server thread only
   Membership membership;
-  std::map<uint64_t, std::shared_ptr<wire::Channel>> channels;
+  std::map<uint64_t, Conn> conns;
   uint64_t nextId = 1;
   std::thread thread;
   uint16_t port = 0;
+  size_t maxConnections = 0;
+  size_t maxPerSource = 0;
+  std::chrono::milliseconds registerTimeout{0};
 };
 
 Master::Master(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -123,6 +247,20 @@ Result<std::unique_ptr<Master>> Master::start(const MasterOptions& options) {
                  fmt::format("master listen address '{}' is not an IP address: {}",
                              options.listenAddress, ec.message()));
   }
+  if (options.authToken.empty() && !addr.is_loopback() && !options.allowUnauthenticated) {
+    return error(ecclInvalidUsage,
+                 fmt::format("refusing to serve {} without an auth token: anyone who reaches it "
+                             "could join and disturb the group. Set a token (authToken, "
+                             "eccl-master --auth-token or ECCL_AUTH_TOKEN, the same on every "
+                             "peer), listen on 127.0.0.1, or say that an open master is meant "
+                             "(allowUnauthenticated, eccl-master --insecure-no-auth)",
+                             options.listenAddress));
+  }
+  impl->maxConnections = options.maxConnections ? options.maxConnections : env::masterMaxConnections();
+  impl->maxPerSource = options.maxConnectionsPerSource ? options.maxConnectionsPerSource
+                                                       : env::masterMaxConnectionsPerSource();
+  impl->registerTimeout = std::chrono::milliseconds(
+      options.registerTimeoutMs ? options.registerTimeoutMs : env::masterRegisterTimeoutMs());
   const asio::ip::tcp::endpoint ep(addr, options.port);
   impl->acceptor.open(ep.protocol(), ec);
   if (!ec) impl->acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
@@ -137,7 +275,8 @@ Result<std::unique_ptr<Master>> Master::start(const MasterOptions& options) {
   impl->scheduleTick();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->io.run(); });
-  ECCL_LOG(kInfo, kMaster, "master listening on {}:{}", options.listenAddress, impl->port);
+  ECCL_LOG(kInfo, kMaster, "master listening on {}:{} ({})", options.listenAddress, impl->port,
+           options.authToken.empty() ? "open: no auth token" : "authenticated");
   return std::unique_ptr<Master>(new Master(std::move(impl)));
 }
 
@@ -147,14 +286,24 @@ Master::~Master() {
     asio::error_code ec;
     impl->stopping = true;
     impl->ticker.cancel();
+    impl->acceptPause.cancel();
     impl->acceptor.close(ec);
-    auto channels = impl->channels;  // abort() re-enters through onClose
-    for (auto& [id, ch] : channels) ch->abort();
+    std::vector<std::shared_ptr<wire::Channel>> channels;  // abort() re-enters through onClose
+    for (auto& [id, c] : impl->conns) {
+      channels.push_back(c.channel);
+      c.registerTimer->cancel();
+    }
+    for (auto& ch : channels) ch->abort();
   });
   // With the acceptor and every socket closed the loop runs out of work.
   if (impl->thread.joinable()) impl->thread.join();
 }
 
 uint16_t Master::port() const { return impl_->port; }
+
+std::string Master::mode() const {
+  return impl_->options.authToken.empty() ? "open (no auth token: anyone who reaches it may join)"
+                                          : "authenticated (HMAC-SHA256 challenge-response)";
+}
 
 }  // namespace eccl::master

@@ -10,14 +10,6 @@
 namespace eccl::master {
 namespace {
 
-bool tokensEqual(const std::string& a, const std::string& b) {
-  // Only the length may leak through timing, not the content.
-  if (a.size() != b.size()) return false;
-  unsigned diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 std::string describe(const wire::OpDescriptor& d) {
   const char* kind = d.kind == static_cast<uint8_t>(wire::OpKind::kAllReduce) ? "allreduce" : "broadcast";
   if (d.kind == static_cast<uint8_t>(wire::OpKind::kBroadcast)) {
@@ -39,23 +31,13 @@ size_t Membership::memberCount() const {
 
 size_t Membership::pendingCount() const { return peers_.size() - memberCount(); }
 
-std::vector<Outgoing> Membership::onRegister(uint64_t peerId, uint16_t version,
-                                             const wire::Register& reg,
+std::vector<Outgoing> Membership::onRegister(uint64_t peerId, const wire::Register& reg,
                                              const std::string& observedHost) {
   std::vector<Outgoing> out;
   auto refuse = [&](ecclResult_t r, std::string msg) {
-    ECCL_LOG(kWarn, kMaster, "refused peer {}: {}", peerId, msg);
+    ECCL_LOG(kWarn, kMaster, "refused peer {} ({}): {}", peerId, observedHost, msg);
     out.push_back({peerId, wire::RegisterReply{static_cast<uint32_t>(r), 0, std::move(msg)}, true});
   };
-  if (version != wire::kProtocolVersion) {
-    refuse(ecclVersionMismatch, fmt::format("peer speaks protocol {}, master speaks {}", version,
-                                            wire::kProtocolVersion));
-    return out;
-  }
-  if (!tokensEqual(reg.authToken, options_.authToken)) {
-    refuse(ecclAuthFailed, "auth token does not match the master's");
-    return out;
-  }
   if (peers_.count(peerId) != 0) {
     refuse(ecclInvalidUsage, "registered twice on one connection");
     return out;
@@ -64,12 +46,33 @@ std::vector<Outgoing> Membership::onRegister(uint64_t peerId, uint16_t version,
     refuse(ecclInvalidArgument, "register without a data port");
     return out;
   }
+  if (!reg.dataHost.empty() && reg.dataHost != observedHost && !options_.trustAdvertisedAddresses) {
+    // Otherwise a member could point its neighbours' data links anywhere.
+    refuse(ecclInvalidArgument,
+           fmt::format("advertised data address '{}' is not the address the master sees this "
+                       "peer at ({}); leave it unset, or start the master with advertised "
+                       "addresses trusted (NAT)", reg.dataHost, observedHost));
+    return out;
+  }
+  if (const size_t n = std::count_if(peers_.begin(), peers_.end(), [&](const auto& kv) {
+        return kv.second.group == reg.peerGroup;
+      });
+      n >= wire::kMaxRingPeers) {
+    refuse(ecclInvalidUsage, fmt::format("peer group {} is full ({} peers)", reg.peerGroup, n));
+    return out;
+  }
   Peer p;
   p.group = reg.peerGroup;
   p.host = reg.dataHost.empty() ? observedHost : reg.dataHost;
   p.port = reg.dataPort;
   p.lastSeen = Clock::now();
   p.opTimeout = std::chrono::milliseconds(reg.opTimeoutMs);
+  if (p.opTimeout.count() > 0 && p.opTimeout < options_.minOpTimeout) {
+    // One member's tiny timeout would fail every op of its group.
+    ECCL_LOG(kInfo, kMaster, "peer {} announced an op timeout of {} ms; raised to the floor of {} ms",
+             peerId, p.opTimeout.count(), options_.minOpTimeout.count());
+    p.opTimeout = options_.minOpTimeout;
+  }
   peers_.emplace(peerId, p);
   ECCL_LOG(kInfo, kMaster, "peer {} registered (group {}, data {}:{}), pending", peerId, p.group,
            p.host, p.port);
@@ -144,11 +147,10 @@ void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
                   fmt::format("peer {} left the group during the op", peerId), out);
     }
     op->second.done.erase(peerId);
-    if (allDone(op->first, op->second)) {
-      op = ops_.erase(op);
-    } else {
-      ++op;
-    }
+    const OpKey key = op->first;
+    const bool over = allDone(key, op->second);
+    ++op;
+    if (over) finish(key);
   }
   if (memberCount() == 0) {
     if (pendingCount() > 0) update(out);  // nobody is left to vote
@@ -177,18 +179,25 @@ std::vector<Outgoing> Membership::tick(Clock::time_point now) {
     if (op != ops_.end() && !op->second.verdictSent) decideSilence(key, op->second, now, out);
   }
   expireOps(now, out);
+  expireVote(now, out);
   return out;
 }
 
 void Membership::expireOps(Clock::time_point now, std::vector<Outgoing>& out) {
   for (auto& [key, e] : ops_) {
     if (e.verdictSent || !e.deadline || now < *e.deadline) continue;
+    // Name a few; a group of thousands must not make a message of thousands.
+    constexpr size_t kNamed = 8;
     std::string missing;
+    size_t count = 0;
     for (uint64_t id : groupMembers(key.group)) {
       if (e.done.count(id) != 0) continue;
-      missing += fmt::format("{}peer {} ({})", missing.empty() ? "" : ", ", id,
-                             e.began.count(id) != 0 ? "still in it" : "never began it");
+      if (count++ < kNamed) {
+        missing += fmt::format("{}peer {} ({})", missing.empty() ? "" : ", ", id,
+                               e.began.count(id) != 0 ? "still in it" : "never began it");
+      }
     }
+    if (count > kNamed) missing += fmt::format(" and {} more", count - kNamed);
     const auto limit = groupOpTimeout(key.group).value_or(std::chrono::milliseconds(0));
     sendVerdict(key, e, ecclTimeout,
                 fmt::format("tag {} op #{}: {} did not finish within the op timeout ({} ms) "
@@ -213,10 +222,18 @@ void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<
   if (m.epoch != epoch_) return;
   auto suspect = peers_.find(m.suspect);
   if (suspect == peers_.end() || suspect->second.state != State::kMember) return;  // already gone
+  // Evidence counts only about the reporter's own neighbour in its own ring:
+  // no member can get a peer of another group (or a far one) removed.
+  if (neighbour(peerId, m.sending) != m.suspect) {
+    ECCL_LOG(kInfo, kMaster, "peer {} reported peer {}, which is not its {} neighbour; ignored",
+             peerId, m.suspect, m.sending ? "right" : "left");
+    return;
+  }
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
   auto op = ops_.find(key);
-  // A report that crossed the op's end must not bring the op back.
-  if (op == ops_.end() || op->second.verdictSent) return;
+  // A report that crossed the op's end must not bring the op back; one about
+  // an op the reporter never began is no evidence either.
+  if (op == ops_.end() || op->second.verdictSent || op->second.began.count(peerId) == 0) return;
   OpEntry& e = op->second;
   const auto now = Clock::now();
   // The newest report describes the reporter's current stall.
@@ -274,8 +291,37 @@ void Membership::decideSilence(const OpKey& key, OpEntry& e, Clock::time_point n
 }
 
 void Membership::onVote(uint64_t peerId, std::vector<Outgoing>& out) {
+  if (votes_.empty()) voteDeadline_ = Clock::now() + options_.voteTimeout;
   votes_.insert(peerId);
   maybeCompleteVote(out);
+}
+
+void Membership::expireVote(Clock::time_point now, std::vector<Outgoing>& out) {
+  if (votes_.empty() || !voteDeadline_ || now < *voteDeadline_) return;
+  std::vector<uint64_t> silent;
+  for (const auto& [id, p] : peers_) {
+    if (p.state == State::kMember && votes_.count(id) == 0) silent.push_back(id);
+  }
+  for (uint64_t id : silent) {
+    // Removing the last holdout completes the update for everyone else.
+    kick(id, fmt::format("did not call ecclCommUpdateTopology within {} ms of the first member",
+                         options_.voteTimeout.count()),
+         out);
+  }
+}
+
+std::optional<uint64_t> Membership::neighbour(uint64_t peerId, bool right) const {
+  auto it = peers_.find(peerId);
+  if (it == peers_.end() || it->second.state != State::kMember) return std::nullopt;
+  std::map<uint64_t, uint64_t> ring;  // admission order -> id, as update() orders rings
+  for (uint64_t id : groupMembers(it->second.group)) ring[peers_.at(id).admitted] = id;
+  if (ring.size() < 2) return std::nullopt;
+  auto pos = ring.find(it->second.admitted);
+  if (right) {
+    ++pos;
+    return pos == ring.end() ? ring.begin()->second : pos->second;
+  }
+  return pos == ring.begin() ? ring.rbegin()->second : std::prev(pos)->second;
 }
 
 void Membership::maybeCompleteVote(std::vector<Outgoing>& out) {
@@ -310,6 +356,7 @@ void Membership::update(std::vector<Outgoing>& out) {
   if (changed) {
     ++epoch_;
     ops_.clear();
+    finished_.clear();
     brokenGroups_.clear();
     changedSinceEpoch_ = false;
     ECCL_LOG(kInfo, kMaster, "epoch {}: {} members", epoch_, memberCount());
@@ -332,6 +379,7 @@ void Membership::update(std::vector<Outgoing>& out) {
     }
   }
   votes_.clear();
+  voteDeadline_.reset();
 }
 
 std::vector<uint64_t> Membership::groupMembers(uint32_t group) const {
@@ -362,10 +410,35 @@ void Membership::sendVerdict(const OpKey& key, OpEntry& entry, ecclResult_t resu
   }
 }
 
+Membership::OpEntry* Membership::opFor(uint64_t peerId, const OpKey& key,
+                                       std::vector<Outgoing>& out) {
+  if (auto it = ops_.find(key); it != ops_.end()) return &it->second;
+  if (auto f = finished_.find({key.group, key.tag}); f != finished_.end() && key.seq <= f->second) {
+    return nullptr;  // a report of an op that already ended everywhere
+  }
+  const size_t open = static_cast<size_t>(std::count_if(
+      ops_.begin(), ops_.end(), [&](const auto& kv) { return kv.first.group == key.group; }));
+  if (open >= kMaxOpenOpsPerGroup) {
+    kick(peerId, fmt::format("opened more than {} ops of group {} at once", kMaxOpenOpsPerGroup,
+                             key.group),
+         out);
+    return nullptr;
+  }
+  return &ops_[key];
+}
+
+void Membership::finish(const OpKey& key) {
+  uint64_t& mark = finished_[{key.group, key.tag}];
+  mark = std::max(mark, key.seq);
+  ops_.erase(key);
+}
+
 void Membership::onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out) {
   if (m.epoch != epoch_) return;  // a straggler of an old epoch; its op is gone
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
-  OpEntry& e = ops_[key];
+  OpEntry* entry = opFor(peerId, key, out);
+  if (entry == nullptr) return;
+  OpEntry& e = *entry;
   e.began.insert(peerId);
   if (brokenGroups_.count(key.group) != 0 && !e.verdictSent) {
     sendVerdict(key, e, ecclPeerLost,
@@ -393,7 +466,9 @@ void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Ou
     return;
   }
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
-  OpEntry& e = ops_[key];
+  OpEntry* entry = opFor(peerId, key, out);
+  if (entry == nullptr) return;
+  OpEntry& e = *entry;
   e.done.insert(peerId);
   if (m.result == ecclPeerLost || m.result == ecclTimeout) {
     // A data link broke or stalled: even with everyone still alive, the next
@@ -406,7 +481,7 @@ void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Ou
   }
   if (allDone(key, e)) {
     if (!e.verdictSent) sendVerdict(key, e, ecclSuccess, "", out);
-    ops_.erase(key);
+    finish(key);
   } else if (!e.verdictSent) {
     if (const auto limit = groupOpTimeout(key.group)) e.deadline = Clock::now() + *limit;
   }

@@ -25,6 +25,13 @@
 //    keeps watching. Only when every member is stuck or done, all alive, is
 //    the data path itself broken (a cut link): the suspect of the oldest
 //    stall, nearest the break, is kicked.
+//  - Insiders (docs/security.md): a Suspect counts only from a member about
+//    its own ring neighbour (left when receiving, right when sending) in an
+//    op it began; an announced op timeout below minOpTimeout is raised to
+//    it; a member that has not voted voteTimeout after the first vote of an
+//    update is removed, so no member blocks every group's epochs; a peer
+//    may advertise only the address the master sees it at (unless
+//    trustAdvertisedAddresses: NAT); a group holds at most kMaxRingPeers.
 //  - Op deadline: once a member has finished an op, the others must finish
 //    (or fail) it within the smallest op timeout of the group, counted from
 //    the latest member's finish; otherwise the op fails with ecclTimeout on
@@ -51,21 +58,27 @@ struct Outgoing {
   bool closeAfter = false;  // close the connection once the message is written
 };
 
+// Ops of one group the master tracks at once; a member that opens more (an
+// honest one has at most a few per tag in flight) is removed.
+inline constexpr size_t kMaxOpenOpsPerGroup = 4096;
+
 class Membership {
  public:
   using Clock = std::chrono::steady_clock;
 
   struct Options {
-    std::string authToken;
     std::chrono::milliseconds heartbeatInterval{500};
     std::chrono::milliseconds failureTimeout{2000};
+    std::chrono::milliseconds voteTimeout{30000};
+    std::chrono::milliseconds minOpTimeout{1000};
+    bool trustAdvertisedAddresses = false;
   };
 
   explicit Membership(Options options) : options_(std::move(options)) {}
 
-  // A peer's Register. observedHost is the address the master sees it from,
-  // used when the peer advertises none.
-  std::vector<Outgoing> onRegister(uint64_t peerId, uint16_t version, const wire::Register& reg,
+  // A peer's Register, once its connection proved the token. observedHost
+  // is the address the master sees it from, used when the peer advertises none.
+  std::vector<Outgoing> onRegister(uint64_t peerId, const wire::Register& reg,
                                    const std::string& observedHost);
   // Any later message of a registered peer.
   std::vector<Outgoing> onMessage(uint64_t peerId, const wire::ControlMessage& msg);
@@ -113,6 +126,9 @@ class Membership {
   };
 
   void onVote(uint64_t peerId, std::vector<Outgoing>& out);
+  void expireVote(Clock::time_point now, std::vector<Outgoing>& out);
+  // The member before (left) or after (right) peerId in its group's ring.
+  std::optional<uint64_t> neighbour(uint64_t peerId, bool right) const;
   void onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out);
   void onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out);
   void onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<Outgoing>& out);
@@ -128,6 +144,10 @@ class Membership {
   void maybeCompleteVote(std::vector<Outgoing>& out);
   void update(std::vector<Outgoing>& out);
   std::vector<uint64_t> groupMembers(uint32_t group) const;
+  // The op's entry, or null when the report is stale or the reporter opened
+  // more ops than any honest member could (it is then removed).
+  OpEntry* opFor(uint64_t peerId, const OpKey& key, std::vector<Outgoing>& out);
+  void finish(const OpKey& key);  // every member is done: forget it, remember the seq
   void sendVerdict(const OpKey& key, OpEntry& entry, ecclResult_t result,
                    const std::string& message, std::vector<Outgoing>& out);
   bool allDone(const OpKey& key, const OpEntry& entry) const;
@@ -135,11 +155,15 @@ class Membership {
   Options options_;
   std::map<uint64_t, Peer> peers_;
   std::set<uint64_t> votes_;
+  std::optional<Clock::time_point> voteDeadline_;  // set by the first vote of an update
   std::map<OpKey, OpEntry> ops_;
   uint64_t epoch_ = 0;
   uint64_t nextAdmission_ = 1;
   bool changedSinceEpoch_ = false;
   std::set<uint32_t> brokenGroups_;  // lost a member this epoch: their ops fail at once
+  // Per (group, tag): the newest seq every member finished (ops of a tag end
+  // in order). Later reports of such an op are stale, never a new op.
+  std::map<std::pair<uint32_t, uint32_t>, uint64_t> finished_;
 };
 
 }  // namespace eccl::master
