@@ -4,8 +4,9 @@
 #      examples, install
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest, but of the
 #      timed multi-process fault tests only a 45 s churn (kills, joins, reconnects)
-#   3. ThreadSanitizer build; the integration tests
-#   4. libFuzzer targets for every network decoder, ECCL_FUZZ_SECONDS each (default 30)
+#   3. ThreadSanitizer build; the integration and security tests
+#   4. libFuzzer targets for every network decoder and the master's membership state
+#      machine, ECCL_FUZZ_SECONDS each (default 30), starting from the committed seeds
 # Exits non-zero when any test fails. ECCL_TEST_STAGES picks stages (default "1 2 3 4").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,22 +53,23 @@ if has 2; then
 fi
 
 if has 3; then
-  stage "3/4 ThreadSanitizer: integration tests"
+  stage "3/4 ThreadSanitizer: integration and security tests"
   configure build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
     -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE=thread -DECCL_BUILD_BENCH=OFF
-  cmake --build build-tsan -j "$jobs" --target eccl_integration_tests eccl-demo
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest build-tsan -L integration
+  cmake --build build-tsan -j "$jobs" --target eccl_integration_tests eccl_security_tests eccl-demo
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest build-tsan -L "integration|security"
 fi
 
 if has 4; then
-  stage "4/4 libFuzzer: network decoders"
+  stage "4/4 libFuzzer: network decoders and the membership state machine"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DECCL_BUILD_TESTS=OFF -DECCL_BUILD_BENCH=OFF -DECCL_BUILD_EXAMPLES=OFF \
     -DECCL_BUILD_FUZZERS=ON > /dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_control fuzz_data
+  cmake --build build-fuzz -j "$jobs" --target fuzz_control fuzz_data fuzz_membership
   fuzz_passed=0
-  for f in fuzz_control fuzz_data; do
+  for f in fuzz_control fuzz_data fuzz_membership; do
     corpus=$(mktemp -d)
+    cp tests/fuzz/corpus/$f/* "$corpus"/ 2>/dev/null || true
     if ! build-fuzz/tests/fuzz/$f -max_total_time="${ECCL_FUZZ_SECONDS:-30}" -max_len=4096 \
         "$corpus" > "$corpus.log" 2>&1; then
       tail -n 40 "$corpus.log"

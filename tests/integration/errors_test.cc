@@ -97,7 +97,7 @@ TEST(Errors, ProtocolVersionMismatchIsReported) {
   asio::ip::tcp::socket s(io);
   s.connect({asio::ip::make_address("127.0.0.1"),
              static_cast<uint16_t>(std::stoi(master.address().substr(colon + 1)))});
-  std::vector<std::byte> frame = wire::encodeControl(wire::Register{"", 0, "127.0.0.1", 1234});
+  std::vector<std::byte> frame = wire::encodeControl(wire::Register{0, "127.0.0.1", 1234, 0});
   frame[4] = std::byte{99};  // protocol version field
   asio::write(s, asio::buffer(frame));
   std::array<std::byte, wire::kControlHeaderBytes> head{};

@@ -37,7 +37,7 @@ Pair connectPair(uint32_t streams) {
   auto dial = std::async(std::launch::async, [&] {
     return p.a->connect({2, "127.0.0.1", p.b->port()}, /*selfId=*/1, /*epoch=*/7, soon(), kNever);
   });
-  Result<std::unique_ptr<Link>> in = p.b->accept(1, 7, soon(), kNever);
+  Result<std::unique_ptr<Link>> in = p.b->accept(/*selfId=*/2, /*from=*/1, /*epoch=*/7, soon(), kNever);
   Result<std::unique_ptr<Link>> out = dial.get();
   EXPECT_TRUE(in.hasValue() && out.hasValue());
   if (in) p.bFromA = std::move(*in);
@@ -96,7 +96,7 @@ TEST(TcpTransport, AcceptTimesOutNamingThePeer) {
   TransportOptions o;
   o.bindAddress = "127.0.0.1";
   auto t = createTransport("tcp", o).value();
-  Result<std::unique_ptr<Link>> in = t->accept(42, 1, Clock::now() + std::chrono::milliseconds(100), kNever);
+  Result<std::unique_ptr<Link>> in = t->accept(1, 42, 1, Clock::now() + std::chrono::milliseconds(100), kNever);
   EXPECT_EQ(in.status().code(), ecclTimeout);
   EXPECT_NE(in.status().message().find("42"), std::string::npos);
 }

@@ -3,6 +3,8 @@
 
 #include "master/membership.h"
 
+#include <fmt/format.h>
+
 #include <thread>
 
 namespace eccl::master {
@@ -22,28 +24,48 @@ std::vector<const T*> sentTo(const std::vector<Outgoing>& out, uint64_t peer) {
 }
 
 wire::Register reg(uint32_t group = 0, uint32_t opTimeoutMs = 0) {
-  return {"", group, "127.0.0.1", 4000, opTimeoutMs};
+  return {group, "127.0.0.1", 4000, opTimeoutMs};
+}
+
+// The fixture's master: a low op-timeout floor, so deadlines test in ms.
+Membership::Options testOptions() {
+  Membership::Options o;
+  o.minOpTimeout = std::chrono::milliseconds(100);
+  return o;
+}
+
+// Every message the master emits must decode at the receiver.
+void expectAllDecode(const std::vector<Outgoing>& out) {
+  for (const Outgoing& o : out) {
+    std::vector<std::byte> bytes = wire::encodeControl(o.msg);
+    Result<wire::ControlHeader> h =
+        wire::decodeControlHeader(std::span(bytes).first(wire::kControlHeaderBytes));
+    ASSERT_TRUE(h.hasValue()) << h.status().message();
+    ASSERT_TRUE(wire::decodeControl(h->type, std::span(bytes).subspan(wire::kControlHeaderBytes))
+                    .hasValue())
+        << wire::typeName(h->type);
+  }
 }
 
 class MembershipTest : public ::testing::Test {
  protected:
   // Registers peers 1..n and admits them all.
   void admit(int n, uint32_t opTimeoutMs = 0) {
-    m.onRegister(1, wire::kProtocolVersion, reg(0, opTimeoutMs), "h");
+    m.onRegister(1, reg(0, opTimeoutMs), "127.0.0.1");
     for (int i = 2; i <= n; ++i) {
-      m.onRegister(static_cast<uint64_t>(i), wire::kProtocolVersion, reg(0, opTimeoutMs), "h");
+      m.onRegister(static_cast<uint64_t>(i), reg(0, opTimeoutMs), "127.0.0.1");
     }
     if (n > 1) m.onMessage(1, wire::Vote{});  // the only member admits the rest
     ASSERT_EQ(m.memberCount(), static_cast<size_t>(n));
   }
-  Membership m{{""}};
+  Membership m{testOptions()};
 };
 
 TEST_F(MembershipTest, FirstPeerAdmittedOthersPending) {
-  auto out = m.onRegister(1, wire::kProtocolVersion, reg(), "10.1.1.1");
+  auto out = m.onRegister(1, reg(), "127.0.0.1");
   ASSERT_EQ(sentTo<wire::Topology>(out, 1).size(), 1u);
   EXPECT_EQ(sentTo<wire::Topology>(out, 1)[0]->epoch, 1u);
-  out = m.onRegister(2, wire::kProtocolVersion, reg(), "h");
+  out = m.onRegister(2, reg(), "127.0.0.1");
   EXPECT_TRUE(sentTo<wire::Topology>(out, 2).empty());
   EXPECT_EQ(m.pendingCount(), 1u);
   out = m.onMessage(1, wire::PendingQuery{});
@@ -55,7 +77,6 @@ TEST_F(MembershipTest, FirstPeerAdmittedOthersPending) {
   EXPECT_EQ(t1[0]->epoch, 2u);
   EXPECT_EQ(t2[0]->rank, 1u);
   EXPECT_EQ(t2[0]->ring.size(), 2u);
-  // The advertised host wins over the observed one.
   EXPECT_EQ(t2[0]->ring[0].host, "127.0.0.1");
 }
 
@@ -69,15 +90,28 @@ TEST_F(MembershipTest, VoteWaitsForEveryMemberAndEpochMovesOnlyOnChange) {
   EXPECT_EQ(m.epoch(), e);  // nothing changed
 }
 
-TEST_F(MembershipTest, RefusesWrongVersionAndToken) {
-  Membership secure({"s3cret"});
-  auto out = secure.onRegister(1, 99, reg(), "h");
+// A member may advertise only the address the master sees it at, unless the
+// master trusts advertised addresses (NAT).
+TEST_F(MembershipTest, AdvertisedAddressMustBeTheObservedOne) {
+  wire::Register elsewhere{0, "198.18.9.9", 4000, 0};
+  auto out = m.onRegister(1, elsewhere, "127.0.0.1");
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(std::get<wire::RegisterReply>(out[0].msg).result, static_cast<uint32_t>(ecclVersionMismatch));
+  const auto& rr = std::get<wire::RegisterReply>(out[0].msg);
+  EXPECT_EQ(rr.result, static_cast<uint32_t>(ecclInvalidArgument));
+  EXPECT_NE(rr.message.find("198.18.9.9"), std::string::npos) << rr.message;
   EXPECT_TRUE(out[0].closeAfter);
-  out = secure.onRegister(1, wire::kProtocolVersion, reg(), "h");
-  EXPECT_EQ(std::get<wire::RegisterReply>(out[0].msg).result, static_cast<uint32_t>(ecclAuthFailed));
-  EXPECT_FALSE(secure.isRegistered(1));
+  EXPECT_FALSE(m.isRegistered(1));
+  // Unset: the observed address is used.
+  out = m.onRegister(2, wire::Register{0, "", 4000, 0}, "198.18.0.7");
+  ASSERT_EQ(sentTo<wire::Topology>(out, 2).size(), 1u);
+  EXPECT_EQ(sentTo<wire::Topology>(out, 2)[0]->ring[0].host, "198.18.0.7");
+
+  Membership::Options o = testOptions();
+  o.trustAdvertisedAddresses = true;
+  Membership nat(o);
+  out = nat.onRegister(1, elsewhere, "127.0.0.1");
+  ASSERT_EQ(sentTo<wire::Topology>(out, 1).size(), 1u);
+  EXPECT_EQ(sentTo<wire::Topology>(out, 1)[0]->ring[0].host, "198.18.9.9");
 }
 
 TEST_F(MembershipTest, SuccessVerdictOnlyWhenAllDone) {
@@ -134,7 +168,7 @@ TEST_F(MembershipTest, LocalFailureIsForwardedAndDepartureFailsOps) {
 
 TEST_F(MembershipTest, PendingPeersAreAdmittedWhenTheLastMemberLeaves) {
   admit(1);
-  m.onRegister(2, wire::kProtocolVersion, reg(), "h");
+  m.onRegister(2, reg(), "127.0.0.1");
   auto out = m.onMessage(1, wire::Leave{});
   EXPECT_EQ(sentTo<wire::Topology>(out, 2).size(), 1u);
   EXPECT_EQ(m.memberCount(), 1u);
@@ -143,8 +177,8 @@ TEST_F(MembershipTest, PendingPeersAreAdmittedWhenTheLastMemberLeaves) {
 // Ranks follow admission, not connection order: a peer that connected
 // earlier but was admitted later does not take rank 0 from the first member.
 TEST_F(MembershipTest, MembersKeepTheirRanksWhenEarlierConnectionsJoin) {
-  m.onRegister(5, wire::kProtocolVersion, reg(), "h");  // connection 5 registers first
-  m.onRegister(2, wire::kProtocolVersion, reg(), "h");  // connection 2 registers later
+  m.onRegister(5, reg(), "127.0.0.1");  // connection 5 registers first
+  m.onRegister(2, reg(), "127.0.0.1");  // connection 2 registers later
   auto out = m.onMessage(5, wire::Vote{});
   auto t5 = sentTo<wire::Topology>(out, 5), t2 = sentTo<wire::Topology>(out, 2);
   ASSERT_EQ(t5.size(), 1u);
@@ -155,9 +189,9 @@ TEST_F(MembershipTest, MembersKeepTheirRanksWhenEarlierConnectionsJoin) {
 }
 
 TEST_F(MembershipTest, GroupsGetSeparateRings) {
-  m.onRegister(1, wire::kProtocolVersion, reg(0), "h");
-  m.onRegister(2, wire::kProtocolVersion, reg(1), "h");
-  m.onRegister(3, wire::kProtocolVersion, reg(0), "h");
+  m.onRegister(1, reg(0), "127.0.0.1");
+  m.onRegister(2, reg(1), "127.0.0.1");
+  m.onRegister(3, reg(0), "127.0.0.1");
   auto out = m.onMessage(1, wire::Vote{});
   auto t2 = sentTo<wire::Topology>(out, 2), t3 = sentTo<wire::Topology>(out, 3);
   ASSERT_EQ(t2.size(), 1u);
@@ -320,9 +354,9 @@ TEST_F(FailureDetectorTest, OpDeadlineNamesAMemberThatNeverBegan) {
 
 // The smallest op timeout of the group applies, counted from the latest finish.
 TEST_F(FailureDetectorTest, OpDeadlineUsesTheSmallestTimeoutFromTheLatestFinish) {
-  m.onRegister(1, wire::kProtocolVersion, reg(0, 5000), "h");
-  m.onRegister(2, wire::kProtocolVersion, reg(0, 500), "h");
-  m.onRegister(3, wire::kProtocolVersion, reg(0, 0), "h");  // 0: no limit of its own
+  m.onRegister(1, reg(0, 5000), "127.0.0.1");
+  m.onRegister(2, reg(0, 500), "127.0.0.1");
+  m.onRegister(3, reg(0, 0), "127.0.0.1");  // 0: no limit of its own
   m.onMessage(1, wire::Vote{});
   ASSERT_EQ(m.memberCount(), 3u);
   for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
@@ -346,7 +380,7 @@ TEST_F(FailureDetectorTest, ANewEpochFailsOpsThatHadNoVerdict) {
   m.onMessage(1, begin(0));
   m.onMessage(2, begin(0));
   m.onMessage(1, wire::OpDone{e, 0, 0, ecclSuccess, ""});  // peer 1 waits for the verdict
-  m.onRegister(3, wire::kProtocolVersion, reg(), "h");
+  m.onRegister(3, reg(), "127.0.0.1");
   m.onMessage(1, wire::Vote{});
   auto out = m.onMessage(2, wire::Vote{});
   ASSERT_EQ(m.epoch(), e + 1);
@@ -363,6 +397,136 @@ TEST_F(FailureDetectorTest, HeartbeatsAreEchoed) {
   admit(1);
   auto out = m.onMessage(1, wire::Heartbeat{});
   EXPECT_EQ(sentTo<wire::Heartbeat>(out, 1).size(), 1u);
+}
+
+}  // namespace
+}  // namespace eccl::master
+
+namespace eccl::master {
+namespace {
+
+using Clock = Membership::Clock;
+
+wire::OpBegin beginOp(uint64_t epoch, uint64_t seq) {
+  return {epoch, 0, seq, {static_cast<uint8_t>(wire::OpKind::kAllReduce), ecclFloat32, ecclSum, 8, 0}};
+}
+
+// A tiny announced op timeout cannot make the group's ops fail at once: it
+// is raised to the floor.
+TEST(MembershipSecurity, TinyOpTimeoutIsRaisedToTheFloor) {
+  Membership::Options o;
+  o.minOpTimeout = std::chrono::milliseconds(1000);
+  Membership m(o);
+  for (uint64_t p = 1; p <= 3; ++p) m.onRegister(p, reg(0, /*opTimeoutMs=*/1), "127.0.0.1");
+  m.onMessage(1, wire::Vote{});
+  ASSERT_EQ(m.memberCount(), 3u);
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, beginOp(m.epoch(), 0));
+  const auto done = Clock::now();
+  m.onMessage(1, wire::OpDone{m.epoch(), 0, 0, ecclSuccess, ""});
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(m.tick(done + std::chrono::milliseconds(500)), 2).empty());
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(1001));
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 2).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 2)[0]->result, static_cast<uint32_t>(ecclTimeout));
+  EXPECT_NE(sentTo<wire::OpVerdict>(out, 2)[0]->message.find("(1000 ms)"), std::string::npos);
+}
+
+// Suspect reports count only from a member about its own ring neighbour: two
+// members of group 1 cannot get a member of group 0 removed, and a report
+// about the wrong side of the ring is ignored.
+TEST(MembershipSecurity, SuspectOnlyAboutOwnRingNeighbour) {
+  Membership::Options o;
+  o.heartbeatInterval = std::chrono::milliseconds(50);
+  o.failureTimeout = std::chrono::milliseconds(10000);  // no heartbeat deaths in this test
+  Membership m(o);
+  m.onRegister(1, reg(0), "127.0.0.1");
+  m.onRegister(2, reg(0), "127.0.0.1");
+  m.onRegister(3, reg(0), "127.0.0.1");
+  m.onRegister(4, reg(1), "127.0.0.1");
+  m.onRegister(5, reg(1), "127.0.0.1");
+  m.onMessage(1, wire::Vote{});
+  ASSERT_EQ(m.memberCount(), 5u);
+  const uint64_t e = m.epoch();
+  // Group 1 runs an op and both members "report" peer 1 of group 0.
+  m.onMessage(4, beginOp(e, 0));
+  m.onMessage(5, beginOp(e, 0));
+  m.onMessage(4, wire::Suspect{e, 0, 0, 1, 5000, false});
+  m.onMessage(5, wire::Suspect{e, 0, 0, 1, 5000, true});
+  // Group 0: peer 2's left neighbour is 1, its right one 3; a report naming
+  // 3 as the one it receives nothing from is not about its left neighbour.
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, beginOp(e, 0));
+  m.onMessage(2, wire::Suspect{e, 0, 0, 3, 5000, false});
+  m.onMessage(1, wire::Suspect{e, 0, 0, 2, 5000, false});  // 1's left is 3: ignored too
+  m.onMessage(3, wire::Suspect{e, 0, 0, 1, 5000, false});  // 3's left is 2: ignored too
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(6000));
+  for (uint64_t p = 1; p <= 5; ++p) {
+    EXPECT_TRUE(sentTo<wire::Kick>(out, p).empty()) << "peer " << p << " was kicked";
+  }
+  EXPECT_EQ(m.memberCount(), 5u);
+  // The same reports about the right neighbours are evidence: with every
+  // member of group 0 stuck, the oldest stall's suspect goes.
+  m.onMessage(1, wire::Suspect{e, 0, 0, 3, 5000, false});
+  m.onMessage(2, wire::Suspect{e, 0, 0, 1, 4000, false});
+  m.onMessage(3, wire::Suspect{e, 0, 0, 2, 3000, false});
+  out = m.tick(Clock::now() + std::chrono::milliseconds(6000));
+  EXPECT_EQ(sentTo<wire::Kick>(out, 3).size(), 1u);
+  EXPECT_EQ(m.memberCount(), 4u);
+}
+
+// A member that never votes cannot hold every group's update: once the
+// vote timeout has passed since the first vote, it is removed and the
+// update completes for the others (and admits the newcomer).
+TEST(MembershipSecurity, MemberThatNeverVotesIsRemovedAfterTheVoteTimeout) {
+  Membership::Options o;
+  o.voteTimeout = std::chrono::milliseconds(200);
+  o.failureTimeout = std::chrono::milliseconds(10000);
+  Membership m(o);
+  m.onRegister(1, reg(0), "127.0.0.1");
+  m.onRegister(2, reg(0), "127.0.0.1");
+  m.onRegister(3, reg(1), "127.0.0.1");
+  m.onMessage(1, wire::Vote{});
+  ASSERT_EQ(m.memberCount(), 3u);
+  const uint64_t e = m.epoch();
+  m.onRegister(4, reg(1), "127.0.0.1");  // a newcomer waits for the update
+  m.onMessage(1, wire::Vote{});
+  m.onMessage(3, wire::Vote{});  // peer 2 never votes
+  EXPECT_TRUE(m.tick(Clock::now() + std::chrono::milliseconds(100)).empty());
+  auto out = m.tick(Clock::now() + std::chrono::milliseconds(250));
+  ASSERT_EQ(sentTo<wire::Kick>(out, 2).size(), 1u);
+  EXPECT_NE(sentTo<wire::Kick>(out, 2)[0]->message.find("ecclCommUpdateTopology"), std::string::npos);
+  for (uint64_t p : {1u, 3u, 4u}) EXPECT_EQ(sentTo<wire::Topology>(out, p).size(), 1u) << p;
+  EXPECT_EQ(m.epoch(), e + 1);
+  EXPECT_EQ(m.memberCount(), 3u);
+}
+
+// 1200 members of one group: every Topology, and verdicts that would name
+// most of them or quote a 4 KiB error, still decode at the peers.
+TEST(MembershipSecurity, ThousandsOfMembersGetMessagesThatDecode) {
+  Membership::Options o;
+  o.minOpTimeout = std::chrono::milliseconds(100);
+  o.failureTimeout = std::chrono::milliseconds(60000);
+  Membership m(o);
+  constexpr uint64_t kPeers = 1200;
+  for (uint64_t p = 1; p <= kPeers; ++p) {
+    m.onRegister(p, wire::Register{0, "", 4000, 100}, fmt::format("198.18.{}.{}", p / 250, p % 250));
+  }
+  auto out = m.onMessage(1, wire::Vote{});
+  ASSERT_EQ(m.memberCount(), kPeers);
+  EXPECT_EQ(sentTo<wire::Topology>(out, kPeers).size(), 1u);
+  expectAllDecode(out);
+  const uint64_t e = m.epoch();
+  // Op 0: one member finishes, the deadline names a few of the 1199 others.
+  m.onMessage(1, beginOp(e, 0));
+  m.onMessage(1, wire::OpDone{e, 0, 0, ecclSuccess, ""});
+  out = m.tick(Clock::now() + std::chrono::milliseconds(200));
+  auto v = sentTo<wire::OpVerdict>(out, 7);
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_NE(v[0]->message.find("and 1191 more"), std::string::npos) << v[0]->message;
+  expectAllDecode(out);
+  // Op 1: a member fails it with a 4 KiB message; the verdict quotes it.
+  out = m.onMessage(9, wire::OpDone{e, 0, 1, ecclInternalError, std::string(wire::kMaxStringBytes, 'e')});
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
+  EXPECT_GT(sentTo<wire::OpVerdict>(out, 1)[0]->message.size(), wire::kMaxStringBytes);
+  expectAllDecode(out);
 }
 
 }  // namespace

@@ -25,8 +25,8 @@ TEST(Wire, ControlMessagesRoundTrip) {
   EXPECT_EQ(back.rank, 1u);
   EXPECT_EQ(back.ring, t.ring);
   EXPECT_EQ(back.message, "hi");
-  auto reg = std::get<Register>(roundTrip(Register{"tok", 3, "10.0.0.1", 42, 60000}));
-  EXPECT_EQ(reg.authToken, "tok");
+  auto reg = std::get<Register>(roundTrip(Register{3, "10.0.0.1", 42, 60000}));
+  EXPECT_EQ(reg.dataHost, "10.0.0.1");
   EXPECT_EQ(reg.peerGroup, 3u);
   EXPECT_EQ(reg.dataPort, 42);
   EXPECT_EQ(reg.opTimeoutMs, 60000u);
@@ -49,6 +49,42 @@ TEST(Wire, ControlMessagesRoundTrip) {
   auto lost = std::get<MemberLost>(roundTrip(MemberLost{9, 12}));
   EXPECT_EQ(lost.epoch, 9u);
   EXPECT_EQ(lost.peerId, 12u);
+  AuthChallenge ch;
+  ch.serverNonce[0] = std::byte{7};
+  ch.serverProof[31] = std::byte{9};
+  auto chBack = std::get<AuthChallenge>(roundTrip(ch));
+  EXPECT_EQ(chBack.serverNonce, ch.serverNonce);
+  EXPECT_EQ(chBack.serverProof, ch.serverProof);
+  AuthHello hello;
+  hello.clientNonce[3] = std::byte{1};
+  EXPECT_EQ(std::get<AuthHello>(roundTrip(hello)).clientNonce, hello.clientNonce);
+  AuthProof proof;
+  proof.clientProof[0] = std::byte{0xff};
+  EXPECT_EQ(std::get<AuthProof>(roundTrip(proof)).clientProof, proof.clientProof);
+}
+
+// Whatever the master encodes decodes at the peer: long texts are clipped and
+// marked, and the largest Topology fits the peer's frame limit.
+TEST(Wire, EncodersStayWithinTheDecodersLimits) {
+  const std::string longText(3 * kMaxStringBytes, 'x');
+  auto v = std::get<OpVerdict>(roundTrip(OpVerdict{1, 2, 3, ecclPeerLost, "peer 7: " + longText}));
+  EXPECT_EQ(v.message.size(), kMaxStringBytes);
+  EXPECT_EQ(v.message.substr(0, 8), "peer 7: ");
+  EXPECT_NE(v.message.find("[truncated]"), std::string::npos);
+  EXPECT_EQ(std::get<Kick>(roundTrip(Kick{longText})).message.size(), kMaxStringBytes);
+  EXPECT_EQ(std::get<RegisterReply>(roundTrip(RegisterReply{ecclAuthFailed, 0, longText}))
+                .message.size(),
+            kMaxStringBytes);
+  Topology big{0, 1, 0, 0, {}, longText};
+  for (uint64_t i = 0; i < kMaxRingPeers; ++i) {
+    big.ring.push_back({i + 1, std::string(kMaxHostBytes, 'h'), 65535});
+  }
+  std::vector<std::byte> bytes = encodeControl(big);
+  EXPECT_LE(bytes.size() - kControlHeaderBytes, kMaxControlPayload);
+  EXPECT_EQ(std::get<Topology>(roundTrip(big)).ring.size(), kMaxRingPeers);
+  // A host longer than any DNS name is refused.
+  std::vector<std::byte> reg = encodeControl(Register{0, std::string(kMaxHostBytes + 1, 'h'), 1, 0});
+  EXPECT_FALSE(decodeControl(MsgType::kRegister, std::span(reg).subspan(kControlHeaderBytes)).hasValue());
 }
 
 TEST(Wire, RejectsBadHeaders) {
@@ -63,10 +99,18 @@ TEST(Wire, RejectsBadHeaders) {
   bad = bytes;
   bad[11] = std::byte{0x7f};  // 2 GiB payload
   EXPECT_FALSE(decodeControlHeader(bad).hasValue());
+  // Another version is reported as such, before its type or size is judged.
+  bad = bytes;
+  bad[4] = std::byte{2};
+  bad[6] = std::byte{200};
+  Result<ControlHeader> old = decodeControlHeader(bad);
+  EXPECT_EQ(old.status().code(), ecclVersionMismatch);
+  EXPECT_NE(old.status().message().find("protocol version 2 (this build speaks 3)"),
+            std::string::npos) << old.status().message();
 }
 
 TEST(Wire, RejectsMalformedPayloads) {
-  std::vector<std::byte> reg = encodeControl(Register{"t", 0, "h", 1});
+  std::vector<std::byte> reg = encodeControl(Register{0, "h", 1, 0});
   std::span<const std::byte> payload = std::span(reg).subspan(kControlHeaderBytes);
   // Truncated at every length.
   for (size_t n = 0; n < payload.size(); ++n) {
@@ -121,17 +165,60 @@ TEST(Wire, DataHeaderAndHello) {
   EXPECT_FALSE(decodeDataHeader(buf).hasValue());
 
   std::byte hb[kHelloBytes];
-  encodeHello({5, 6, 1, 4, tokenHash("x")}, hb);
+  LinkHello hello{5, 6, 11, 1, 4, {}};
+  hello.nonce[0] = std::byte{42};
+  encodeHello(hello, hb);
   Result<LinkHello> lh = decodeHello(hb);
   ASSERT_TRUE(lh.hasValue());
   EXPECT_EQ(lh->fromPeer, 5u);
+  EXPECT_EQ(lh->toPeer, 6u);
+  EXPECT_EQ(lh->epoch, 11u);
   EXPECT_EQ(lh->streamCount, 4u);
-  encodeHello({5, 6, 4, 4, 0}, hb);  // index out of range
+  EXPECT_EQ(lh->nonce, hello.nonce);
+  EXPECT_EQ(linkContext(*lh), linkContext(hello));
+  encodeHello({5, 6, 1, 4, 4, {}}, hb);  // index out of range
   EXPECT_FALSE(decodeHello(hb).hasValue());
-  encodeHello({5, 6, 0, 1000, 0}, hb);
+  encodeHello({5, 6, 1, 0, 1000, {}}, hb);
   EXPECT_FALSE(decodeHello(hb).hasValue());
-  EXPECT_EQ(tokenHash(""), 0u);
-  EXPECT_NE(tokenHash("a"), tokenHash("b"));
+  encodeHello({5, 5, 1, 0, 1, {}}, hb);  // to itself
+  EXPECT_FALSE(decodeHello(hb).hasValue());
+  encodeHello(hello, hb);
+  hb[4] = std::byte{1};  // a version-1 peer
+  EXPECT_EQ(decodeHello(hb).status().code(), ecclVersionMismatch);
+  EXPECT_EQ(checkHandshakePrefix(std::span(hb).first(kHandshakePrefixBytes), kHelloMagic, "hello")
+                .code(),
+            ecclVersionMismatch);
+  // Every field but the nonce changes the context the proofs are bound to.
+  for (int field = 0; field < 5; ++field) {
+    LinkHello other = hello;
+    switch (field) {
+      case 0: other.fromPeer++; break;
+      case 1: other.toPeer++; break;
+      case 2: other.epoch++; break;
+      case 3: other.streamIndex++; break;
+      case 4: other.streamCount++; break;
+    }
+    EXPECT_NE(linkContext(other), linkContext(hello)) << field;
+  }
+
+  LinkChallenge c;
+  c.nonce[1] = std::byte{3};
+  c.proof[2] = std::byte{4};
+  std::byte cb[kChallengeBytes];
+  encodeChallenge(c, cb);
+  Result<LinkChallenge> cback = decodeChallenge(cb);
+  ASSERT_TRUE(cback.hasValue());
+  EXPECT_EQ(cback->nonce, c.nonce);
+  EXPECT_EQ(cback->proof, c.proof);
+  EXPECT_FALSE(decodeHello(std::span(cb).first(kHelloBytes)).hasValue());  // wrong magic
+  LinkProof pr;
+  pr.proof[5] = std::byte{6};
+  std::byte pb[kProofBytes];
+  encodeProof(pr, pb);
+  Result<LinkProof> pback = decodeProof(pb);
+  ASSERT_TRUE(pback.hasValue());
+  EXPECT_EQ(pback->proof, pr.proof);
+  EXPECT_FALSE(decodeProof(std::span(pb).first(kProofBytes - 1)).hasValue());
 }
 
 }  // namespace
