@@ -9,8 +9,20 @@
  *  - A failed call leaves a message for ecclGetLastError(comm) (per
  *    communicator) and for ecclGetLastError(NULL) (per calling thread).
  *  - Thread safety: functions taking a communicator may be called from any
- *    thread; collectives of one tag must be issued in the same order on every
- *    member (as in NCCL/MPI). Different tags run concurrently.
+ *    thread, concurrently: collectives (of different tags, or queued on one
+ *    tag), ecclWait/ecclTest on different requests, the getters,
+ *    ecclCommArePeersPending and ecclGetLastError. Collectives of one tag
+ *    must be issued in the same order on every member (as in NCCL/MPI);
+ *    different tags run concurrently. The lifecycle calls ecclCommConnect,
+ *    ecclCommUpdateTopology and ecclCommDestroy must not overlap one another
+ *    on one communicator: a call that finds another of them running returns
+ *    ecclInvalidUsage instead of racing (destroying a communicator while any
+ *    other call on it is running, or twice, is undefined). Masters are
+ *    independent of communicators; ecclMasterDestroy must not overlap other
+ *    calls on the same master.
+ *  - Out of memory: a call or a collective that cannot allocate fails with
+ *    ecclSystemError (the collective on every member, input restored); no
+ *    background thread ever terminates the process.
  *  - No call blocks forever: connects, topology updates and collectives are
  *    bounded by the timeouts in the config.
  *  - Faults: a peer killed, stopped or cut off makes every surviving member's
@@ -184,14 +196,18 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
  * ring neighbours cannot be opened (a neighbour died meanwhile: retry). A
  * failed call leaves the master again. After a call returned ecclKicked or
  * ecclMasterUnreachable (and with no collective in flight) it starts over as
- * a newcomer. */
+ * a newcomer. ecclInvalidUsage while ecclCommUpdateTopology or another
+ * ecclCommConnect runs on this communicator. */
 ECCL_API ecclResult_t ecclCommConnect(ecclComm_t comm);
 
 /* Collective over all members of all peer groups: admits pending peers,
  * drops dead ones, starts a new epoch with a new ring when the membership
  * changed, and returns once this peer's data links for that epoch are up
  * (ecclPeerLost if a neighbour died meanwhile: call it again). No collective
- * of this communicator may be in flight (ecclInvalidUsage). */
+ * of this communicator may be in flight, and no ecclCommConnect or other
+ * ecclCommUpdateTopology may be running on it (ecclInvalidUsage). A member
+ * that has not called it voteTimeoutMs (master config) after the first
+ * member did is removed (its calls return ecclKicked). */
 ECCL_API ecclResult_t ecclCommUpdateTopology(ecclComm_t comm);
 
 /* Whether a newcomer is waiting to be admitted (one master round-trip). */
@@ -203,7 +219,9 @@ ECCL_API ecclResult_t ecclCommGetEpoch(ecclComm_t comm, uint64_t* epoch);
 ECCL_API ecclResult_t ecclCommGetPeerGroup(ecclComm_t comm, uint32_t* peerGroup);
 
 /* Leaves the group and frees the communicator; waits for in-flight requests
- * up to opTimeoutMs. NULL is a no-op. Requests must not be used afterwards. */
+ * up to opTimeoutMs. NULL is a no-op. Requests must not be used afterwards.
+ * ecclInvalidUsage (and nothing freed) while ecclCommConnect or
+ * ecclCommUpdateTopology runs on it in another thread. */
 ECCL_API ecclResult_t ecclCommDestroy(ecclComm_t comm);
 
 /* ---- Collectives ------------------------------------------------------- */

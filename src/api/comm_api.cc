@@ -138,6 +138,11 @@ ECCL_API ecclResult_t ecclCommGetPeerGroup(ecclComm_t comm, uint32_t* peerGroup)
 
 ECCL_API ecclResult_t ecclCommDestroy(ecclComm_t comm) {
   return guard(nullptr, "ecclCommDestroy", [&]() -> Status {
+    if (comm != nullptr && comm->impl->lifecycleBusy()) {
+      return error(ecclInvalidUsage, "ecclCommDestroy while ecclCommConnect or "
+                                     "ecclCommUpdateTopology runs in another thread; destroy "
+                                     "once it returned");
+    }
     delete comm;
     return Status::ok();
   });

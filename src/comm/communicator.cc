@@ -54,7 +54,27 @@ Communicator::~Communicator() {
   transport_.reset();
 }
 
+class Communicator::LifecycleCall {
+ public:
+  explicit LifecycleCall(std::atomic<bool>& flag) : flag_(flag), owner_(!flag.exchange(true)) {}
+  ~LifecycleCall() {
+    if (owner_) flag_.store(false, std::memory_order_release);
+  }
+  Status check(const char* call) const {
+    if (owner_) return Status::ok();
+    return error(ecclInvalidUsage, fmt::format("{} while ecclCommConnect or ecclCommUpdateTopology "
+                                               "runs on this communicator in another thread; "
+                                               "they must not overlap", call));
+  }
+
+ private:
+  std::atomic<bool>& flag_;
+  const bool owner_;
+};
+
 Status Communicator::connect() {
+  const LifecycleCall call(lifecycle_);
+  ECCL_RETURN_IF_ERROR(call.check("ecclCommConnect"));
   {
     std::lock_guard<std::mutex> ops(opsMu_);
     if (masterLost_.isOk()) {
@@ -234,6 +254,8 @@ Status Communicator::openLinks(const wire::Topology& t) {
 }
 
 Status Communicator::updateTopology() {
+  const LifecycleCall call(lifecycle_);
+  ECCL_RETURN_IF_ERROR(call.check("ecclCommUpdateTopology"));
   ECCL_RETURN_IF_ERROR(requireConnected());
   {
     std::lock_guard<std::mutex> lock(opsMu_);
@@ -442,12 +464,20 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   const size_t bytes = a.count * dtypeSize(a.dtype);
   const bool overwritesInput = a.kind == wire::OpKind::kAllReduce ? a.sendbuf == a.recvbuf
                                                                   : ctx.rank != a.root;
+  Status local;
   if (overwritesInput && bytes > 0) {
-    if (backup.size() < bytes) backup.resize(bytes);
-    std::memcpy(backup.data(), a.recvbuf, bytes);
+    try {
+      if (backup.size() < bytes) backup.resize(bytes);
+      std::memcpy(backup.data(), a.recvbuf, bytes);
+    } catch (const std::bad_alloc&) {
+      // Fail this op on every member (through the master), not the process.
+      local = error(ecclSystemError, fmt::format("out of memory for the {}-byte copy of the input "
+                                                 "that restores it on failure", bytes));
+    }
   }
+  const bool ringRuns = local.isOk();  // the input is untouched otherwise
   auto restoreInput = [&] {
-    if (bytes == 0) return;
+    if (bytes == 0 || !ringRuns) return;
     if (overwritesInput) {
       std::memcpy(a.recvbuf, backup.data(), bytes);
     } else {
@@ -478,9 +508,11 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   };
   ctx.cancel = &req.cancel;
   ctx.segmentBytes = env::segmentBytes();
-  Status local = a.kind == wire::OpKind::kAllReduce
-                     ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
-                     : collectives::ringBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
+  if (ringRuns) {
+    local = a.kind == wire::OpKind::kAllReduce
+                ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
+                : collectives::ringBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
+  }
   info.bytesSent = ctx.bytesSent;
   info.bytesReceived = ctx.bytesReceived;
 

@@ -50,8 +50,12 @@ class Communicator {
   explicit Communicator(CommOptions options);
   ~Communicator();  // leaves the group; bounded
 
+  // connect and updateTopology must not overlap each other (or destroy):
+  // a second concurrent call returns ecclInvalidUsage instead of racing.
   Status connect();
   Status updateTopology();
+  // Whether connect or updateTopology is running (destroy must wait for it).
+  bool lifecycleBusy() const { return lifecycle_.load(std::memory_order_acquire); }
   Result<bool> arePeersPending();
 
   int worldSize() const;
@@ -96,6 +100,10 @@ class Communicator {
   void onVerdict(const wire::OpVerdict& v);
   void onMasterLost(const Status& st);
   void onMemberLost(const wire::MemberLost& m);
+
+  // Held by connect/updateTopology while they run.
+  class LifecycleCall;
+  std::atomic<bool> lifecycle_{false};
 
   CommOptions options_;
   std::unique_ptr<transport::Transport> transport_;

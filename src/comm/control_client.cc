@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/guarded.h"
 #include "common/log.h"
 #include "security/auth.h"
 
@@ -131,7 +132,7 @@ Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string&
   const log::Context ctx = log::threadContext();
   c->thread_ = std::thread([raw, ctx] {
     log::threadContext() = ctx;
-    raw->io_.run();
+    runGuarded(log::Subsys::kComm, "control io loop", [raw] { raw->io_.run(); });
   });
   return c;
 }

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "master/membership.h"
 #include "common/env.h"
+#include "common/guarded.h"
 #include "security/auth.h"
 #include "wire/channel.h"
 
@@ -274,7 +275,9 @@ Result<std::unique_ptr<Master>> Master::start(const MasterOptions& options) {
   impl->acceptNext();
   impl->scheduleTick();
   Impl* raw = impl.get();
-  impl->thread = std::thread([raw] { raw->io.run(); });
+  impl->thread = std::thread([raw] {
+    runGuarded(log::Subsys::kMaster, "master io loop", [raw] { raw->io.run(); });
+  });
   ECCL_LOG(kInfo, kMaster, "master listening on {}:{} ({})", options.listenAddress, impl->port,
            options.authToken.empty() ? "open: no auth token" : "authenticated");
   return std::unique_ptr<Master>(new Master(std::move(impl)));

@@ -267,3 +267,42 @@ TEST(Errors, EveryResultHasARemedyText) {
 
 }  // namespace
 }  // namespace eccl::test
+
+namespace eccl::test {
+namespace {
+
+// Connect, update and destroy must not overlap on one communicator: a call
+// that finds another running says so instead of racing.
+TEST(Errors, LifecycleCallsDoNotOverlap) {
+  LocalMaster master;
+  ecclComm_t member = connectPeer(master.address());
+  ASSERT_NE(member, nullptr);
+  ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
+  const std::string address = master.address();
+  cfg.masterAddress = address.c_str();
+  cfg.opTimeoutMs = kTestOpTimeoutMs;
+  ecclComm_t newcomer = nullptr;
+  ASSERT_EQ(ecclCommCreate(&cfg, &newcomer), ecclSuccess);
+  // The newcomer's connect blocks while it is pending.
+  std::thread joining([&] { EXPECT_EQ(ecclCommConnect(newcomer), ecclSuccess) << ecclGetLastError(newcomer); });
+  int pending = 0;
+  for (int i = 0; i < 500 && pending == 0; ++i) {
+    ASSERT_EQ(ecclCommArePeersPending(member, &pending), ecclSuccess);
+    if (pending == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(pending, 1);
+  EXPECT_EQ(ecclCommConnect(newcomer), ecclInvalidUsage);
+  EXPECT_TRUE(mentions(ecclGetLastError(newcomer), "must not overlap"));
+  EXPECT_EQ(ecclCommUpdateTopology(newcomer), ecclInvalidUsage);
+  EXPECT_EQ(ecclCommDestroy(newcomer), ecclInvalidUsage);
+  EXPECT_EQ(ecclCommUpdateTopology(member), ecclSuccess);  // admits it
+  joining.join();
+  int world = 0;
+  EXPECT_EQ(ecclCommGetWorldSize(newcomer, &world), ecclSuccess);
+  EXPECT_EQ(world, 2);
+  EXPECT_EQ(ecclCommDestroy(newcomer), ecclSuccess);
+  EXPECT_EQ(ecclCommDestroy(member), ecclSuccess);
+}
+
+}  // namespace
+}  // namespace eccl::test

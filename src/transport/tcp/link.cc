@@ -18,7 +18,13 @@ TcpLink::TcpLink(uint64_t remotePeer, std::vector<Socket> streams) : remotePeer_
     Stream* raw = st.get();
     st->reader = std::thread([this, raw, ctx] {
       log::threadContext() = ctx;
-      readLoop(*raw);
+      try {
+        readLoop(*raw);
+      } catch (const std::exception& e) {  // e.g. no memory for a frame: fail the link, not the process
+        ECCL_LOG(kError, kTransport, "link from peer {} failed: {}", remotePeer_, e.what());
+        mailbox_.fail(error(ecclSystemError, fmt::format("link with peer {} failed: {}",
+                                                         remotePeer_, e.what())));
+      }
     });
   }
 }

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/guarded.h"
 #include "common/log.h"
 #include "security/auth.h"
 #include "transport/tcp/link.h"
@@ -102,7 +103,7 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOption
   TcpTransport* raw = t.get();
   t->acceptor_ = std::thread([raw, ctx] {
     log::threadContext() = ctx;
-    raw->acceptLoop();
+    runGuarded(log::Subsys::kTransport, "data acceptor", [raw] { raw->acceptLoop(); });
   });
   return t;
 }
