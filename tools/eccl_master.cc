@@ -34,6 +34,12 @@ int main(int argc, char** argv) {
                "serve a non-loopback address without a token (anyone who reaches it may join)");
   app.add_flag("--trust-advertised-addresses", trustAdvertised,
                "accept peers' advertised data addresses that differ from what the master sees (NAT)");
+  std::string tls, tlsCert, tlsKey, tlsCa;
+  app.add_option("--tls", tls, "TLS 1.3 on every connection: off, psk (key from the token) or "
+                               "cert (default: ECCL_TLS, else off)");
+  app.add_option("--tls-cert", tlsCert, "PEM certificate chain for --tls cert (default: ECCL_TLS_CERT)");
+  app.add_option("--tls-key", tlsKey, "PEM private key for --tls cert (default: ECCL_TLS_KEY)");
+  app.add_option("--tls-ca", tlsCa, "PEM CA bundle peers' certificates must chain to (default: ECCL_TLS_CA)");
   app.add_option("--vote-timeout-ms", voteTimeoutMs,
                  "members that have not joined an update this long after the first are removed")
       ->capture_default_str();
@@ -76,6 +82,11 @@ int main(int argc, char** argv) {
   cfg.voteTimeoutMs = voteTimeoutMs;
   cfg.allowUnauthenticated = insecure ? 1 : 0;
   cfg.trustAdvertisedAddresses = trustAdvertised ? 1 : 0;
+  auto orEnv = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+  cfg.tls = orEnv(tls);
+  cfg.tlsCertFile = orEnv(tlsCert);
+  cfg.tlsKeyFile = orEnv(tlsKey);
+  cfg.tlsCaFile = orEnv(tlsCa);
   ecclMaster_t master = nullptr;
   if (ecclResult_t r = ecclMasterCreate(&cfg, &master); r != ecclSuccess) {
     std::fprintf(stderr, "eccl-master: %s\n", ecclGetLastError(nullptr));
@@ -85,9 +96,10 @@ int main(int argc, char** argv) {
   ecclMasterGetPort(master, &bound);
   std::printf("eccl-master listening on %s:%u\n", host.c_str(), bound);
   const bool authenticated = !token.empty() || !eccl::env::authToken().empty();
-  std::printf("eccl-master mode: %s; TLS off\n",
+  std::printf("eccl-master mode: %s; TLS %s\n",
               authenticated ? "authenticated (HMAC-SHA256 challenge-response on the shared token)"
-                            : "OPEN (no auth token: anyone who reaches it may join)");
+                            : "OPEN (no auth token: anyone who reaches it may join)",
+              tls.empty() ? eccl::env::tlsMode().c_str() : tls.c_str());
   std::fflush(stdout);
   std::signal(SIGINT, onSignal);
   std::signal(SIGTERM, onSignal);

@@ -140,10 +140,17 @@ typedef struct {
                                    the address the master sees it at (NAT); 0: refuse it
                                    (ecclInvalidArgument), so no member can point its
                                    neighbours' data links elsewhere */
+  const char* tls;           /* TLS 1.3 on every connection: "off", "psk" (key derived from
+                                the auth token) or "cert" (mutual, files below); NULL =
+                                ECCL_TLS (default off). Peers must use the same mode */
+  const char* tlsCertFile;   /* PEM certificate chain for "cert"; NULL = ECCL_TLS_CERT */
+  const char* tlsKeyFile;    /* PEM private key for "cert"; NULL = ECCL_TLS_KEY */
+  const char* tlsCaFile;     /* PEM CA bundle peers' certificates must chain to; NULL =
+                                ECCL_TLS_CA */
 } ecclMasterConfig_t;
 
 #define ECCL_MASTER_CONFIG_INIT \
-  { sizeof(ecclMasterConfig_t), NULL, 0, NULL, 500, 2000, 30000, 0, 0 }
+  { sizeof(ecclMasterConfig_t), NULL, 0, NULL, 500, 2000, 30000, 0, 0, NULL, NULL, NULL, NULL }
 
 /* Starts a master in this process, serving on a background thread. Fails with
  * ecclInvalidUsage when asked to listen on a non-loopback address without a
@@ -181,10 +188,17 @@ typedef struct {
   uint32_t failureTimeoutMs; /* no bytes from a neighbour for half of this: reported to
                                 the master; no word from the master for this long:
                                 ecclMasterUnreachable. Use the master's value. */
+  /* Fields below were added in 0.2. */
+  const char* tls;           /* "off", "psk" or "cert": must match the master's and the other
+                                peers' (control and data connections); NULL = ECCL_TLS */
+  const char* tlsCertFile;   /* for "cert"; NULL = ECCL_TLS_CERT */
+  const char* tlsKeyFile;    /* for "cert"; NULL = ECCL_TLS_KEY */
+  const char* tlsCaFile;     /* for "cert"; NULL = ECCL_TLS_CA */
 } ecclCommConfig_t;
 
 #define ECCL_COMM_CONFIG_INIT \
-  { sizeof(ecclCommConfig_t), NULL, 0, NULL, 0, NULL, 10000, 60000, NULL, NULL, 500, 2000 }
+  { sizeof(ecclCommConfig_t), NULL, 0, NULL, 0, NULL, 10000, 60000, NULL, NULL, 500, 2000, \
+    NULL, NULL, NULL, NULL }
 
 /* Creates a communicator; nothing is contacted yet. */
 ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t* comm);

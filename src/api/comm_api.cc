@@ -2,6 +2,7 @@
 
 #include "api/shim.h"
 #include "common/env.h"
+#include "security/tls.h"
 
 using eccl::Result;
 using eccl::Status;
@@ -27,7 +28,7 @@ extern "C" {
 
 ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t* comm) {
   return guard(nullptr, "ecclCommCreate", [&]() -> Status {
-    ECCL_RETURN_IF_ERROR(eccl::api::checkStruct(config, sizeof(ecclCommConfig_t),
+    ECCL_RETURN_IF_ERROR(eccl::api::checkStruct(config, offsetof(ecclCommConfig_t, tls),
                                                 "ecclCommConfig_t", "ECCL_COMM_CONFIG_INIT"));
     ECCL_RETURN_IF_ERROR(requireOut(comm, "comm"));
     if (config->masterAddress == nullptr || *config->masterAddress == '\0') {
@@ -64,6 +65,17 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
     if (config->bindAddress != nullptr) o.bindAddress = config->bindAddress;
     o.heartbeatInterval = std::chrono::milliseconds(config->heartbeatIntervalMs);
     o.failureTimeout = std::chrono::milliseconds(config->failureTimeoutMs);
+    const bool hasTls = ECCL_HAS_FIELD(config, tlsCaFile);
+    auto tls = eccl::security::tlsOptionsFrom(hasTls ? config->tls : nullptr,
+                                              hasTls ? config->tlsCertFile : nullptr,
+                                              hasTls ? config->tlsKeyFile : nullptr,
+                                              hasTls ? config->tlsCaFile : nullptr);
+    if (!tls) return tls.status();
+    if (tls->mode == eccl::security::TlsMode::kPsk && o.authToken.empty()) {
+      return error(ecclInvalidArgument, "tls \"psk\" derives its key from the auth token; set "
+                                        "authToken (or ECCL_AUTH_TOKEN)");
+    }
+    o.tls = *tls;
     if (o.transport != "tcp") {
       // Fail here rather than at connect: the backend is not in this build.
       Result<std::unique_ptr<eccl::transport::Transport>> t =

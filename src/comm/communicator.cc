@@ -124,7 +124,8 @@ void Communicator::dropSession() {
 
 Status Communicator::registerAndJoin() {
   Result<std::unique_ptr<ControlClient>> c = ControlClient::connect(
-      options_.masterAddress, after(options_.connectTimeout), options_.bindAddress,
+      options_.masterAddress, after(options_.connectTimeout), options_.bindAddress, options_.tls,
+      options_.authToken,
       options_.heartbeatInterval,
       options_.failureTimeout, [this](const wire::OpVerdict& v) { onVerdict(v); },
       [this](const Status& st) { onMasterLost(st); },
@@ -139,6 +140,7 @@ Status Communicator::registerAndJoin() {
   topts.bindAddress = options_.bindAddress.empty() ? control_->localAddress() : options_.bindAddress;
   topts.streams = options_.streams;
   topts.authToken = options_.authToken;
+  topts.tls = options_.tls;
   Result<std::unique_ptr<transport::Transport>> t = transport::createTransport(options_.transport, topts);
   if (!t) return t.status();
   transport_ = std::move(*t);

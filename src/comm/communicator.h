@@ -43,6 +43,7 @@ struct CommOptions {
   std::string bindAddress;
   std::chrono::milliseconds heartbeatInterval{500};
   std::chrono::milliseconds failureTimeout{2000};
+  security::TlsOptions tls;
 };
 
 class Communicator {

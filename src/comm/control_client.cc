@@ -7,6 +7,7 @@
 #include "common/guarded.h"
 #include "common/log.h"
 #include "security/auth.h"
+#include "security/tls.h"
 
 namespace eccl::comm {
 namespace {
@@ -46,6 +47,8 @@ Result<HostPort> parseHostPort(const std::string& text) {
 Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string& masterAddress,
                                                               transport::Deadline deadline,
                                                               const std::string& localAddress,
+                                                              const security::TlsOptions& tls,
+                                                              const std::string& token,
                                                               std::chrono::milliseconds heartbeat,
                                                               std::chrono::milliseconds failureTimeout,
                                                               OnVerdict onVerdict, OnLost onLost,
@@ -121,7 +124,11 @@ Result<std::unique_ptr<ControlClient>> ControlClient::connect(const std::string&
   c->io_.restart();
   asio::error_code ec;
   c->local_ = socket.local_endpoint(ec).address().to_string();
-  c->channel_ = std::make_shared<wire::Channel>(std::move(socket));
+  if (tls.mode != security::TlsMode::kOff) {
+    c->tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    ECCL_RETURN_IF_ERROR(security::configureTls(c->tls_->native_handle(), tls, token, false));
+  }
+  c->channel_ = std::make_shared<wire::Channel>(std::move(socket), c->tls_.get(), false);
   ControlClient* raw = c.get();
   c->channel_->start(
       [raw](uint16_t, Result<wire::ControlMessage>&& msg) { raw->onMessage(std::move(msg)); },
@@ -249,6 +256,7 @@ void ControlClient::onClose(const Status& st) {
   if (closeTimer_) closeTimer_->cancel();
   Status lost = !failure_.isOk() && failure_.code() != ecclInvalidArgument
                     ? failure_
+                    : st.code() == ecclAuthFailed ? st  // the TLS handshake failed
                     : error(ecclMasterUnreachable,
                             fmt::format("connection to the master closed{}{}",
                                         st.message().empty() ? "" : ": ", st.message()));

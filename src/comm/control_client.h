@@ -11,6 +11,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 
 #include <condition_variable>
 #include <deque>
@@ -39,10 +40,13 @@ class ControlClient {
   using OnLost = std::function<void(const Status&)>;
   using OnMemberLost = std::function<void(const wire::MemberLost&)>;
 
-  // localAddress: bound before connecting when non-empty.
+  // localAddress: bound before connecting when non-empty. With TLS the
+  // channel's handshake (keyed by `token` in psk mode) precedes everything.
   static Result<std::unique_ptr<ControlClient>> connect(const std::string& masterAddress,
                                                         transport::Deadline deadline,
                                                         const std::string& localAddress,
+                                                        const security::TlsOptions& tls,
+                                                        const std::string& token,
                                                         std::chrono::milliseconds heartbeat,
                                                         std::chrono::milliseconds failureTimeout,
                                                         OnVerdict onVerdict, OnLost onLost,
@@ -70,6 +74,7 @@ class ControlClient {
   void scheduleHeartbeat();
 
   asio::io_context io_;
+  std::unique_ptr<asio::ssl::context> tls_;  // outlives channel_
   std::unique_ptr<asio::steady_timer> heartbeatTimer_;
   std::unique_ptr<asio::steady_timer> closeTimer_;
   bool closed_ = false;  // io thread only

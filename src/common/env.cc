@@ -16,6 +16,10 @@ constexpr Knob kKnobs[] = {
     {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864)"},
     {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
     {"ECCL_STREAMS", "4", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64)"},
+    {"ECCL_TLS", "off", "TLS 1.3 on control and data connections when the config's tls is NULL: off, psk (key from the auth token) or cert"},
+    {"ECCL_TLS_CA", "", "CA bundle (PEM) the other side's certificate must chain to, for tls=cert"},
+    {"ECCL_TLS_CERT", "", "this process's certificate chain (PEM), for tls=cert"},
+    {"ECCL_TLS_KEY", "", "this process's private key (PEM), for tls=cert"},
 };
 
 const Knob& find(std::string_view name) {
@@ -59,6 +63,11 @@ uint32_t masterRegisterTimeoutMs() {
   return static_cast<uint32_t>(readUint("ECCL_MASTER_REGISTER_TIMEOUT_MS", 100, 600000));
 }
 std::string authToken() { return read("ECCL_AUTH_TOKEN"); }
+
+std::string tlsMode() { return read("ECCL_TLS"); }
+std::string tlsCertFile() { return read("ECCL_TLS_CERT"); }
+std::string tlsKeyFile() { return read("ECCL_TLS_KEY"); }
+std::string tlsCaFile() { return read("ECCL_TLS_CA"); }
 
 const Knob* knobs(size_t* count) {
   *count = sizeof(kKnobs) / sizeof(kKnobs[0]);

@@ -31,6 +31,11 @@ uint32_t masterMaxConnectionsPerSource();
 uint32_t masterRegisterTimeoutMs();
 // ECCL_AUTH_TOKEN: the shared token when a config leaves authToken unset.
 std::string authToken();
+// ECCL_TLS, ECCL_TLS_CERT, ECCL_TLS_KEY, ECCL_TLS_CA: TLS when a config leaves them NULL.
+std::string tlsMode();
+std::string tlsCertFile();
+std::string tlsKeyFile();
+std::string tlsCaFile();
 
 // The whole table, for docs and `eccl-master --help-env`.
 const Knob* knobs(size_t* count);

@@ -1,6 +1,7 @@
 #include "master/master.h"
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -103,7 +104,7 @@ struct Master::Impl {
     const uint64_t id = nextId++;
     Conn& c = conns[id];
     c.source = source;
-    c.channel = std::make_shared<wire::Channel>(std::move(socket));
+    c.channel = std::make_shared<wire::Channel>(std::move(socket), tls.get(), /*server=*/true);
     c.channel->setMaxPayload(wire::kMaxPreAuthPayload);
     c.registerTimer = std::make_unique<asio::steady_timer>(io, registerTimeout);
     c.registerTimer->async_wait([this, id](const asio::error_code& ec) {
@@ -223,6 +224,7 @@ struct Master::Impl {
 
   MasterOptions options;
   asio::io_context io;
+  std::unique_ptr<asio::ssl::context> tls;  // null without TLS; outlives the channels
   asio::ip::tcp::acceptor acceptor;
   asio::steady_timer ticker;
   asio::steady_timer acceptPause;
@@ -257,6 +259,11 @@ Result<std::unique_ptr<Master>> Master::start(const MasterOptions& options) {
                              "(allowUnauthenticated, eccl-master --insecure-no-auth)",
                              options.listenAddress));
   }
+  if (options.tls.mode != security::TlsMode::kOff) {
+    impl->tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    ECCL_RETURN_IF_ERROR(
+        security::configureTls(impl->tls->native_handle(), options.tls, options.authToken, true));
+  }
   impl->maxConnections = options.maxConnections ? options.maxConnections : env::masterMaxConnections();
   impl->maxPerSource = options.maxConnectionsPerSource ? options.maxConnectionsPerSource
                                                        : env::masterMaxConnectionsPerSource();
@@ -278,8 +285,9 @@ Result<std::unique_ptr<Master>> Master::start(const MasterOptions& options) {
   impl->thread = std::thread([raw] {
     runGuarded(log::Subsys::kMaster, "master io loop", [raw] { raw->io.run(); });
   });
-  ECCL_LOG(kInfo, kMaster, "master listening on {}:{} ({})", options.listenAddress, impl->port,
-           options.authToken.empty() ? "open: no auth token" : "authenticated");
+  ECCL_LOG(kInfo, kMaster, "master listening on {}:{} ({}, TLS {})", options.listenAddress,
+           impl->port, options.authToken.empty() ? "open: no auth token" : "authenticated",
+           security::tlsModeName(options.tls.mode));
   return std::unique_ptr<Master>(new Master(std::move(impl)));
 }
 
@@ -305,8 +313,11 @@ Master::~Master() {
 uint16_t Master::port() const { return impl_->port; }
 
 std::string Master::mode() const {
-  return impl_->options.authToken.empty() ? "open (no auth token: anyone who reaches it may join)"
-                                          : "authenticated (HMAC-SHA256 challenge-response)";
+  return fmt::format("{}; TLS {}",
+                     impl_->options.authToken.empty()
+                         ? "OPEN (no auth token: anyone who reaches it may join)"
+                         : "authenticated (HMAC-SHA256 challenge-response on the shared token)",
+                     security::tlsModeName(impl_->options.tls.mode));
 }
 
 }  // namespace eccl::master

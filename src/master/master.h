@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "security/tls.h"
 
 namespace eccl::master {
 
@@ -33,6 +34,7 @@ struct MasterOptions {
   uint32_t maxConnections = 0;
   uint32_t maxConnectionsPerSource = 0;
   uint32_t registerTimeoutMs = 0;
+  security::TlsOptions tls;
 };
 
 class Master {

@@ -32,6 +32,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "security/tls.h"
 #include "transport/buffer_pool.h"
 #include "wire/data.h"
 
@@ -92,6 +93,7 @@ struct TransportOptions {
   std::string bindAddress;  // empty = any (IPv4 and IPv6 where the OS allows)
   uint32_t streams = 4;
   std::string authToken;
+  security::TlsOptions tls;  // TLS 1.3 on every stream after the handshake
 };
 
 class Transport {

@@ -4,28 +4,55 @@
 
 namespace eccl::wire {
 
-Channel::Channel(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {
+Channel::Channel(asio::ip::tcp::socket socket, asio::ssl::context* tls, bool server)
+    : plain_(socket.get_executor()), server_(server) {
   asio::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
+  auto ep = socket.remote_endpoint(ec);
   remote_ = ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (tls != nullptr) {
+    tls_ = std::make_unique<TlsStream>(std::move(socket), *tls);
+  } else {
+    plain_ = std::move(socket);
+  }
 }
 
 Channel::~Channel() = default;
 
 asio::ip::tcp::endpoint Channel::localEndpoint() const {
   asio::error_code ec;
-  return socket_.local_endpoint(ec);
+  return (tls_ ? tls_->next_layer() : plain_).local_endpoint(ec);
 }
 
 void Channel::start(OnMessage onMessage, OnClose onClose) {
   onMessage_ = std::move(onMessage);
   onClose_ = std::move(onClose);
-  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->readHeader(); });
+  asio::post(socket().get_executor(), [self = shared_from_this()] {
+    if (!self->tls_) {
+      self->ready_ = true;
+      self->readHeader();
+      return;
+    }
+    self->tls_->async_handshake(
+        self->server_ ? asio::ssl::stream_base::server : asio::ssl::stream_base::client,
+        [self](const asio::error_code& ec) {
+          if (ec) {
+            self->fail(error(ecclAuthFailed,
+                             fmt::format("TLS handshake with {} failed: {} (do both sides use the "
+                                         "same TLS mode and key material?)", self->remote_,
+                                         ec.message())));
+            return;
+          }
+          self->ready_ = true;
+          if (!self->queue_.empty() && self->writing_.empty()) self->writeQueued();
+          self->readHeader();
+        });
+  });
 }
 
 void Channel::readHeader() {
-  asio::async_read(socket_, asio::buffer(header_),
+  withStream([&](auto& stream) {
+  asio::async_read(stream, asio::buffer(header_),
                    [self = shared_from_this()](const asio::error_code& ec, size_t) {
                      if (ec) {
                        self->fail(error(ecclSystemError, ec.message()));
@@ -48,11 +75,13 @@ void Channel::readHeader() {
                      }
                      self->readPayload(*h);
                    });
+  });
 }
 
 void Channel::readPayload(ControlHeader header) {
   payload_.resize(header.payloadBytes);
-  asio::async_read(socket_, asio::buffer(payload_),
+  withStream([&](auto& stream) {
+  asio::async_read(stream, asio::buffer(payload_),
                    [self = shared_from_this(), header](const asio::error_code& ec, size_t) {
                      if (ec) {
                        self->fail(error(ecclSystemError, ec.message()));
@@ -68,11 +97,12 @@ void Channel::readPayload(ControlHeader header) {
                      }
                      if (!self->closed_) self->readHeader();
                    });
+  });
 }
 
 void Channel::send(const ControlMessage& msg) {
   std::vector<std::byte> bytes = encodeControl(msg);
-  asio::post(socket_.get_executor(), [self = shared_from_this(), b = std::move(bytes)]() mutable {
+  asio::post(socket().get_executor(), [self = shared_from_this(), b = std::move(bytes)]() mutable {
     if (self->closed_) return;
     self->queuedBytes_ += b.size();
     if (self->queuedBytes_ > kMaxQueuedBytes) {
@@ -82,7 +112,7 @@ void Channel::send(const ControlMessage& msg) {
       return;
     }
     self->queue_.push_back(std::move(b));
-    if (self->writing_.empty()) self->writeQueued();
+    if (self->writing_.empty() && self->ready_) self->writeQueued();
   });
 }
 
@@ -92,7 +122,8 @@ void Channel::writeQueued() {
   std::vector<asio::const_buffer> bufs;
   bufs.reserve(writing_.size());
   for (const auto& b : writing_) bufs.emplace_back(asio::buffer(b));
-  asio::async_write(socket_, bufs, [self = shared_from_this()](const asio::error_code& ec, size_t n) {
+  withStream([&](auto& stream) {
+  asio::async_write(stream, bufs, [self = shared_from_this()](const asio::error_code& ec, size_t n) {
     self->queuedBytes_ -= n;
     self->writing_.clear();
     if (ec) {
@@ -105,17 +136,18 @@ void Channel::writeQueued() {
       self->fail(error(ecclSuccess, "closed locally"));
     }
   });
+  });
 }
 
 void Channel::close() {
-  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+  asio::post(socket().get_executor(), [self = shared_from_this()] {
     self->closing_ = true;
     if (self->writing_.empty()) self->fail(error(ecclSuccess, "closed locally"));
   });
 }
 
 void Channel::abort() {
-  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+  asio::post(socket().get_executor(), [self = shared_from_this()] {
     self->fail(error(ecclSuccess, "aborted locally"));
   });
 }
@@ -124,8 +156,8 @@ void Channel::fail(const Status& st) {
   if (closed_) return;
   closed_ = true;
   asio::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket().close(ec);
   if (onClose_) {
     OnClose cb = std::move(onClose_);
     onClose_ = nullptr;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 
 #include <atomic>
 #include <deque>
@@ -32,7 +33,11 @@ class Channel : public std::enable_shared_from_this<Channel> {
   using OnMessage = std::function<void(uint16_t version, Result<ControlMessage>&&)>;
   using OnClose = std::function<void(const Status&)>;
 
-  explicit Channel(asio::ip::tcp::socket socket);
+  // With `tls` (a configured context, outliving the channel), start() first
+  // runs the TLS handshake as `server` or client; a failed handshake closes
+  // the channel with ecclAuthFailed. Messages sent meanwhile wait for it.
+  explicit Channel(asio::ip::tcp::socket socket, asio::ssl::context* tls = nullptr,
+                   bool server = false);
   ~Channel();
 
   void start(OnMessage onMessage, OnClose onClose);
@@ -47,12 +52,26 @@ class Channel : public std::enable_shared_from_this<Channel> {
   asio::ip::tcp::endpoint localEndpoint() const;
 
  private:
+  using TlsStream = asio::ssl::stream<asio::ip::tcp::socket>;
+  asio::ip::tcp::socket& socket() { return tls_ ? tls_->next_layer() : plain_; }
+  // Runs f on the stream that carries the frames: TLS or the plain socket.
+  template <typename F>
+  void withStream(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(plain_);
+    }
+  }
   void readHeader();
   void readPayload(ControlHeader header);
   void writeQueued();
   void fail(const Status& st);
 
-  asio::ip::tcp::socket socket_;
+  asio::ip::tcp::socket plain_;  // unused (closed) with TLS
+  std::unique_ptr<TlsStream> tls_;
+  bool server_ = false;
+  bool ready_ = false;  // handshake done: writes may start
   std::string remote_;
   std::array<std::byte, kControlHeaderBytes> header_{};
   std::vector<std::byte> payload_;

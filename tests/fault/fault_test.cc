@@ -409,6 +409,25 @@ TEST(Fault, KillDuringAllReduce) {
              [&](std::mt19937& rng) { return randomPeer(c, rng); });
 }
 
+// The same over TLS (psk), through the environment every process inherits:
+// encryption changes neither the bound nor the recovery.
+TEST(Fault, KillDuringAllReduceOverTls) {
+  ::setenv("ECCL_TLS", "psk", 1);
+  ::setenv("ECCL_AUTH_TOKEN", "fault-tls-token", 1);
+  {
+    InProcessMaster master(kFailureMs);
+    ASSERT_TRUE(master.ok());
+    Cluster c = makeCluster(master.address(), PeerSpec{});
+    startPeers(c, 4);
+    if (!HasFatalFailure()) {
+      killRounds("KillDuringAllReduceOverTls", c, 4, SIGKILL, 0, 5, 12,
+                 [&](std::mt19937& rng) { return randomPeer(c, rng); });
+    }
+  }
+  ::unsetenv("ECCL_TLS");
+  ::unsetenv("ECCL_AUTH_TOKEN");
+}
+
 // SIGSTOP: a hung peer is found by silence, not by a closed connection. Once
 // resumed it learns it was dropped (ecclKicked), reconnects and is admitted.
 TEST(Fault, StopDuringAllReduce) {

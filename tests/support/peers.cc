@@ -26,6 +26,10 @@ ecclComm_t connectPeer(const std::string& masterAddress, const PeerOptions& opti
   cfg.peerGroup = options.peerGroup;
   cfg.streamsPerPeer = options.streams;
   cfg.authToken = options.authToken;
+  cfg.tls = options.tls;
+  cfg.tlsCertFile = options.tlsCertFile;
+  cfg.tlsKeyFile = options.tlsKeyFile;
+  cfg.tlsCaFile = options.tlsCaFile;
   cfg.opTimeoutMs = kTestOpTimeoutMs;
   cfg.connectTimeoutMs = 5000;
   ecclComm_t comm = nullptr;

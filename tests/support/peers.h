@@ -28,6 +28,10 @@ struct PeerOptions {
   uint32_t peerGroup = 0;
   uint32_t streams = 2;
   const char* authToken = nullptr;
+  const char* tls = nullptr;  // NULL: ECCL_TLS (off)
+  const char* tlsCertFile = nullptr;
+  const char* tlsKeyFile = nullptr;
+  const char* tlsCaFile = nullptr;
 };
 
 // Creates and connects a communicator; fails the test (and returns NULL) on error.

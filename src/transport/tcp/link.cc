@@ -6,12 +6,17 @@
 
 namespace eccl::transport::tcp {
 
-TcpLink::TcpLink(uint64_t remotePeer, std::vector<Socket> streams) : remotePeer_(remotePeer) {
+TcpLink::TcpLink(uint64_t remotePeer, std::vector<Socket> streams, bool receives)
+    : remotePeer_(remotePeer) {
   for (Socket& s : streams) {
     auto st = std::make_unique<Stream>();
     st->socket = std::move(s);
     st->socket.configureForData();
     streams_.push_back(std::move(st));
+  }
+  if (!receives) {
+    mailbox_.fail(error(ecclInternalError, fmt::format("the link to peer {} only sends", remotePeer)));
+    return;
   }
   const log::Context ctx = log::threadContext();
   for (auto& st : streams_) {

@@ -1,5 +1,9 @@
 // TCP Link: N sockets to one neighbour, one reader thread per socket feeding
 // a Mailbox. Frames are striped across sockets round-robin.
+//
+// A link is used in one direction: the dialled one sends, the accepted one
+// receives. With `receives` false no reader threads run (TLS links: an SSL
+// object must not be read and written from two threads at once).
 #pragma once
 
 #include <memory>
@@ -14,7 +18,7 @@ namespace eccl::transport::tcp {
 
 class TcpLink : public Link {
  public:
-  TcpLink(uint64_t remotePeer, std::vector<Socket> streams);
+  TcpLink(uint64_t remotePeer, std::vector<Socket> streams, bool receives = true);
   ~TcpLink() override;
 
   Status send(const wire::DataHeader& header, const void* payload, Deadline deadline,

@@ -7,7 +7,12 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <unistd.h>
+
+#include <climits>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,6 +21,7 @@
 #include <thread>
 
 #include "common/env.h"
+#include "security/tls.h"
 
 namespace eccl::transport::tcp {
 namespace {
@@ -36,19 +42,138 @@ Status sysError(const char* what) {
   return error(ecclPeerLost, fmt::format("{}: {}", what, std::strerror(errno)));
 }
 
+// OpenSSL's socket BIO writes with write(2): a neighbour that died would then
+// raise SIGPIPE and kill this (surviving) process. This BIO sends with
+// MSG_NOSIGNAL instead and maps EAGAIN to OpenSSL's retry flags.
+int bioWrite(BIO* b, const char* data, int n) {
+  BIO_clear_retry_flags(b);
+  const auto fd = static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(b)));
+  const ssize_t w = ::send(fd, data, static_cast<size_t>(n), MSG_NOSIGNAL);
+  if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_write(b);
+  return static_cast<int>(w);
+}
+
+int bioRead(BIO* b, char* data, int n) {
+  BIO_clear_retry_flags(b);
+  const auto fd = static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(b)));
+  const ssize_t r = ::recv(fd, data, static_cast<size_t>(n), 0);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_read(b);
+  return static_cast<int>(r);
+}
+
+long bioCtrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+
+const BIO_METHOD* noSigpipeBio() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "eccl socket");
+    BIO_meth_set_write(m, bioWrite);
+    BIO_meth_set_read(m, bioRead);
+    BIO_meth_set_ctrl(m, bioCtrl);
+    return m;
+  }();
+  return method;
+}
+
 }  // namespace
 
 Socket& Socket::operator=(Socket&& o) noexcept {
   if (this != &o) {
+    if (ssl_ != nullptr) SSL_free(ssl_);
     if (fd_ >= 0) ::close(fd_);
     fd_ = o.fd_;
+    ssl_ = o.ssl_;
     o.fd_ = -1;
+    o.ssl_ = nullptr;
   }
   return *this;
 }
 
 Socket::~Socket() {
+  if (ssl_ != nullptr) SSL_free(ssl_);
   if (fd_ >= 0) ::close(fd_);
+}
+
+Status Socket::startTls(ssl_ctx_st* ctx, bool server) {
+  ssl_ = SSL_new(ctx);
+  BIO* bio = BIO_new(noSigpipeBio());
+  if (ssl_ == nullptr || bio == nullptr) {
+    if (bio != nullptr) BIO_free(bio);
+    return error(ecclSystemError, "SSL_new: " + security::tlsErrors());
+  }
+  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<intptr_t>(fd_)));
+  BIO_set_init(bio, 1);
+  SSL_set_bio(ssl_, bio, bio);  // one reference, owned by ssl_
+  if (server) {
+    SSL_set_accept_state(ssl_);
+  } else {
+    SSL_set_connect_state(ssl_);
+  }
+  return Status::ok();
+}
+
+Result<bool> Socket::tlsHandshakeStep() {
+  ERR_clear_error();
+  const int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) return true;
+  switch (SSL_get_error(ssl_, rc)) {
+    case SSL_ERROR_WANT_READ: want_ = POLLIN; return false;
+    case SSL_ERROR_WANT_WRITE: want_ = POLLOUT; return false;
+    default:
+      return error(ecclAuthFailed, fmt::format("TLS handshake with {} failed: {} (do both sides "
+                                               "use the same TLS mode and key material?)",
+                                               peerName(), security::tlsErrors()));
+  }
+}
+
+Status Socket::tlsHandshake(Deadline deadline) {
+  for (;;) {
+    Result<bool> done = tlsHandshakeStep();
+    if (!done) return done.status();
+    if (*done) return Status::ok();
+    if (Clock::now() >= deadline) {
+      return error(ecclTimeout, fmt::format("TLS handshake with {} timed out", peerName()));
+    }
+    pollfd p{fd_, want_, 0};
+    ::poll(&p, 1, pollMs(deadline, 100));
+  }
+}
+
+ssize_t Socket::sendSome(iovec* iov, int iovcnt, short* wait) {
+  *wait = POLLOUT;
+  if (ssl_ == nullptr) {
+    // MSG_NOSIGNAL: a neighbour that died must give EPIPE here, not a
+    // SIGPIPE that kills this (surviving) process.
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(iovcnt);
+    return ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+  }
+  // One buffer per call (records of up to 16 KiB); a retry after WANT_*
+  // repeats the same buffer, as OpenSSL requires.
+  ERR_clear_error();
+  const int n = SSL_write(ssl_, iov->iov_base, static_cast<int>(std::min<size_t>(iov->iov_len, INT_MAX)));
+  if (n > 0) return n;
+  switch (SSL_get_error(ssl_, n)) {
+    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_WANT_READ: *wait = POLLIN; errno = EAGAIN; return -1;
+    case SSL_ERROR_SYSCALL: if (errno == 0) errno = EPIPE; return -1;
+    default: errno = EPROTO; return -1;
+  }
+}
+
+ssize_t Socket::recvSome(void* buf, size_t n, short* wait) {
+  *wait = POLLIN;
+  if (ssl_ == nullptr) return ::recv(fd_, buf, n, 0);
+  ERR_clear_error();
+  const int r = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT_MAX)));
+  if (r > 0) return r;
+  switch (SSL_get_error(ssl_, r)) {
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    case SSL_ERROR_WANT_READ: errno = EAGAIN; return -1;
+    case SSL_ERROR_WANT_WRITE: *wait = POLLOUT; errno = EAGAIN; return -1;
+    case SSL_ERROR_SYSCALL: if (errno == 0) return 0; return -1;  // EOF without close_notify
+    default: errno = EPROTO; return -1;
+  }
 }
 
 void Socket::shutdown() {
@@ -146,13 +271,12 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
   bool started = false;             // some bytes are out: stopping now would cut the frame
   std::optional<Status> abandoned;  // why the op gave up while the frame was unfinished
   Deadline finishBy{};
+  short wait = POLLOUT;
   while (iovcnt > 0) {
-    // MSG_NOSIGNAL: a neighbour that died must give EPIPE here, not a
-    // SIGPIPE that kills this (surviving) process.
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(iovcnt);
-    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    ssize_t n = sendSome(iov, iovcnt, &wait);
+    // A TLS write that must wait may already have put part of a record on
+    // the wire: from then on the frame counts as started.
+    if (ssl_ != nullptr) started = true;
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("send");
@@ -183,7 +307,7 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
           continue;
         }
       } else {
-        pollfd p{fd_, POLLOUT, 0};
+        pollfd p{fd_, wait, 0};
         ::poll(&p, 1, pollMs(finishBy, 50));
         continue;
       }
@@ -191,7 +315,7 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
         watch->onStall(std::chrono::duration_cast<std::chrono::milliseconds>(now - lastProgress));
         nextReport = now + watch->every;
       }
-      pollfd p{fd_, POLLOUT, 0};
+      pollfd p{fd_, wait, 0};
       ::poll(&p, 1, pollMs(deadline, 50));
       continue;
     }
@@ -214,8 +338,9 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
 
 Status Socket::readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline) {
   auto* p = static_cast<char*>(buf);
+  short wait = POLLIN;
   while (n > 0) {
-    ssize_t r = ::recv(fd_, p, n, 0);
+    ssize_t r = recvSome(p, n, &wait);
     if (r > 0) {
       p += r;
       n -= static_cast<size_t>(r);
@@ -226,7 +351,7 @@ Status Socket::readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadl
     if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("recv");
     if (stop.load(std::memory_order_acquire)) return error(ecclInternalError, "stopped");
     if (Clock::now() >= deadline) return error(ecclTimeout, "read timed out");
-    pollfd pf{fd_, POLLIN, 0};
+    pollfd pf{fd_, wait, 0};
     ::poll(&pf, 1, pollMs(deadline, 100));
   }
   return Status::ok();

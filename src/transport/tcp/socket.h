@@ -12,15 +12,37 @@
 
 #include "transport/transport.h"
 
+struct ssl_ctx_st;
+struct ssl_st;
+
 namespace eccl::transport::tcp {
 
+// With TLS (startTls), the same calls move bytes through the socket's SSL
+// object: one thread at a time per direction's caller, and a TLS socket is
+// used for one direction only (links are), so no SSL object is ever touched
+// by two threads at once.
 class Socket {
  public:
   Socket() = default;
   explicit Socket(int fd) : fd_(fd) {}
-  Socket(Socket&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Socket(Socket&& o) noexcept : fd_(o.fd_), ssl_(o.ssl_) {
+    o.fd_ = -1;
+    o.ssl_ = nullptr;
+  }
   Socket& operator=(Socket&& o) noexcept;
   ~Socket();
+
+  // Puts an SSL object of `ctx` on the (non-blocking) socket; the handshake
+  // then runs through tlsHandshakeStep or tlsHandshake.
+  Status startTls(ssl_ctx_st* ctx, bool server);
+  // One non-blocking step: true when done, false when it waits for
+  // pollEvents(); an error when the handshake failed (ecclAuthFailed).
+  Result<bool> tlsHandshakeStep();
+  // The whole handshake, polling until the deadline.
+  Status tlsHandshake(Deadline deadline);
+  bool tls() const { return ssl_ != nullptr; }
+  // What a non-blocking call that could not proceed waits for (POLLIN/POLLOUT).
+  short pollEvents() const { return want_; }
 
   // Resolves host (name, IPv4 or IPv6 literal) and connects, retrying a
   // refused connection until the deadline.
@@ -52,7 +74,14 @@ class Socket {
   std::string peerName() const;
 
  private:
+  // Some bytes out or in, through TLS when it is on; -1 with errno EAGAIN
+  // when it must wait (for *wait: POLLIN or POLLOUT).
+  ssize_t sendSome(iovec* iov, int iovcnt, short* wait);
+  ssize_t recvSome(void* buf, size_t n, short* wait);
+
   int fd_ = -1;
+  ssl_st* ssl_ = nullptr;
+  short want_ = 0;  // the handshake's (one thread)
 };
 
 }  // namespace eccl::transport::tcp

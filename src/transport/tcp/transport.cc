@@ -43,7 +43,7 @@ Status readHandshake(Socket& s, void* buf, size_t n, Deadline deadline) {
 }  // namespace
 
 struct TcpTransport::Handshake {
-  enum class Phase { kPrefix, kHello, kProof };
+  enum class Phase { kPrefix, kHello, kProof, kTls };
   Socket socket;
   std::string peer;    // address:port, for log lines
   std::string source;  // address alone: the unit of the per-source bounds
@@ -59,9 +59,11 @@ struct TcpTransport::Handshake {
       case Phase::kPrefix: return wire::kHandshakePrefixBytes;
       case Phase::kHello: return wire::kHelloBytes;
       case Phase::kProof: return wire::kProofBytes;
+      case Phase::kTls: return 0;
     }
     return 0;
   }
+  short events() const { return phase == Phase::kTls ? socket.pollEvents() : POLLIN; }
 };
 
 Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOptions& options) {
@@ -99,6 +101,16 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOption
   t->port_ = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   t->listener_ = std::move(s);
+  if (options.tls.mode != security::TlsMode::kOff) {
+    Result<std::shared_ptr<security::TlsContext>> c =
+        security::TlsContext::create(options.tls, options.authToken, /*server=*/false);
+    if (!c) return c.status();
+    Result<std::shared_ptr<security::TlsContext>> sv =
+        security::TlsContext::create(options.tls, options.authToken, /*server=*/true);
+    if (!sv) return sv.status();
+    t->tlsClient_ = *c;
+    t->tlsServer_ = *sv;
+  }
   const log::Context ctx = log::threadContext();
   TcpTransport* raw = t.get();
   t->acceptor_ = std::thread([raw, ctx] {
@@ -132,7 +144,7 @@ void TcpTransport::acceptLoop() {
     fds.clear();
     const bool listening = now >= pausedUntil;
     fds.push_back({listener_.fd(), static_cast<short>(listening ? POLLIN : 0), 0});
-    for (const auto& h : handshakes) fds.push_back({h->socket.fd(), POLLIN, 0});
+    for (const auto& h : handshakes) fds.push_back({h->socket.fd(), h->events(), 0});
     if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
     // Handshakes first: acceptNew may append to the vector fds mirrors.
     for (size_t i = handshakes.size(); i-- > 0;) {
@@ -173,6 +185,15 @@ void TcpTransport::acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes
 }
 
 bool TcpTransport::advance(Handshake& h) {
+  if (h.phase == Handshake::Phase::kTls) {
+    Result<bool> done = h.socket.tlsHandshakeStep();
+    if (done && !*done) return true;  // waits for more
+    const Status st = done ? park(h) : done.status();
+    if (st.isOk()) return false;
+    ECCL_LOG(kWarn, kTransport, "data connection from {} (claims peer {}, epoch {}) refused: {}",
+             h.peer, h.hello.fromPeer, h.hello.epoch, st.message());
+    return false;
+  }
   const size_t need = h.need();
   const ssize_t r = ::recv(h.socket.fd(), h.in.data() + h.have, need - h.have, 0);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
@@ -237,10 +258,19 @@ bool TcpTransport::advance(Handshake& h) {
         st = error(ecclAuthFailed, "wrong auth token (its proof does not match)");
         break;
       }
+      if (tlsServer_) {
+        // TLS next, stepped by the poll loop like the rest of the handshake.
+        st = h.socket.startTls(tlsServer_->native(), /*server=*/true);
+        if (!st.isOk()) break;
+        h.phase = Handshake::Phase::kTls;
+        return advance(h);
+      }
       st = park(h);
       if (st.isOk()) return false;  // parked: the socket moved on
       break;
     }
+    case Handshake::Phase::kTls:
+      break;  // handled above
   }
   ECCL_LOG(kWarn, kTransport, "data connection from {} (claims peer {}, epoch {}) refused: {}",
            h.peer, h.hello.fromPeer, h.hello.epoch, st.message());
@@ -339,9 +369,15 @@ Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t
                       pb);
     iovec piov{pb, sizeof(pb)};
     ECCL_RETURN_IF_ERROR(s->writeAll(&piov, 1, deadline, cancel));
+    if (tlsClient_) {
+      ECCL_RETURN_IF_ERROR(s->startTls(tlsClient_->native(), /*server=*/false));
+      Status st = s->tlsHandshake(std::min(deadline, Clock::now() + kHandshakeTimeout));
+      if (!st.isOk()) return fail(st.code(), st.message());
+    }
     streams.push_back(std::move(*s));
   }
-  return std::unique_ptr<Link>(new TcpLink(to.peerId, std::move(streams)));
+  // A TLS link only sends: its SSL objects are never read from another thread.
+  return std::unique_ptr<Link>(new TcpLink(to.peerId, std::move(streams), /*receives=*/!tlsClient_));
 }
 
 Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t selfId, uint64_t from, uint64_t epoch,

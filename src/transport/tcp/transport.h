@@ -62,6 +62,7 @@ class TcpTransport : public Transport {
   size_t parkedFrom(const std::string& source) const;  // under mu_
 
   TransportOptions options_;
+  std::shared_ptr<security::TlsContext> tlsClient_, tlsServer_;  // null without TLS
   Socket listener_;
   uint16_t port_ = 0;
   std::thread acceptor_;
