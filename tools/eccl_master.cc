@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
                  "shared token every peer must prove it knows (default: ECCL_AUTH_TOKEN; prefer "
                  "the variable: a command line is visible to other users)");
   bool insecure = false, trustAdvertised = false;
-  uint32_t voteTimeoutMs = 30000;
+  uint32_t voteTimeoutMs = 60000;
   app.add_flag("--insecure-no-auth", insecure,
                "serve a non-loopback address without a token (anyone who reaches it may join)");
   app.add_flag("--trust-advertised-addresses", trustAdvertised,

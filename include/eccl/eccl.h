@@ -133,7 +133,8 @@ typedef struct {
   /* Fields below were added in 0.2; callers built against 0.1 get their defaults. */
   uint32_t voteTimeoutMs;    /* once one member called ecclCommUpdateTopology, members that
                                 have not called it within this are removed (ecclKicked),
-                                so one member cannot stall every group's update */
+                                so one member cannot stall every group's update (default
+                                60000: the default opTimeoutMs the others wait for it) */
   int allowUnauthenticated;  /* without a token the master listens only on loopback
                                 addresses (ecclInvalidUsage otherwise) unless this is 1 */
   int trustAdvertisedAddresses; /* 1: accept a peer's advertisedAddress even when it is not
@@ -150,7 +151,7 @@ typedef struct {
 } ecclMasterConfig_t;
 
 #define ECCL_MASTER_CONFIG_INIT \
-  { sizeof(ecclMasterConfig_t), NULL, 0, NULL, 500, 2000, 30000, 0, 0, NULL, NULL, NULL, NULL }
+  { sizeof(ecclMasterConfig_t), NULL, 0, NULL, 500, 2000, 60000, 0, 0, NULL, NULL, NULL, NULL }
 
 /* Starts a master in this process, serving on a background thread. Fails with
  * ecclInvalidUsage when asked to listen on a non-loopback address without a

@@ -48,7 +48,7 @@ struct Master::Impl {
 
   // A connection's progress through the handshake; Membership knows it only
   // once it registered.
-  enum class Stage { kAwaitHello, kAwaitProof, kAwaitRegister, kRegistered };
+  enum class Stage { kAwaitHello, kAwaitProof, kAwaitRegister, kRegistered, kRefused };
   struct Conn {
     std::shared_ptr<wire::Channel> channel;
     std::string source;
@@ -159,6 +159,8 @@ struct Master::Impl {
       case Stage::kRegistered:
         deliver(membership.onMessage(id, *msg));
         return;
+      case Stage::kRefused:
+        return;  // the channel closes once the refusal is written
     }
   }
 
@@ -201,7 +203,7 @@ struct Master::Impl {
 
   void refuse(uint64_t id, Conn& c, ecclResult_t result, const std::string& why) {
     ECCL_LOG(kWarn, kMaster, "connection {} from {} refused: {}", id, c.source, why);
-    c.stage = Stage::kAwaitHello;  // nothing more is read: the channel closes after the reply
+    c.stage = Stage::kRefused;
     deliver({{id, wire::RegisterReply{static_cast<uint32_t>(result), 0, why}, true}});
   }
 

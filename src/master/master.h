@@ -24,7 +24,7 @@ struct MasterOptions {
   std::string authToken;
   uint32_t heartbeatIntervalMs = 500;
   uint32_t failureTimeoutMs = 2000;
-  uint32_t voteTimeoutMs = 30000;
+  uint32_t voteTimeoutMs = 60000;
   // Without a token the master refuses to listen on anything but loopback,
   // unless this says the open mode is meant.
   bool allowUnauthenticated = false;

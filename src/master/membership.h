@@ -69,7 +69,7 @@ class Membership {
   struct Options {
     std::chrono::milliseconds heartbeatInterval{500};
     std::chrono::milliseconds failureTimeout{2000};
-    std::chrono::milliseconds voteTimeout{30000};
+    std::chrono::milliseconds voteTimeout{60000};
     std::chrono::milliseconds minOpTimeout{1000};
     bool trustAdvertisedAddresses = false;
   };

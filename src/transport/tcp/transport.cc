@@ -169,6 +169,9 @@ void TcpTransport::acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes
     }
     auto h = std::make_unique<Handshake>();
     h->socket = Socket(fd);
+    // TCP_NODELAY before the handshake: its small messages must not wait for
+    // Nagle and delayed ACKs (40 ms each).
+    h->socket.configureForData();
     h->peer = h->socket.peerName();
     h->source = sourceOf(h->peer);
     const auto fromSource = std::count_if(handshakes.begin(), handshakes.end(),
@@ -342,6 +345,7 @@ Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t
     };
     Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel, options_.bindAddress);
     if (!s) return fail(s.status().code(), s.status().message());
+    s->configureForData();
     Result<security::Nonce> nonce = security::randomNonce();
     if (!nonce) return nonce.status();
     const wire::LinkHello hello{selfId, to.peerId, epoch, i, options_.streams, *nonce};
