@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "api/shim.h"
 #include "common/env.h"
 #include "security/tls.h"
@@ -50,6 +52,11 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
                                "master answers each heartbeat, and its silence for "
                                "failureTimeoutMs means it is gone", config->failureTimeoutMs,
                                config->heartbeatIntervalMs));
+    }
+    if (config->advertisedAddress != nullptr &&
+        std::strlen(config->advertisedAddress) > eccl::wire::kMaxHostBytes) {
+      return error(ecclInvalidArgument, fmt::format("advertisedAddress is longer than {} bytes",
+                                                    eccl::wire::kMaxHostBytes));
     }
     Result<eccl::comm::HostPort> hp = eccl::comm::parseHostPort(config->masterAddress);
     if (!hp) return hp.status();
@@ -150,7 +157,7 @@ ECCL_API ecclResult_t ecclCommGetPeerGroup(ecclComm_t comm, uint32_t* peerGroup)
 
 ECCL_API ecclResult_t ecclCommDestroy(ecclComm_t comm) {
   return guard(nullptr, "ecclCommDestroy", [&]() -> Status {
-    if (comm != nullptr && comm->impl->lifecycleBusy()) {
+    if (comm != nullptr && !comm->impl->claimForDestroy()) {
       return error(ecclInvalidUsage, "ecclCommDestroy while ecclCommConnect or "
                                      "ecclCommUpdateTopology runs in another thread; destroy "
                                      "once it returned");

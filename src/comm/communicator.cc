@@ -137,7 +137,8 @@ Status Communicator::registerAndJoin() {
   // The data acceptor listens where this host reaches the master unless told
   // otherwise: not on every interface of a multi-homed host.
   transport::TransportOptions topts;
-  topts.bindAddress = options_.bindAddress.empty() ? control_->localAddress() : options_.bindAddress;
+  topts.bindAddress = options_.bindAddress;
+  topts.listenAddress = options_.bindAddress.empty() ? control_->localAddress() : options_.bindAddress;
   topts.streams = options_.streams;
   topts.authToken = options_.authToken;
   topts.tls = options_.tls;

@@ -55,8 +55,9 @@ class Communicator {
   // a second concurrent call returns ecclInvalidUsage instead of racing.
   Status connect();
   Status updateTopology();
-  // Whether connect or updateTopology is running (destroy must wait for it).
-  bool lifecycleBusy() const { return lifecycle_.load(std::memory_order_acquire); }
+  // Claims the communicator for destroy: false while connect or
+  // updateTopology runs (they then refuse to start: it is being destroyed).
+  bool claimForDestroy() { return !lifecycle_.exchange(true, std::memory_order_acq_rel); }
   Result<bool> arePeersPending();
 
   int worldSize() const;

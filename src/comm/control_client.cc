@@ -170,8 +170,12 @@ void ControlClient::scheduleHeartbeat() {
       channel_->abort();  // onClose hands failure_ to the waiters
       return;
     }
-    channel_->send(wire::Heartbeat{});
-    scheduleHeartbeat();
+    scheduleHeartbeat();  // first: liveness checks must outlive a failed send
+    try {
+      channel_->send(wire::Heartbeat{});
+    } catch (const std::exception& e) {  // out of memory: the master's silence check follows
+      ECCL_LOG(kError, kComm, "heartbeat not sent: {}", e.what());
+    }
   });
 }
 

@@ -65,8 +65,8 @@ struct Master::Impl {
     ticker.expires_after(period);
     ticker.async_wait([this](const asio::error_code& ec) {
       if (ec || stopping) return;
-      deliver(membership.tick(Membership::Clock::now()));
-      scheduleTick();
+      scheduleTick();  // first: failure detection must outlive a failed tick
+      guarded("tick", [&] { deliver(membership.tick(Membership::Clock::now())); });
     });
   }
 
@@ -84,16 +84,33 @@ struct Master::Impl {
         });
         return;
       }
-      admit(std::move(socket));
-      acceptNext();
+      acceptNext();  // first: accepting must outlive a failed admission
+      guarded("admit", [&] { admit(std::move(socket)); });
     });
+  }
+
+  // Runs one handler's work; an exception fails that work only (logged).
+  template <typename F>
+  void guarded(const char* what, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      ECCL_LOG(kError, kMaster, "{} failed: {}", what, e.what());
+    }
   }
 
   void admit(asio::ip::tcp::socket socket) {
     const std::string source = observedAddress(socket);
     const size_t fromSource = static_cast<size_t>(std::count_if(
         conns.begin(), conns.end(), [&](const auto& kv) { return kv.second.source == source; }));
-    if (conns.size() >= maxConnections || fromSource >= maxPerSource) {
+    // Full: make room by dropping the oldest connection that has not
+    // registered yet (many sources trickling handshakes must not lock
+    // peers out); when every one is registered, refuse.
+    auto unproven = std::find_if(conns.begin(), conns.end(), [](const auto& kv) {
+      return kv.second.stage != Stage::kRegistered && kv.second.stage != Stage::kRefused;
+    });
+    const bool full = conns.size() >= maxConnections;
+    if (fromSource >= maxPerSource || (full && unproven == conns.end())) {
       ECCL_LOG(kInfo, kMaster, "connection from {} refused: {} connections ({} from it), limits "
                "{} and {} per source", source, conns.size(), fromSource, maxConnections,
                maxPerSource);
@@ -101,11 +118,19 @@ struct Master::Impl {
       socket.close(ignored);
       return;
     }
+    if (full) {
+      ECCL_LOG(kInfo, kMaster, "{} connections: dropping connection {} from {}, which has not "
+               "registered, to serve a new one", conns.size(), unproven->first,
+               unproven->second.source);
+      unproven->second.stage = Stage::kRefused;
+      unproven->second.channel->abort();
+    }
     const uint64_t id = nextId++;
     Conn& c = conns[id];
     c.source = source;
     c.channel = std::make_shared<wire::Channel>(std::move(socket), tls.get(), /*server=*/true);
     c.channel->setMaxPayload(wire::kMaxPreAuthPayload);
+    c.channel->setBudget(queueBudget);
     c.registerTimer = std::make_unique<asio::steady_timer>(io, registerTimeout);
     c.registerTimer->async_wait([this, id](const asio::error_code& ec) {
       if (ec) return;
@@ -227,6 +252,7 @@ struct Master::Impl {
   MasterOptions options;
   asio::io_context io;
   std::unique_ptr<asio::ssl::context> tls;  // null without TLS; outlives the channels
+  std::shared_ptr<wire::QueueBudget> queueBudget = std::make_shared<wire::QueueBudget>();
   asio::ip::tcp::acceptor acceptor;
   asio::steady_timer ticker;
   asio::steady_timer acceptPause;

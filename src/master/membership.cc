@@ -237,6 +237,9 @@ void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<
   OpEntry& e = op->second;
   const auto now = Clock::now();
   // The newest report describes the reporter's current stall.
+  // The reporter's own figure orders the stalls: an insider can lie about it
+  // and so get a neighbour of its own group removed (docs/security.md), never
+  // anyone else.
   e.silences[peerId] = Silence{m.suspect, now - std::chrono::milliseconds(m.silentMs), now};
   if (!e.decideAt) {
     // Give heartbeats the time to name a dead or stopped peer first: its
@@ -416,15 +419,31 @@ Membership::OpEntry* Membership::opFor(uint64_t peerId, const OpKey& key,
   if (auto f = finished_.find({key.group, key.tag}); f != finished_.end() && key.seq <= f->second) {
     return nullptr;  // a report of an op that already ended everywhere
   }
-  const size_t open = static_cast<size_t>(std::count_if(
-      ops_.begin(), ops_.end(), [&](const auto& kv) { return kv.first.group == key.group; }));
-  if (open >= kMaxOpenOpsPerGroup) {
-    kick(peerId, fmt::format("opened more than {} ops of group {} at once", kMaxOpenOpsPerGroup,
-                             key.group),
-         out);
-    return nullptr;
+  // Full: the member that opened the most ops nobody else joined is removed
+  // (an honest member's next op must not pay for someone else's flood).
+  std::map<uint64_t, size_t> lonely;  // opener -> ops only it reported
+  size_t open = 0;
+  for (const auto& [k, e] : ops_) {
+    if (k.group != key.group) continue;
+    ++open;
+    std::set<uint64_t> who = e.began;
+    who.insert(e.done.begin(), e.done.end());
+    if (who.size() == 1 && who.count(e.openedBy) != 0) ++lonely[e.openedBy];
   }
-  return &ops_[key];
+  if (open >= kMaxOpenOpsPerGroup) {
+    auto worst = std::max_element(lonely.begin(), lonely.end(),
+                                  [](const auto& a, const auto& b) { return a.second < b.second; });
+    const uint64_t culprit = worst != lonely.end() ? worst->first : peerId;
+    kick(culprit, fmt::format("opened {} ops of group {} that no other member runs (at most {} "
+                              "ops may be open at once)",
+                              worst != lonely.end() ? worst->second : open, key.group,
+                              kMaxOpenOpsPerGroup),
+         out);
+    if (culprit == peerId || peers_.count(peerId) == 0) return nullptr;
+  }
+  OpEntry& e = ops_[key];
+  e.openedBy = peerId;
+  return &e;
 }
 
 void Membership::finish(const OpKey& key) {

@@ -123,6 +123,7 @@ class Membership {
     std::map<uint64_t, Silence> silences;  // by reporter
     std::optional<Clock::time_point> decideAt;
     std::optional<Clock::time_point> deadline;  // set once a member finished it
+    uint64_t openedBy = 0;                      // who reported it first
   };
 
   void onVote(uint64_t peerId, std::vector<Outgoing>& out);

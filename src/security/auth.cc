@@ -7,6 +7,8 @@
 
 #include <vector>
 
+#include "common/log.h"
+
 namespace eccl::security {
 namespace {
 
@@ -27,9 +29,15 @@ Proof hmacSha256(std::string_view key, std::span<const std::byte> message) {
   Proof out{};
   unsigned int len = 0;
   // HMAC() with a NULL md context is OpenSSL's one-shot EVP-backed HMAC.
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(),
-       reinterpret_cast<unsigned char*>(out.data()), &len);
+  const unsigned char* ok = HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+                                 reinterpret_cast<const unsigned char*>(message.data()),
+                                 message.size(), reinterpret_cast<unsigned char*>(out.data()), &len);
+  if (ok == nullptr || len != out.size()) {
+    // Fail closed: a fixed (zero) result would let anyone pass. Random bytes
+    // match nothing, so every handshake fails, loudly.
+    ECCL_LOG(kError, kApi, "OpenSSL HMAC-SHA256 failed; authentication cannot succeed");
+    RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(out.size()));
+  }
   return out;
 }
 

@@ -90,7 +90,8 @@ struct Endpoint {
 };
 
 struct TransportOptions {
-  std::string bindAddress;  // empty = any (IPv4 and IPv6 where the OS allows)
+  std::string bindAddress;    // outgoing links leave from it; empty = the OS picks
+  std::string listenAddress;  // the acceptor's; empty = bindAddress, or any (IPv4 and IPv6)
   uint32_t streams = 4;
   std::string authToken;
   security::TlsOptions tls;  // TLS 1.3 on every stream after the handshake

@@ -105,10 +105,11 @@ void Channel::send(const ControlMessage& msg) {
   asio::post(socket().get_executor(), [self = shared_from_this(), b = std::move(bytes)]() mutable {
     if (self->closed_) return;
     self->queuedBytes_ += b.size();
-    if (self->queuedBytes_ > kMaxQueuedBytes) {
+    const size_t all = self->budget_ ? self->budget_->used.fetch_add(b.size()) + b.size() : 0;
+    if (self->queuedBytes_ > kMaxQueuedBytes || (self->budget_ && all > self->budget_->limit)) {
       self->fail(error(ecclSystemError,
-                       fmt::format("{} has not read {} bytes of messages; dropped", self->remote_,
-                                   self->queuedBytes_)));
+                       fmt::format("{} has not read {} bytes of messages ({} for all connections); "
+                                   "dropped", self->remote_, self->queuedBytes_, all)));
       return;
     }
     self->queue_.push_back(std::move(b));
@@ -124,7 +125,10 @@ void Channel::writeQueued() {
   for (const auto& b : writing_) bufs.emplace_back(asio::buffer(b));
   withStream([&](auto& stream) {
   asio::async_write(stream, bufs, [self = shared_from_this()](const asio::error_code& ec, size_t n) {
-    self->queuedBytes_ -= n;
+    if (!self->closed_) {  // fail() already gave back everything
+      self->queuedBytes_ -= n;
+      if (self->budget_) self->budget_->used.fetch_sub(n);
+    }
     self->writing_.clear();
     if (ec) {
       self->fail(error(ecclSystemError, ec.message()));
@@ -155,6 +159,9 @@ void Channel::abort() {
 void Channel::fail(const Status& st) {
   if (closed_) return;
   closed_ = true;
+  // Whatever is still queued or being written is dropped: give it back.
+  if (budget_) budget_->used.fetch_sub(queuedBytes_);
+  queuedBytes_ = 0;
   asio::error_code ec;
   socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket().close(ec);

@@ -26,6 +26,14 @@
 namespace eccl::wire {
 
 inline constexpr size_t kMaxQueuedBytes = 16u << 20;
+// Unwritten bytes a master holds for all its connections together.
+inline constexpr size_t kMaxMasterQueuedBytes = size_t{1} << 30;
+
+// Shared by channels that draw on one budget of unwritten bytes.
+struct QueueBudget {
+  std::atomic<size_t> used{0};
+  size_t limit = kMaxMasterQueuedBytes;
+};
 
 class Channel : public std::enable_shared_from_this<Channel> {
  public:
@@ -46,6 +54,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   void close();
   // Closes now, dropping unwritten messages.
   void abort();
+  // Draw this channel's unwritten bytes from `budget` too (set before start).
+  void setBudget(std::shared_ptr<QueueBudget> budget) { budget_ = std::move(budget); }
   // The largest payload accepted from the other side (default kMaxControlPayload).
   void setMaxPayload(uint32_t bytes) { maxPayload_.store(bytes, std::memory_order_relaxed); }
   std::string remoteAddress() const { return remote_; }
@@ -78,6 +88,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::deque<std::vector<std::byte>> queue_;
   std::vector<std::vector<std::byte>> writing_;
   size_t queuedBytes_ = 0;  // in queue_ and writing_
+  std::shared_ptr<QueueBudget> budget_;
   std::atomic<uint32_t> maxPayload_{kMaxControlPayload};
   bool closed_ = false;
   bool closing_ = false;

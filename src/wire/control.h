@@ -23,7 +23,7 @@ inline constexpr uint32_t kControlMagic = 0x4d434345;  // "ECCM" little-endian
 inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr size_t kControlHeaderBytes = 12;
 // What a peer accepts from the master (a Topology of the largest group fits).
-inline constexpr uint32_t kMaxControlPayload = 4u << 20;
+inline constexpr uint32_t kMaxControlPayload = 1u << 20;
 // What the master accepts from a peer: before it proved the token, and after
 // (the largest peer message is a Register or an OpDone with a full message).
 inline constexpr uint32_t kMaxPreAuthPayload = 256;
@@ -33,8 +33,10 @@ inline constexpr size_t kMaxStringBytes = 4096;
 // Host names and addresses (DNS names are at most 253 bytes).
 inline constexpr size_t kMaxHostBytes = 255;
 // Members of one peer group: the master refuses registrations beyond it, so
-// that every Topology fits kMaxControlPayload (static_assert in control.cc).
-inline constexpr size_t kMaxRingPeers = 8192;
+// that every Topology fits kMaxControlPayload (static_assert in control.cc)
+// and an update's Topologies (one full ring per member: quadratic) stay
+// within tens of MB.
+inline constexpr size_t kMaxRingPeers = 1024;
 
 enum class MsgType : uint16_t {
   kRegister = 1,

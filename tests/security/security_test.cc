@@ -264,6 +264,26 @@ TEST(Security, MasterBoundsGarbageSlowAndFloodingConnections) {
   EXPECT_EQ(honest.failures(), 0);
 }
 
+// When silent connections from many sources fill the master, the oldest one
+// that never authenticated makes room: a newcomer still gets in.
+TEST(Security, ManySourcesCannotLockPeersOut) {
+  ::setenv("ECCL_MASTER_MAX_CONNECTIONS", "16", 1);
+  Master master;
+  ::unsetenv("ECCL_MASTER_MAX_CONNECTIONS");
+  HonestGroup honest(master.address(), 3);
+  std::vector<RawConn> silent;
+  for (int i = 0; i < 13; ++i) {
+    silent.emplace_back(master.port(), "127.0.1." + std::to_string(i + 1));
+    std::this_thread::sleep_for(5ms);  // in order: the first is the oldest
+  }
+  std::this_thread::sleep_for(100ms);
+  RawConn newcomer(master.port(), "127.0.2.1");
+  EXPECT_TRUE(newcomer.authenticate(kToken).hasValue()) << "locked out by silent connections";
+  EXPECT_TRUE(silent.front().closedWithin(1s)) << "the oldest silent connection was not dropped";
+  EXPECT_TRUE(honest.progresses(5));
+  EXPECT_EQ(honest.failures(), 0);
+}
+
 // A member of group 1 reports members of group 0 as stuck: ignored, since a
 // Suspect counts only about the reporter's own ring neighbour.
 TEST(Security, ForgedSuspectAcrossGroupsIsIgnored) {

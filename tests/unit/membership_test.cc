@@ -498,14 +498,14 @@ TEST(MembershipSecurity, MemberThatNeverVotesIsRemovedAfterTheVoteTimeout) {
   EXPECT_EQ(m.memberCount(), 3u);
 }
 
-// 1200 members of one group: every Topology, and verdicts that would name
+// 1024 members of one group (the most there may be): every Topology, and verdicts that would name
 // most of them or quote a 4 KiB error, still decode at the peers.
 TEST(MembershipSecurity, ThousandsOfMembersGetMessagesThatDecode) {
   Membership::Options o;
   o.minOpTimeout = std::chrono::milliseconds(100);
   o.failureTimeout = std::chrono::milliseconds(60000);
   Membership m(o);
-  constexpr uint64_t kPeers = 1200;
+  constexpr uint64_t kPeers = wire::kMaxRingPeers;
   for (uint64_t p = 1; p <= kPeers; ++p) {
     m.onRegister(p, wire::Register{0, "", 4000, 100}, fmt::format("198.18.{}.{}", p / 250, p % 250));
   }
@@ -520,13 +520,36 @@ TEST(MembershipSecurity, ThousandsOfMembersGetMessagesThatDecode) {
   out = m.tick(Clock::now() + std::chrono::milliseconds(200));
   auto v = sentTo<wire::OpVerdict>(out, 7);
   ASSERT_EQ(v.size(), 1u);
-  EXPECT_NE(v[0]->message.find("and 1191 more"), std::string::npos) << v[0]->message;
+  EXPECT_NE(v[0]->message.find("and 1015 more"), std::string::npos) << v[0]->message;
   expectAllDecode(out);
   // Op 1: a member fails it with a 4 KiB message; the verdict quotes it.
   out = m.onMessage(9, wire::OpDone{e, 0, 1, ecclInternalError, std::string(wire::kMaxStringBytes, 'e')});
   ASSERT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
   EXPECT_GT(sentTo<wire::OpVerdict>(out, 1)[0]->message.size(), wire::kMaxStringBytes);
   expectAllDecode(out);
+  // The group is full: one more is refused, with a message that decodes.
+  out = m.onRegister(kPeers + 1, wire::Register{0, "", 4000, 100}, "198.18.9.9");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<wire::RegisterReply>(out[0].msg).result, static_cast<uint32_t>(ecclInvalidUsage));
+  expectAllDecode(out);
+}
+
+// An insider that opens ops nobody else runs until the cap is hit is the one
+// removed, not the honest member whose op comes next.
+TEST(MembershipSecurity, OpFloodRemovesTheFlooder) {
+  Membership m(testOptions());
+  for (uint64_t p = 1; p <= 3; ++p) m.onRegister(p, reg(0), "127.0.0.1");
+  m.onMessage(1, wire::Vote{});
+  ASSERT_EQ(m.memberCount(), 3u);
+  const uint64_t e = m.epoch();
+  for (uint64_t s = 0; s < kMaxOpenOpsPerGroup; ++s) {
+    m.onMessage(3, wire::OpBegin{e, 99, s, {1, ecclFloat32, ecclSum, 8, 0}});
+  }
+  auto out = m.onMessage(1, beginOp(e, 0));  // an honest op, one past the cap
+  EXPECT_EQ(sentTo<wire::Kick>(out, 3).size(), 1u);
+  EXPECT_TRUE(sentTo<wire::Kick>(out, 1).empty());
+  EXPECT_TRUE(m.isRegistered(1));
+  EXPECT_FALSE(m.isRegistered(3));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "common/guarded.h"
 #include "common/log.h"
@@ -70,23 +71,24 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOption
   std::unique_ptr<TcpTransport> t(new TcpTransport(options));
   asio::error_code ec;
   asio::ip::address addr = asio::ip::address_v6::any();  // dual-stack where allowed
-  if (!options.bindAddress.empty()) {
-    addr = asio::ip::make_address(options.bindAddress, ec);
+  const std::string& listen = options.listenAddress.empty() ? options.bindAddress : options.listenAddress;
+  if (!listen.empty()) {
+    addr = asio::ip::make_address(listen, ec);
     if (ec) {
       return error(ecclInvalidArgument,
-                   fmt::format("bind address '{}' is not an IP address", options.bindAddress));
+                   fmt::format("bind address '{}' is not an IP address", listen));
     }
   }
   asio::ip::tcp::endpoint ep(addr, 0);
   Socket s(::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid() && options.bindAddress.empty()) {  // no IPv6 on this host
+  if (!s.valid() && listen.empty()) {  // no IPv6 on this host
     ep = asio::ip::tcp::endpoint(asio::ip::address_v4::any(), 0);
     s = Socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   }
   if (!s.valid()) return error(ecclSystemError, "cannot create the data socket");
   int one = 1, zero = 0;
   ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (ep.protocol() == asio::ip::tcp::v6() && options.bindAddress.empty()) {
+  if (ep.protocol() == asio::ip::tcp::v6() && listen.empty()) {
     ::setsockopt(s.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   }
   if (::bind(s.fd(), ep.data(), static_cast<socklen_t>(ep.size())) != 0 ||
@@ -157,7 +159,9 @@ void TcpTransport::acceptLoop() {
 
 void TcpTransport::acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes,
                              Clock::time_point& pausedUntil) {
-  for (;;) {  // the listener is non-blocking: take what the backlog holds
+  // The listener is non-blocking: take what the backlog holds, a bounded
+  // number per round so that handshakes in progress get their turn.
+  for (int round = 0; round < 64; ++round) {
     int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -176,11 +180,17 @@ void TcpTransport::acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes
     h->source = sourceOf(h->peer);
     const auto fromSource = std::count_if(handshakes.begin(), handshakes.end(),
                                           [&](const auto& o) { return o->source == h->source; });
-    if (handshakes.size() >= kMaxHandshakes ||
-        static_cast<size_t>(fromSource) >= kMaxHandshakesPerSource) {
+    if (static_cast<size_t>(fromSource) >= kMaxHandshakesPerSource) {
       ECCL_LOG(kInfo, kTransport, "data connection from {} refused: {} handshakes in progress "
-               "({} from that address)", h->peer, handshakes.size(), fromSource);
+               "from that address", h->peer, fromSource);
       continue;  // closes it
+    }
+    if (handshakes.size() >= kMaxHandshakes) {
+      // Full: the oldest (slowest) handshake makes room. Honest ones finish
+      // in a round trip, so many sources trickling bytes cannot lock peers out.
+      ECCL_LOG(kInfo, kTransport, "{} data handshakes in progress: dropping the oldest, from {}",
+               handshakes.size(), handshakes.front()->peer);
+      handshakes.erase(handshakes.begin());
     }
     h->deadline = Clock::now() + kHandshakeTimeout;
     handshakes.push_back(std::move(h));
@@ -290,6 +300,10 @@ Status TcpTransport::checkExpected(const wire::LinkHello& hello) const {
   if (hello.epoch < e.epoch) {
     return error(ecclInvalidUsage, fmt::format("epoch {} is over (now {})", hello.epoch, e.epoch));
   }
+  if (hello.epoch > e.epoch + kMaxEpochsAhead) {
+    return error(ecclInvalidUsage, fmt::format("epoch {} is too far ahead (now {})", hello.epoch,
+                                               e.epoch));
+  }
   if (hello.epoch == e.epoch && hello.fromPeer != e.from) {
     return error(ecclInvalidUsage, fmt::format("in epoch {} the master named peer {} as this "
                                                "peer's left neighbour", e.epoch, e.from));
@@ -323,6 +337,12 @@ Status TcpTransport::park(Handshake& h) {
       p.streams.resize(h.hello.streamCount);
       p.arrived = 0;
     }
+    // Tell the dialler the stream is taken (one byte, through TLS when on): a
+    // dialler whose stream was refused or dropped after its proof learns so.
+    static const CancelFlag kNever{0};
+    std::byte accepted{1};
+    iovec iov{&accepted, 1};
+    ECCL_RETURN_IF_ERROR(h.socket.writeAll(&iov, 1, Clock::now() + std::chrono::milliseconds(100), kNever));
     p.source = h.source;
     p.to = h.hello.toPeer;
     if (!p.streams[h.hello.streamIndex].valid()) {
@@ -335,50 +355,72 @@ Status TcpTransport::park(Handshake& h) {
   return Status::ok();
 }
 
+Result<Socket> TcpTransport::dialStream(const Endpoint& to, uint64_t selfId, uint64_t epoch,
+                                        uint32_t index, Deadline deadline, const CancelFlag& cancel) {
+  auto fail = [&](ecclResult_t code, const std::string& what) {
+    return error(code, fmt::format("data link to peer {} (stream {}): {}", to.peerId, index, what));
+  };
+  Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel, options_.bindAddress);
+  if (!s) return fail(s.status().code(), s.status().message());
+  s->configureForData();
+  Result<security::Nonce> nonce = security::randomNonce();
+  if (!nonce) return nonce.status();
+  const wire::LinkHello hello{selfId, to.peerId, epoch, index, options_.streams, *nonce};
+  std::byte hb[wire::kHelloBytes];
+  wire::encodeHello(hello, hb);
+  iovec iov{hb, sizeof(hb)};
+  ECCL_RETURN_IF_ERROR(s->writeAll(&iov, 1, deadline, cancel));
+  const Deadline step = std::min(deadline, Clock::now() + kHandshakeTimeout);
+  std::byte cb[wire::kChallengeBytes];
+  if (Status st = readHandshake(*s, cb, sizeof(cb), step); !st.isOk()) {
+    return fail(ecclPeerLost, fmt::format("refused before a challenge ({}); see the peer's log",
+                                          st.message()));
+  }
+  Result<wire::LinkChallenge> c = wire::decodeChallenge(cb);
+  if (!c) return fail(c.status().code(), c.status().message());
+  const auto ctx = wire::linkContext(hello);
+  if (!security::verifyProof(options_.authToken, Role::kServer, Purpose::kData, ctx, hello.nonce,
+                             c->nonce, c->proof)) {
+    return fail(ecclAuthFailed, "the acceptor does not know the auth token");
+  }
+  std::byte pb[wire::kProofBytes];
+  wire::encodeProof({security::makeProof(options_.authToken, Role::kClient, Purpose::kData, ctx,
+                                         hello.nonce, c->nonce)},
+                    pb);
+  iovec piov{pb, sizeof(pb)};
+  ECCL_RETURN_IF_ERROR(s->writeAll(&piov, 1, deadline, cancel));
+  if (tlsClient_) {
+    ECCL_RETURN_IF_ERROR(s->startTls(tlsClient_->native(), /*server=*/false));
+    Status st = s->tlsHandshake(step);
+    if (!st.isOk()) return fail(st.code(), st.message());
+  }
+  std::byte accepted{0};
+  if (Status st = readHandshake(*s, &accepted, 1, step); !st.isOk() || accepted != std::byte{1}) {
+    return fail(ecclPeerLost, "the acceptor did not take the stream (see the peer's log)");
+  }
+  return s;
+}
+
 Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t selfId,
                                                     uint64_t epoch, Deadline deadline,
                                                     const CancelFlag& cancel) {
   std::vector<Socket> streams;
   for (uint32_t i = 0; i < options_.streams; ++i) {
-    auto fail = [&](ecclResult_t code, const std::string& what) {
-      return error(code, fmt::format("data link to peer {} (stream {}): {}", to.peerId, i, what));
-    };
-    Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel, options_.bindAddress);
-    if (!s) return fail(s.status().code(), s.status().message());
-    s->configureForData();
-    Result<security::Nonce> nonce = security::randomNonce();
-    if (!nonce) return nonce.status();
-    const wire::LinkHello hello{selfId, to.peerId, epoch, i, options_.streams, *nonce};
-    std::byte hb[wire::kHelloBytes];
-    wire::encodeHello(hello, hb);
-    iovec iov{hb, sizeof(hb)};
-    ECCL_RETURN_IF_ERROR(s->writeAll(&iov, 1, deadline, cancel));
-    std::byte cb[wire::kChallengeBytes];
-    Status st = readHandshake(*s, cb, sizeof(cb), std::min(deadline, Clock::now() + kHandshakeTimeout));
-    if (!st.isOk()) {
-      return fail(ecclPeerLost, fmt::format("no challenge ({}); the peer refused the stream "
-                                            "(see its log) or is not an ECCL peer of this "
-                                            "version", st.message()));
+    // A busy acceptor (a flood of handshakes) may drop a stream: try again
+    // for a while, but not for the whole deadline (a refusal may be final).
+    const Deadline retryUntil = std::min(deadline, Clock::now() + 2 * kHandshakeTimeout);
+    for (;;) {
+      Result<Socket> s = dialStream(to, selfId, epoch, i, deadline, cancel);
+      if (s) {
+        streams.push_back(std::move(*s));
+        break;
+      }
+      if (s.status().code() != ecclPeerLost || Clock::now() >= retryUntil ||
+          cancel.load(std::memory_order_acquire) != 0) {
+        return s.status();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    Result<wire::LinkChallenge> c = wire::decodeChallenge(cb);
-    if (!c) return fail(c.status().code(), c.status().message());
-    const auto ctx = wire::linkContext(hello);
-    if (!security::verifyProof(options_.authToken, Role::kServer, Purpose::kData, ctx,
-                               hello.nonce, c->nonce, c->proof)) {
-      return fail(ecclAuthFailed, "the acceptor does not know the auth token");
-    }
-    std::byte pb[wire::kProofBytes];
-    wire::encodeProof({security::makeProof(options_.authToken, Role::kClient, Purpose::kData, ctx,
-                                           hello.nonce, c->nonce)},
-                      pb);
-    iovec piov{pb, sizeof(pb)};
-    ECCL_RETURN_IF_ERROR(s->writeAll(&piov, 1, deadline, cancel));
-    if (tlsClient_) {
-      ECCL_RETURN_IF_ERROR(s->startTls(tlsClient_->native(), /*server=*/false));
-      Status st = s->tlsHandshake(std::min(deadline, Clock::now() + kHandshakeTimeout));
-      if (!st.isOk()) return fail(st.code(), st.message());
-    }
-    streams.push_back(std::move(*s));
   }
   // A TLS link only sends: its SSL objects are never read from another thread.
   return std::unique_ptr<Link>(new TcpLink(to.peerId, std::move(streams), /*receives=*/!tlsClient_));

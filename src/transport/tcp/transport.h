@@ -26,6 +26,9 @@ inline constexpr size_t kMaxHandshakes = 256;
 inline constexpr size_t kMaxHandshakesPerSource = 32;
 inline constexpr size_t kMaxParkedStreams = 1024;
 inline constexpr size_t kMaxParkedStreamsPerSource = 2 * wire::kMaxStreams;
+// A neighbour may dial the next epoch's link before this peer asked for it;
+// streams further ahead than this are refused (they could never be claimed soon).
+inline constexpr uint64_t kMaxEpochsAhead = 2;
 
 class TcpTransport : public Transport {
  public:
@@ -57,6 +60,9 @@ class TcpTransport : public Transport {
   void acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes, Clock::time_point& pausedUntil);
   // Advances one handshake on readable input; false when it is over (parked or refused).
   bool advance(Handshake& h);
+  // One stream's connect and handshake (ecclPeerLost when the acceptor refused it).
+  Result<Socket> dialStream(const Endpoint& to, uint64_t selfId, uint64_t epoch, uint32_t index,
+                            Deadline deadline, const CancelFlag& cancel);
   Status checkExpected(const wire::LinkHello& hello) const;  // under mu_
   Status park(Handshake& h);
   size_t parkedFrom(const std::string& source) const;  // under mu_
