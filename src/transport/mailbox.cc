@@ -4,15 +4,28 @@
 
 namespace eccl::transport {
 
-void Mailbox::put(Frame&& frame) {
+Status Mailbox::put(Frame&& frame) {
   const FrameKey key{frame.header.tag, frame.header.seq, frame.header.step, frame.header.segment};
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto r = retiredBelow_.find(key.tag);
-    if (r != retiredBelow_.end() && key.seq < r->second) return;
+    const uint64_t below = r != retiredBelow_.end() ? r->second : 0;
+    if (key.seq < below) return Status::ok();
+    if (key.seq - below >= kMaxOpsAhead) {
+      return error(ecclInvalidArgument, fmt::format("frame of tag {} op #{} is {} ops ahead of this "
+                                                    "peer (at most {})", key.tag, key.seq,
+                                                    key.seq - below, kMaxOpsAhead));
+    }
+    if (r == retiredBelow_.end()) {
+      if (retiredBelow_.size() >= kMaxTags) {
+        return error(ecclInvalidArgument, fmt::format("frames of more than {} tags", kMaxTags));
+      }
+      retiredBelow_.emplace(key.tag, 0);  // the tag is in use: counted from now on
+    }
     frames_.insert_or_assign(key, std::move(frame));
   }
   cv_.notify_all();
+  return Status::ok();
 }
 
 Result<Frame> Mailbox::take(const FrameKey& key, Deadline deadline, const CancelFlag& cancel,

@@ -10,10 +10,18 @@
 
 namespace eccl::transport {
 
+// A neighbour can be ahead of this peer on a tag by an op or two (it moves on
+// once every member finished); frames further ahead, or of more tags than any
+// job uses at once, are a broken or hostile sender: put() refuses them and
+// the link breaks, instead of holding whatever it sends.
+inline constexpr uint64_t kMaxOpsAhead = 64;
+inline constexpr size_t kMaxTags = 65536;
+
 class Mailbox {
  public:
-  // Stores a frame, or drops it if its (tag, seq) was retired.
-  void put(Frame&& frame);
+  // Stores a frame, or drops it if its (tag, seq) was retired; an error for a
+  // frame beyond the bounds above (nothing is stored).
+  Status put(Frame&& frame);
   Result<Frame> take(const FrameKey& key, Deadline deadline, const CancelFlag& cancel,
                      uint64_t fromPeer);
   void retire(uint32_t tag, uint64_t seq);

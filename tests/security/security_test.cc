@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -282,6 +283,56 @@ TEST(Security, ManySourcesCannotLockPeersOut) {
   EXPECT_TRUE(silent.front().closedWithin(1s)) << "the oldest silent connection was not dropped";
   EXPECT_TRUE(honest.progresses(5));
   EXPECT_EQ(honest.failures(), 0);
+}
+
+// CPU seconds this process used so far.
+double cpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Connections until the process runs out of file descriptors: the master and
+// a data acceptor back off instead of spinning on EMFILE, and serve again once
+// descriptors are free.
+TEST(Security, DescriptorExhaustionIsSurvived) {
+  Master master;
+  auto acceptor = transport::createTransport("tcp", [] {
+    transport::TransportOptions o;
+    o.bindAddress = "127.0.0.1";
+    o.authToken = kToken;
+    return o;
+  }()).value();
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = 256;  // well above what this test holds before the flood
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<RawConn> flood;
+  for (int i = 0; i < 400; ++i) {  // the dialling sockets and the accepted ones share the limit
+    RawConn c(i % 2 == 0 ? master.port() : acceptor->port(), "127.0.3.1");
+    if (!c.connected()) break;
+    flood.push_back(std::move(c));
+  }
+  EXPECT_LT(flood.size(), 400u) << "the descriptor limit was never reached";
+  // Out of descriptors with connections waiting in both backlogs: no spin.
+  const double before = cpuSeconds();
+  std::this_thread::sleep_for(1s);
+  const double used = cpuSeconds() - before;
+  EXPECT_LT(used, 0.5) << "accept loops spun on EMFILE";
+  flood.clear();
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  std::this_thread::sleep_for(300ms);  // past the back-off
+  RawConn after(master.port(), "127.0.3.2");
+  EXPECT_TRUE(after.authenticate(kToken).hasValue()) << "the master did not serve again";
+  RawConn data(acceptor->port(), "127.0.3.2");
+  wire::LinkHello h{1, 2, 1, 0, 1, security::randomNonce().value()};
+  std::byte b[wire::kHelloBytes];
+  wire::encodeHello(h, b);
+  data.sendBytes(b, sizeof(b));
+  std::byte cb[wire::kChallengeBytes];
+  EXPECT_TRUE(data.recvBytes(cb, sizeof(cb), 2s)) << "the data acceptor did not serve again";
 }
 
 // A member of group 1 reports members of group 0 as stuck: ignored, since a

@@ -87,6 +87,22 @@ TEST(Mailbox, RetiredOpsDropTheirFrames) {
   EXPECT_TRUE(mb.take({1, 4, 0, 0}, Clock::now() + kSoon, go, 1).hasValue());
 }
 
+// A sender cannot make the mailbox hold frames of ops far ahead, or of
+// unboundedly many tags.
+TEST(Mailbox, RefusesFramesFarAheadOrOfTooManyTags) {
+  auto pool = BufferPool::create();
+  Mailbox mb;
+  EXPECT_TRUE(mb.put(frame(pool, 1, kMaxOpsAhead - 1, 0, 0)).isOk());
+  const Status far = mb.put(frame(pool, 1, kMaxOpsAhead, 0, 0));
+  EXPECT_EQ(far.code(), ecclInvalidArgument);
+  EXPECT_NE(far.message().find("ahead"), std::string::npos) << far.message();
+  mb.retire(1, 10);  // ops up to #10 ended: the window moves
+  EXPECT_TRUE(mb.put(frame(pool, 1, 10 + kMaxOpsAhead, 0, 0)).isOk());
+  EXPECT_FALSE(mb.put(frame(pool, 1, 11 + kMaxOpsAhead, 0, 0)).isOk());
+  for (uint32_t tag = 2; tag <= kMaxTags; ++tag) ASSERT_TRUE(mb.put(frame(pool, tag, 0, 0, 0)).isOk());
+  EXPECT_FALSE(mb.put(frame(pool, kMaxTags + 1, 0, 0, 0)).isOk());
+}
+
 TEST(BufferPool, ReusesBuffers) {
   auto pool = BufferPool::create();
   const std::byte* first = nullptr;

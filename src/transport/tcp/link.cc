@@ -74,10 +74,8 @@ void TcpLink::readLoop(Stream& s) {
       } else {
         Frame f{*h, pool_->get(h->payloadBytes)};
         st = s.socket.readAll(f.payload.data(), h->payloadBytes, stop_, never);
-        if (st.isOk()) {
-          mailbox_.put(std::move(f));
-          continue;
-        }
+        if (st.isOk()) st = mailbox_.put(std::move(f));
+        if (st.isOk()) continue;
       }
     }
     if (stop_.load(std::memory_order_acquire)) return;
