@@ -4,7 +4,6 @@
 
 #include "api/shim.h"
 #include "common/env.h"
-#include "security/tls.h"
 
 using eccl::Result;
 using eccl::Status;
@@ -72,11 +71,7 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
     if (config->bindAddress != nullptr) o.bindAddress = config->bindAddress;
     o.heartbeatInterval = std::chrono::milliseconds(config->heartbeatIntervalMs);
     o.failureTimeout = std::chrono::milliseconds(config->failureTimeoutMs);
-    const bool hasTls = ECCL_HAS_FIELD(config, tlsCaFile);
-    auto tls = eccl::security::tlsOptionsFrom(hasTls ? config->tls : nullptr,
-                                              hasTls ? config->tlsCertFile : nullptr,
-                                              hasTls ? config->tlsKeyFile : nullptr,
-                                              hasTls ? config->tlsCaFile : nullptr);
+    auto tls = eccl::api::tlsOptionsOf(config);
     if (!tls) return tls.status();
     if (tls->mode == eccl::security::TlsMode::kPsk && o.authToken.empty()) {
       return error(ecclInvalidArgument, "tls \"psk\" derives its key from the auth token; set "

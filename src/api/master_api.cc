@@ -1,7 +1,6 @@
 #include "api/shim.h"
 #include "common/env.h"
 #include "master/master.h"
-#include "security/tls.h"
 
 #include <cstddef>
 
@@ -40,11 +39,7 @@ ECCL_API ecclResult_t ecclMasterCreate(const ecclMasterConfig_t* config, ecclMas
       o.allowUnauthenticated = config->allowUnauthenticated != 0;
       o.trustAdvertisedAddresses = config->trustAdvertisedAddresses != 0;
     }
-    const bool hasTls = ECCL_HAS_FIELD(config, tlsCaFile);
-    auto tls = eccl::security::tlsOptionsFrom(hasTls ? config->tls : nullptr,
-                                              hasTls ? config->tlsCertFile : nullptr,
-                                              hasTls ? config->tlsKeyFile : nullptr,
-                                              hasTls ? config->tlsCaFile : nullptr);
+    auto tls = eccl::api::tlsOptionsOf(config);
     if (!tls) return tls.status();
     o.tls = *tls;
     auto m = eccl::master::Master::start(o);

@@ -10,6 +10,7 @@
 
 #include "comm/communicator.h"
 #include "common/status.h"
+#include "security/tls.h"
 
 struct ecclComm {
   std::unique_ptr<eccl::comm::Communicator> impl;
@@ -54,5 +55,14 @@ Status checkStruct(const T* p, size_t firstVersionSize, const char* name, const 
 // Whether a caller's config struct (of its structSize) includes `field`.
 #define ECCL_HAS_FIELD(p, field) \
   ((p)->structSize >= offsetof(std::remove_pointer_t<decltype(p)>, field) + sizeof((p)->field))
+
+// The TLS fields of a config struct; NULL (the environment's) for callers
+// built before the fields existed.
+template <typename Config>
+Result<security::TlsOptions> tlsOptionsOf(const Config* c) {
+  const bool has = ECCL_HAS_FIELD(c, tlsCaFile);
+  return security::tlsOptionsFrom(has ? c->tls : nullptr, has ? c->tlsCertFile : nullptr,
+                                  has ? c->tlsKeyFile : nullptr, has ? c->tlsCaFile : nullptr);
+}
 
 }  // namespace eccl::api

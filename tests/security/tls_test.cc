@@ -53,13 +53,7 @@ void allReduceAndBroadcast(const std::string& address, const PeerOptions& po) {
 }
 
 ecclResult_t tryConnect(const std::string& address, const PeerOptions& po, std::string* why) {
-  ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
-  cfg.masterAddress = address.c_str();
-  cfg.authToken = po.authToken;
-  cfg.tls = po.tls;
-  cfg.tlsCertFile = po.tlsCertFile;
-  cfg.tlsKeyFile = po.tlsKeyFile;
-  cfg.tlsCaFile = po.tlsCaFile;
+  ecclCommConfig_t cfg = commConfig(address, po);
   cfg.connectTimeoutMs = 3000;
   ecclComm_t comm = nullptr;
   if (ecclResult_t r = ecclCommCreate(&cfg, &comm); r != ecclSuccess) {

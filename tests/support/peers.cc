@@ -20,7 +20,7 @@ LocalMaster::LocalMaster(const char* authToken) {
 
 LocalMaster::~LocalMaster() { ecclMasterDestroy(master_); }
 
-ecclComm_t connectPeer(const std::string& masterAddress, const PeerOptions& options) {
+ecclCommConfig_t commConfig(const std::string& masterAddress, const PeerOptions& options) {
   ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
   cfg.masterAddress = masterAddress.c_str();
   cfg.peerGroup = options.peerGroup;
@@ -30,8 +30,13 @@ ecclComm_t connectPeer(const std::string& masterAddress, const PeerOptions& opti
   cfg.tlsCertFile = options.tlsCertFile;
   cfg.tlsKeyFile = options.tlsKeyFile;
   cfg.tlsCaFile = options.tlsCaFile;
-  cfg.opTimeoutMs = kTestOpTimeoutMs;
+  cfg.opTimeoutMs = options.opTimeoutMs;
   cfg.connectTimeoutMs = 5000;
+  return cfg;
+}
+
+ecclComm_t connectPeer(const std::string& masterAddress, const PeerOptions& options) {
+  const ecclCommConfig_t cfg = commConfig(masterAddress, options);
   ecclComm_t comm = nullptr;
   if (ecclCommCreate(&cfg, &comm) != ecclSuccess) {
     ADD_FAILURE() << "ecclCommCreate: " << ecclGetLastError(nullptr);

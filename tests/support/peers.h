@@ -32,7 +32,11 @@ struct PeerOptions {
   const char* tlsCertFile = nullptr;
   const char* tlsKeyFile = nullptr;
   const char* tlsCaFile = nullptr;
+  uint32_t opTimeoutMs = kTestOpTimeoutMs;
 };
+
+// The config connectPeer uses (pointers into `masterAddress` and `options`).
+ecclCommConfig_t commConfig(const std::string& masterAddress, const PeerOptions& options);
 
 // Creates and connects a communicator; fails the test (and returns NULL) on error.
 ecclComm_t connectPeer(const std::string& masterAddress, const PeerOptions& options = {});
