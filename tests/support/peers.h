@@ -32,7 +32,6 @@ struct PeerOptions {
   const char* tlsCertFile = nullptr;
   const char* tlsKeyFile = nullptr;
   const char* tlsCaFile = nullptr;
-  uint32_t opTimeoutMs = kTestOpTimeoutMs;
 };
 
 // The config connectPeer uses (pointers into `masterAddress` and `options`).
