@@ -340,12 +340,4 @@ Master::~Master() {
 
 uint16_t Master::port() const { return impl_->port; }
 
-std::string Master::mode() const {
-  return fmt::format("{}; TLS {}",
-                     impl_->options.authToken.empty()
-                         ? "OPEN (no auth token: anyone who reaches it may join)"
-                         : "authenticated (HMAC-SHA256 challenge-response on the shared token)",
-                     security::tlsModeName(impl_->options.tls.mode));
-}
-
 }  // namespace eccl::master

@@ -43,8 +43,6 @@ class Master {
   ~Master();  // stops serving and joins the thread
 
   uint16_t port() const;
-  // "authenticated" or "open (no auth token)": what eccl-master prints.
-  std::string mode() const;
 
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
