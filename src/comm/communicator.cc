@@ -151,6 +151,7 @@ Status Communicator::registerAndJoin() {
   reg.dataHost = options_.advertisedAddress;  // empty: the master uses what it sees
   reg.dataPort = transport_->port();
   reg.opTimeoutMs = static_cast<uint32_t>(std::min<int64_t>(options_.opTimeout.count(), UINT32_MAX));
+  reg.segmentBytes = static_cast<uint32_t>(env::segmentBytes());
   control_->send(reg);
   Result<wire::ControlMessage> reply =
       control_->await(wire::MsgType::kRegisterReply, after(options_.connectTimeout));
@@ -194,6 +195,7 @@ Status Communicator::applyTopology(const wire::Topology& t) {
     epoch_ = t.epoch;
     rank_ = static_cast<int>(t.rank);
     ring_ = t.ring;
+    segmentBytes_ = t.segmentBytes;
     linksError_ = Status::ok();
   }
   log::threadContext() = {peerId_, t.epoch, true};
@@ -250,6 +252,7 @@ Status Communicator::openLinks(const wire::Topology& t) {
   }
   if (!out) return out.status();
   if (!in) return in.status();
+  (*in)->setMaxFrameBytes(t.segmentBytes);
   std::lock_guard<std::mutex> lock(viewMu_);
   right_ = std::move(*out);
   left_ = std::move(*in);
@@ -434,6 +437,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     std::lock_guard<std::mutex> lock(viewMu_);
     ctx.rank = rank_;
     ctx.world = static_cast<int>(ring_.size());
+    ctx.segmentBytes = segmentBytes_;
     ctx.right = right_.get();
     ctx.left = left_.get();
     if (ctx.world > 1 && (ctx.right == nullptr || ctx.left == nullptr)) {
@@ -510,7 +514,6 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
                                  sending});
   };
   ctx.cancel = &req.cancel;
-  ctx.segmentBytes = env::segmentBytes();
   if (ringRuns) {
     local = a.kind == wire::OpKind::kAllReduce
                 ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)

@@ -118,6 +118,7 @@ class Communicator {
   uint64_t epoch_ = 0;
   int rank_ = 0;
   std::vector<wire::RingPeer> ring_;
+  uint32_t segmentBytes_ = wire::kDefaultSegmentBytes;  // the group's, from the master
   std::unique_ptr<transport::Link> right_;
   std::unique_ptr<transport::Link> left_;
   Status linksError_;  // why this epoch's links are missing (ops fail with it)

@@ -66,6 +66,7 @@ std::vector<Outgoing> Membership::onRegister(uint64_t peerId, const wire::Regist
   p.host = reg.dataHost.empty() ? observedHost : reg.dataHost;
   p.port = reg.dataPort;
   p.lastSeen = Clock::now();
+  p.segmentBytes = reg.segmentBytes;
   p.opTimeout = std::chrono::milliseconds(reg.opTimeoutMs);
   if (p.opTimeout.count() > 0 && p.opTimeout < options_.minOpTimeout) {
     // One member's tiny timeout would fail every op of its group.
@@ -371,6 +372,9 @@ void Membership::update(std::vector<Outgoing>& out) {
     for (const auto& [order, peer] : members) rings[group].push_back(peer);
   }
   for (auto& [group, ring] : rings) {
+    // The smallest segment any member announced: frames fit every member's limit.
+    uint32_t segment = wire::kMaxSegmentBytes;
+    for (const wire::RingPeer& r : ring) segment = std::min(segment, peers_.at(r.peerId).segmentBytes);
     for (uint32_t rank = 0; rank < ring.size(); ++rank) {
       wire::Topology t;
       t.result = ecclSuccess;
@@ -378,6 +382,7 @@ void Membership::update(std::vector<Outgoing>& out) {
       t.peerGroup = group;
       t.rank = rank;
       t.ring = ring;
+      t.segmentBytes = segment;
       out.push_back({ring[rank].peerId, std::move(t)});
     }
   }

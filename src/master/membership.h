@@ -102,6 +102,7 @@ class Membership {
     uint64_t admitted = 0;  // admission order: ring position, so members keep their ranks
     Clock::time_point lastSeen{};
     std::chrono::milliseconds opTimeout{0};  // 0: none
+    uint32_t segmentBytes = wire::kDefaultSegmentBytes;
   };
   struct OpKey {
     uint32_t group;

@@ -78,6 +78,8 @@ class Link {
   virtual void retire(uint32_t tag, uint64_t seq) = 0;
   // Wakes recv() callers so that they re-check their cancel flags.
   virtual void interrupt() = 0;
+  // Frames larger than this (the group's segment size) break the link.
+  virtual void setMaxFrameBytes(uint32_t bytes) = 0;
 
   virtual uint64_t remotePeer() const = 0;
   virtual uint32_t streamCount() const = 0;

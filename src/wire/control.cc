@@ -9,7 +9,7 @@ namespace {
 
 // The largest Topology (kMaxRingPeers entries of id, longest host, port,
 // plus the fixed fields and a full message) must fit what a peer accepts.
-static_assert(kMaxRingPeers * (8 + 4 + kMaxHostBytes + 2) + 64 + kMaxStringBytes <=
+static_assert(kMaxRingPeers * (8 + 4 + kMaxHostBytes + 2) + 68 + kMaxStringBytes <=
               kMaxControlPayload);
 
 constexpr std::string_view kTruncated = " [truncated]";
@@ -26,10 +26,15 @@ void put(Writer& w, const Register& m) {
   w.str(m.dataHost);
   w.u16(m.dataPort);
   w.u32(m.opTimeoutMs);
+  w.u32(m.segmentBytes);
+}
+
+bool segmentInRange(uint32_t bytes) {
+  return bytes >= kMinSegmentBytes && bytes <= kMaxSegmentBytes;
 }
 bool get(Reader& r, Register* m) {
   return r.u32(&m->peerGroup) && r.str(&m->dataHost, kMaxHostBytes) && r.u16(&m->dataPort) &&
-         r.u32(&m->opTimeoutMs);
+         r.u32(&m->opTimeoutMs) && r.u32(&m->segmentBytes) && segmentInRange(m->segmentBytes);
 }
 
 void put(Writer& w, const RegisterReply& m) {
@@ -54,6 +59,7 @@ void put(Writer& w, const Topology& m) {
     w.u16(p.port);
   }
   w.str(clip(m.message));
+  w.u32(m.segmentBytes);
 }
 bool get(Reader& r, Topology* m) {
   uint32_t n = 0;
@@ -67,7 +73,10 @@ bool get(Reader& r, Topology* m) {
   for (RingPeer& p : m->ring) {
     if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxHostBytes) && r.u16(&p.port))) return false;
   }
-  if (!r.str(&m->message, kMaxStringBytes)) return false;
+  if (!r.str(&m->message, kMaxStringBytes) || !r.u32(&m->segmentBytes) ||
+      !segmentInRange(m->segmentBytes)) {
+    return false;
+  }
   return m->ring.empty() ? m->rank == 0 : m->rank < m->ring.size();
 }
 

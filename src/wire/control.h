@@ -37,6 +37,11 @@ inline constexpr size_t kMaxHostBytes = 255;
 // and an update's Topologies (one full ring per member: quadratic) stay
 // within tens of MB.
 inline constexpr size_t kMaxRingPeers = 1024;
+// Pipelining segments (one data frame each): the group's size is negotiated
+// through the master (the smallest its members announce).
+inline constexpr uint32_t kMinSegmentBytes = 4096;
+inline constexpr uint32_t kDefaultSegmentBytes = 1u << 20;
+inline constexpr uint32_t kMaxSegmentBytes = 64u << 20;
 
 enum class MsgType : uint16_t {
   kRegister = 1,
@@ -74,6 +79,8 @@ struct Register {
   // The peer's op timeout: an op that some members finished and the others
   // did not within it fails on all of them (0: no limit).
   uint32_t opTimeoutMs = 0;
+  // The pipelining segment it would use (ECCL_SEGMENT_BYTES).
+  uint32_t segmentBytes = kDefaultSegmentBytes;
 };
 
 struct RegisterReply {
@@ -98,6 +105,9 @@ struct Topology {
   uint32_t rank = 0;
   std::vector<RingPeer> ring;
   std::string message;
+  // The group's segment size: every member cuts its frames to it, and a
+  // frame larger than it breaks the link.
+  uint32_t segmentBytes = kDefaultSegmentBytes;
 };
 
 struct Vote {  // ecclCommUpdateTopology

@@ -30,7 +30,6 @@ inline constexpr size_t kChallengeBytes = 72;
 inline constexpr size_t kProofBytes = 40;
 inline constexpr size_t kDataHeaderBytes = 64;
 inline constexpr uint32_t kMaxStreams = 64;
-inline constexpr uint32_t kMaxSegmentBytes = 64u << 20;
 
 // The handshake of every data stream (security/auth.h): the dialler sends a
 // LinkHello naming the stream, the acceptor answers with a LinkChallenge (its

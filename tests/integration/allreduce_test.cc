@@ -5,6 +5,7 @@
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "support/peers.h"
@@ -76,6 +77,34 @@ TEST_P(AllReduceWorld, AwkwardCountsInAndOutOfPlace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, AllReduceWorld, ::testing::Values(1, 2, 3, 5, 8));
+
+// Peers with different ECCL_SEGMENT_BYTES: the master hands the group the
+// smallest (4 KiB), which both rings cut frames to and both links enforce;
+// a ring still cutting 1 MiB frames would break the 4 KiB peer's link.
+TEST(AllReduce, SegmentSizeIsNegotiated) {
+  LocalMaster master;
+  ::setenv("ECCL_SEGMENT_BYTES", "4096", 1);
+  ecclComm_t small = connectPeer(master.address());  // read at connect: 4 KiB
+  ::unsetenv("ECCL_SEGMENT_BYTES");
+  ASSERT_NE(small, nullptr);
+  std::thread joining([&] {
+    ecclComm_t big = connectPeer(master.address());  // 1 MiB
+    ASSERT_NE(big, nullptr);
+    std::vector<float> v(1 << 18, 2.0f);
+    ASSERT_EQ(ecclAllReduce(v.data(), v.data(), v.size(), ecclFloat32, ecclSum, nullptr, big, nullptr),
+              ecclSuccess) << ecclGetLastError(big);
+    EXPECT_EQ(std::count(v.begin(), v.end(), 3.0f), static_cast<long>(v.size()));
+    ecclCommDestroy(big);
+  });
+  // EXPECT, not ASSERT: the joining thread must be joined whatever happens.
+  EXPECT_EQ(growWorld(small, 2), ecclSuccess) << ecclGetLastError(small);
+  std::vector<float> v(1 << 18, 1.0f);
+  EXPECT_EQ(ecclAllReduce(v.data(), v.data(), v.size(), ecclFloat32, ecclSum, nullptr, small, nullptr),
+            ecclSuccess) << ecclGetLastError(small);
+  EXPECT_EQ(std::count(v.begin(), v.end(), 3.0f), static_cast<long>(v.size()));
+  joining.join();
+  ecclCommDestroy(small);
+}
 
 TEST(AllReduce, Large64MiBFloat32) {
   const size_t count = (64u << 20) / sizeof(float);

@@ -75,6 +75,22 @@ TEST(TcpTransport, FramesArriveByKeyAcrossStreams) {
   }
 }
 
+// A frame larger than the group's segment size breaks the link: a neighbour
+// cannot make this peer hold frames of any size it likes.
+TEST(TcpTransport, FrameOverTheSegmentSizeBreaksTheLink) {
+  Pair p = connectPair(1);
+  ASSERT_TRUE(p.aToB && p.bFromA);
+  p.bFromA->setMaxFrameBytes(4096);
+  CancelFlag go{0};
+  std::vector<uint8_t> fits(4096), over(4097);
+  ASSERT_TRUE(p.aToB->send(header(0, 4096), fits.data(), soon(), go, nullptr).isOk());
+  ASSERT_TRUE(p.bFromA->recv({5, 0, 0, 0}, soon(), go).hasValue());
+  ASSERT_TRUE(p.aToB->send(header(1, 4097), over.data(), soon(), go, nullptr).isOk());
+  Result<Frame> f = p.bFromA->recv({5, 0, 0, 1}, soon(), go);
+  EXPECT_EQ(f.status().code(), ecclPeerLost);
+  EXPECT_NE(f.status().message().find("segment size of 4096"), std::string::npos) << f.status().message();
+}
+
 // Writing to a neighbour that closed its end must fail with ecclPeerLost, not
 // raise SIGPIPE (which would end this test binary).
 TEST(TcpTransport, SendToAClosedPeerFailsWithoutSigpipe) {

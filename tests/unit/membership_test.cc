@@ -498,6 +498,17 @@ TEST(MembershipSecurity, MemberThatNeverVotesIsRemovedAfterTheVoteTimeout) {
   EXPECT_EQ(m.memberCount(), 3u);
 }
 
+// The group's segment size is the smallest its members announce.
+TEST(MembershipSecurity, SegmentSizeIsTheGroupsSmallest) {
+  Membership m(testOptions());
+  m.onRegister(1, wire::Register{0, "", 4000, 0, 1u << 20}, "127.0.0.1");
+  m.onRegister(2, wire::Register{0, "", 4000, 0, 8192}, "127.0.0.1");
+  m.onRegister(3, wire::Register{1, "", 4000, 0, 65536}, "127.0.0.1");
+  auto out = m.onMessage(1, wire::Vote{});
+  for (uint64_t p : {1u, 2u}) EXPECT_EQ(sentTo<wire::Topology>(out, p)[0]->segmentBytes, 8192u);
+  EXPECT_EQ(sentTo<wire::Topology>(out, 3)[0]->segmentBytes, 65536u);  // its own group
+}
+
 // 1024 members of one group (the most there may be): every Topology, and verdicts that would name
 // most of them or quote a 4 KiB error, still decode at the peers.
 TEST(MembershipSecurity, ThousandsOfMembersGetMessagesThatDecode) {

@@ -27,6 +27,14 @@ TEST(Wire, ControlMessagesRoundTrip) {
   EXPECT_EQ(back.message, "hi");
   auto reg = std::get<Register>(roundTrip(Register{3, "10.0.0.1", 42, 60000}));
   EXPECT_EQ(reg.dataHost, "10.0.0.1");
+  EXPECT_EQ(reg.segmentBytes, kDefaultSegmentBytes);
+  Topology seg = t;
+  seg.segmentBytes = 8192;
+  EXPECT_EQ(std::get<Topology>(roundTrip(seg)).segmentBytes, 8192u);
+  for (uint32_t bad : {kMinSegmentBytes - 1, kMaxSegmentBytes + 1}) {
+    std::vector<std::byte> r = encodeControl(Register{0, "h", 1, 0, bad});
+    EXPECT_FALSE(decodeControl(MsgType::kRegister, std::span(r).subspan(kControlHeaderBytes)).hasValue());
+  }
   EXPECT_EQ(reg.peerGroup, 3u);
   EXPECT_EQ(reg.dataPort, 42);
   EXPECT_EQ(reg.opTimeoutMs, 60000u);

@@ -68,6 +68,11 @@ void TcpLink::readLoop(Stream& s) {
     Result<Frame> frame = error(ecclInternalError, "");
     if (st.isOk()) {
       Result<wire::DataHeader> h = wire::decodeDataHeader(head);
+      if (h && h->payloadBytes > maxFrame_.load(std::memory_order_relaxed)) {
+        h = error(ecclInvalidArgument, fmt::format("frame of {} bytes exceeds the group's segment "
+                                                   "size of {}", h->payloadBytes,
+                                                   maxFrame_.load(std::memory_order_relaxed)));
+      }
       if (!h) {
         st = error(h.status().code(), fmt::format("bad frame from peer {} ({}): {}", remotePeer_,
                                                   s.socket.peerName(), h.status().message()));

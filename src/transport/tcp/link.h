@@ -26,6 +26,7 @@ class TcpLink : public Link {
   Result<Frame> recv(const FrameKey& key, Deadline deadline, const CancelFlag& cancel) override;
   void retire(uint32_t tag, uint64_t seq) override { mailbox_.retire(tag, seq); }
   void interrupt() override { mailbox_.interrupt(); }
+  void setMaxFrameBytes(uint32_t bytes) override { maxFrame_.store(bytes, std::memory_order_relaxed); }
   uint64_t remotePeer() const override { return remotePeer_; }
   uint32_t streamCount() const override { return static_cast<uint32_t>(streams_.size()); }
 
@@ -41,6 +42,7 @@ class TcpLink : public Link {
   std::vector<std::unique_ptr<Stream>> streams_;
   std::atomic<uint32_t> next_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<uint32_t> maxFrame_{wire::kMaxSegmentBytes};
   std::shared_ptr<BufferPool> pool_ = BufferPool::create();
   Mailbox mailbox_;
 };
