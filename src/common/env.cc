@@ -13,7 +13,7 @@ constexpr Knob kKnobs[] = {
     {"ECCL_MASTER_MAX_CONNECTIONS", "4096", "connections a master holds at once; more are closed at accept (16 .. 1000000)"},
     {"ECCL_MASTER_MAX_CONNECTIONS_PER_SOURCE", "256", "of those, from one IP address (1 .. 1000000)"},
     {"ECCL_MASTER_REGISTER_TIMEOUT_MS", "5000", "a connection must authenticate and register within this (100 .. 600000)"},
-    {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864)"},
+    {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864); a group uses the smallest its members announce"},
     {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
     {"ECCL_STREAMS", "4", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64)"},
     {"ECCL_TLS", "off", "TLS 1.3 on control and data connections when the config's tls is NULL: off, psk (key from the auth token) or cert"},
