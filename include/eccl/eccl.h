@@ -99,7 +99,24 @@ typedef enum {
 
 typedef enum { ecclMemHost = 0, ecclMemCuda = 1 } ecclMemType_t;
 
-typedef enum { ecclQuantNone = 0 } ecclQuantization_t;
+/* Codecs for the payload of a collective (docs/codecs.md). Each hop sends the
+ * encoded bytes; receivers decode and reduce in the source precision, and the
+ * final value of every element is encoded once, so every member still ends with
+ * identical bits. Only for float16, bfloat16, float32 and float64 buffers. */
+typedef enum {
+  ecclQuantNone = 0,
+  ecclQuantFloat16 = 1,  /* IEEE binary16 on the wire: 2 bytes per element */
+  ecclQuantBfloat16 = 2, /* bfloat16 on the wire: 2 bytes per element */
+  ecclQuantUint8 = 3,    /* 8-bit affine per block (min and max per block) */
+  ecclQuantUint4 = 4,    /* 4-bit affine per block, two elements per byte */
+  ecclNumQuantizations = 5
+} ecclQuantization_t;
+
+/* How a codec rounds. Stochastic rounding is unbiased (the expected decoded
+ * value is the input) and deterministic: its random stream is seeded from the
+ * epoch, tag, op sequence, ring step and element position, so a rerun of the
+ * same ops gives the same bits. */
+typedef enum { ecclRoundNearest = 0, ecclRoundStochastic = 1, ecclNumRoundings = 2 } ecclRounding_t;
 
 typedef struct ecclMaster* ecclMaster_t;
 typedef struct ecclComm* ecclComm_t;
@@ -244,23 +261,34 @@ ECCL_API ecclResult_t ecclCommDestroy(ecclComm_t comm);
 typedef struct {
   size_t structSize;
   uint32_t tag;                    /* ops of one tag run in issue order */
-  ecclQuantization_t quantization; /* ecclQuantNone only, for now */
+  ecclQuantization_t quantization; /* payload codec; every member must use the same one
+                                      for an op (ecclInvalidUsage on all otherwise) */
   ecclMemType_t memType;           /* ecclMemHost only with the tcp transport */
   void* cudaStream;                /* reserved for ecclMemCuda */
+  /* Fields below were added in 0.2. */
+  ecclRounding_t rounding;         /* for a codec: nearest (ties to even for float16 and
+                                      bfloat16) or stochastic */
+  uint32_t quantBlockSize;         /* elements per min/max block of ecclQuantUint8 and
+                                      ecclQuantUint4: a multiple of 8 from 8 to 32768;
+                                      0 = 256. Ignored by the other codecs */
 } ecclOpOptions_t;
 
-#define ECCL_OP_OPTIONS_INIT { sizeof(ecclOpOptions_t), 0, ecclQuantNone, ecclMemHost, NULL }
+#define ECCL_OP_OPTIONS_INIT \
+  { sizeof(ecclOpOptions_t), 0, ecclQuantNone, ecclMemHost, NULL, ecclRoundNearest, 0 }
 
 typedef struct {
   size_t structSize;
-  uint64_t bytesSent;
-  uint64_t bytesReceived;
+  uint64_t bytesSent;     /* bytes this member put on the wire (payload, encoded) */
+  uint64_t bytesReceived; /* bytes this member took off the wire (payload, encoded) */
   int worldSize;
   uint64_t epoch;
   double seconds;
+  /* Fields below were added in 0.2. */
+  uint64_t logicalBytesSent;     /* what bytesSent would be without a codec */
+  uint64_t logicalBytesReceived; /* what bytesReceived would be without a codec */
 } ecclOpInfo_t;
 
-#define ECCL_OP_INFO_INIT { sizeof(ecclOpInfo_t), 0, 0, 0, 0, 0.0 }
+#define ECCL_OP_INFO_INIT { sizeof(ecclOpInfo_t), 0, 0, 0, 0, 0.0, 0, 0 }
 
 /* Ring all-reduce of `count` elements of `sendbuf` into `recvbuf` on every
  * member of the peer group; sendbuf == recvbuf is allowed. opts and info may

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include "api/shim.h"
+#include "codec/codec.h"
 #include "common/dtype.h"
 
 struct ecclRequest {
@@ -14,7 +15,7 @@ using eccl::comm::OpArgs;
 
 namespace {
 
-Status validate(const OpArgs& a, const ecclOpOptions_t* opts, ecclComm_t comm) {
+Status validate(OpArgs& a, const ecclOpOptions_t* opts, ecclComm_t comm) {
   if (comm == nullptr || !comm->impl) return error(ecclInvalidArgument, "comm is NULL");
   if (!eccl::isValidDtype(a.dtype)) {
     return error(ecclInvalidArgument, fmt::format("unknown dtype {}", static_cast<int>(a.dtype)));
@@ -43,10 +44,13 @@ Status validate(const OpArgs& a, const ecclOpOptions_t* opts, ecclComm_t comm) {
     if (opts->memType != ecclMemHost) {
       return error(ecclUnsupported, "only host memory (ecclMemHost) works with the tcp transport");
     }
-    if (opts->quantization != ecclQuantNone) {
-      return error(ecclUnsupported, fmt::format("quantization {} is not available in this build",
-                                                static_cast<int>(opts->quantization)));
-    }
+    const bool v02 = ECCL_HAS_FIELD(opts, quantBlockSize);  // rounding and block size
+    const int quant = static_cast<int>(opts->quantization);
+    const int rounding = v02 ? static_cast<int>(opts->rounding) : ecclRoundNearest;
+    a.blockElems = v02 ? opts->quantBlockSize : 0;
+    ECCL_RETURN_IF_ERROR(eccl::codec::checkParams(quant, rounding, a.dtype, &a.blockElems));
+    a.quant = static_cast<ecclQuantization_t>(quant);
+    a.rounding = static_cast<ecclRounding_t>(rounding);
   }
   return Status::ok();
 }

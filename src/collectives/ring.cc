@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "collectives/schedule.h"
 #include "common/dtype.h"
@@ -14,22 +17,48 @@ namespace {
 // Frames and buffers of one op, with the bookkeeping every step shares.
 class RingIo {
  public:
-  RingIo(RingContext& ctx, size_t elemSize) : ctx_(ctx), elem_(elemSize) {
+  RingIo(RingContext& ctx, ecclDataType_t dtype)
+      : ctx_(ctx), dtype_(dtype), elem_(dtypeSize(dtype)), codec_(ctx.codec) {
     if (ctx_.onStall) {
       watch_.every = ctx_.stallReport;
       watch_.onStall = [this](std::chrono::milliseconds stuck) {
         ctx_.onStall(ctx_.right->remotePeer(), true, stuck);
       };
     }
+    segElems_ = std::max<size_t>(1, ctx_.segmentBytes / elem_);
+    if (codec_ != nullptr) {
+      // Encoded segments must fit the group's frame limit too (block metadata).
+      const size_t step = std::max<size_t>(1, ctx_.codecParams.blockElems);
+      while (segElems_ > step && payloadFor(segElems_) > ctx_.segmentBytes) segElems_ -= step;
+      encoded_.resize(payloadFor(segElems_));
+    }
   }
 
-  Status send(uint32_t step, uint32_t segment, const void* data, size_t elems) {
+  size_t segElems() const { return segElems_; }
+
+  // Sends the elements of segment `s` at `data`: encoded when the op has a codec.
+  Status sendElems(uint32_t step, uint32_t segment, Range s, const std::byte* data) {
+    if (codec_ == nullptr) return sendBytes(step, segment, s, data, s.count * elem_);
+    return sendBytes(step, segment, s, encode(step, s, data), payloadFor(s.count));
+  }
+
+  // Sends a payload as it is: encoded bytes being forwarded, or raw elements.
+  Status sendBytes(uint32_t step, uint32_t segment, Range s, const void* payload, size_t bytes) {
     wire::DataHeader h = ctx_.base;
     h.step = step;
     h.segment = segment;
-    h.payloadBytes = static_cast<uint32_t>(elems * elem_);
-    ctx_.bytesSent += h.payloadBytes;
-    return ctx_.right->send(h, data, deadline(), *ctx_.cancel, ctx_.onStall ? &watch_ : nullptr);
+    h.payloadBytes = static_cast<uint32_t>(bytes);
+    ctx_.bytesSent += bytes;
+    ctx_.logicalBytesSent += s.count * elem_;
+    return ctx_.right->send(h, payload, deadline(), *ctx_.cancel, ctx_.onStall ? &watch_ : nullptr);
+  }
+
+  // The owner's final value of a segment: encoded once, and `data` replaced
+  // by what every other member will decode from those bytes.
+  std::span<const std::byte> finalize(uint32_t step, Range s, std::byte* data) {
+    const std::byte* enc = encode(step, s, data);
+    codec_->decode(ctx_.codecParams, enc, s.count, data);
+    return {enc, payloadFor(s.count)};
   }
 
   Result<transport::Frame> recv(uint32_t step, uint32_t segment, size_t elems) {
@@ -51,25 +80,66 @@ class RingIo {
     lastFrame_ = transport::Clock::now();
     const wire::DataHeader& h = f->header;
     if (!(h.descriptor() == b.descriptor()) || h.epoch != b.epoch || h.group != b.group ||
-        h.payloadBytes != elems * elem_) {
+        h.payloadBytes != payloadFor(elems)) {
       return error(ecclInvalidUsage,
                    fmt::format("peer {} runs a different op on tag {} op #{}: it sent "
-                               "kind {} count {} dtype {} op {} root {} ({} bytes), we expect "
-                               "kind {} count {} dtype {} op {} root {} ({} bytes)",
-                               ctx_.left->remotePeer(), b.tag, b.seq, h.kind, h.count, h.dtype,
-                               h.redop, h.root, h.payloadBytes, b.kind, b.count, b.dtype,
-                               b.redop, b.root, elems * elem_));
+                               "{} ({} bytes), we expect {} ({} bytes)",
+                               ctx_.left->remotePeer(), b.tag, b.seq,
+                               wire::describe(h.descriptor()), h.payloadBytes,
+                               wire::describe(b.descriptor()), payloadFor(elems)));
     }
     ctx_.bytesReceived += h.payloadBytes;
+    ctx_.logicalBytesReceived += elems * elem_;
     return f;
   }
 
-  size_t segElems() const { return std::max<size_t>(1, ctx_.segmentBytes / elem_); }
+  // dst = local OP (the frame's elements).
+  Status combine(ecclRedOp_t op, std::byte* dst, const std::byte* local,
+                 const transport::Frame& f, size_t elems) {
+    const std::byte* theirs = f.bytes().data();
+    if (codec_ != nullptr && (op == ecclSum || op == ecclAvg)) {
+      codec_->decodeAdd(ctx_.codecParams, theirs, elems, local, dst);
+      return Status::ok();
+    }
+    if (codec_ != nullptr) {
+      if (scratch_.size() < segElems_ * elem_) scratch_.resize(segElems_ * elem_);
+      codec_->decode(ctx_.codecParams, theirs, elems, scratch_.data());
+      theirs = scratch_.data();
+    }
+    if (!reduce::reduce(dtype_, op, dst, local, theirs, elems)) {
+      return error(ecclInvalidArgument, "no reduction kernel for this dtype and op");
+    }
+    return Status::ok();
+  }
+
+  // dst = the frame's elements.
+  void unpack(const transport::Frame& f, size_t elems, std::byte* dst) {
+    if (codec_ != nullptr) {
+      codec_->decode(ctx_.codecParams, f.bytes().data(), elems, dst);
+    } else if (elems > 0) {
+      std::memcpy(dst, f.bytes().data(), elems * elem_);
+    }
+  }
 
  private:
+  size_t payloadFor(size_t elems) const {
+    return codec_ != nullptr ? codec_->encodedBytes(ctx_.codecParams, elems) : elems * elem_;
+  }
+  const std::byte* encode(uint32_t step, Range s, const std::byte* data) {
+    const wire::DataHeader& b = ctx_.base;
+    codec_->encode(ctx_.codecParams, data, s.count, encoded_.data(),
+                   codec::segmentSeed(b.epoch, b.tag, b.seq, step, s.begin));
+    return encoded_.data();
+  }
   transport::Deadline deadline() const { return transport::Clock::now() + ctx_.progressTimeout; }
+
   RingContext& ctx_;
+  ecclDataType_t dtype_;
   size_t elem_;
+  const codec::Codec* codec_;
+  size_t segElems_ = 1;
+  std::vector<std::byte> encoded_;  // one segment, encoded
+  std::vector<std::byte> scratch_;  // one segment, decoded (ops other than sum/avg)
   transport::Deadline lastFrame_ = transport::Clock::now();  // op start, then each arrival
   transport::StallWatch watch_;
 };
@@ -86,7 +156,7 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
     if (in != out && count > 0) std::memmove(out, in, count * esz);
     return Status::ok();
   }
-  RingIo io(ctx, esz);
+  RingIo io(ctx, dtype);
   const size_t seg = io.segElems();
   const uint32_t agBase = static_cast<uint32_t>(n - 1);  // all-gather step numbers follow
 
@@ -94,26 +164,31 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
   const Range first = chunkRange(count, n, r);
   for (uint32_t j = 0; j < segmentCount(first.count, seg); ++j) {
     const Range s = segmentRange(first, seg, j);
-    ECCL_RETURN_IF_ERROR(io.send(0, j, in + s.begin * esz, s.count));
+    ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, in + s.begin * esz));
   }
   // Steps 0..n-2: reduce what arrives into `out`, pass it on.
   for (int step = 0; step < n - 1; ++step) {
     const Range chunk = chunkRange(count, n, mod(r - step - 1, n));
     const bool owner = step == n - 2;  // this chunk is now complete here
+    const uint32_t next = owner ? agBase : static_cast<uint32_t>(step + 1);
     for (uint32_t j = 0; j < segmentCount(chunk.count, seg); ++j) {
       const Range s = segmentRange(chunk, seg, j);
       Result<transport::Frame> f = io.recv(static_cast<uint32_t>(step), j, s.count);
       if (!f) return f.status();
       std::byte* dst = out + s.begin * esz;
-      if (!reduce::reduce(dtype, op, dst, in + s.begin * esz, f->bytes().data(), s.count) ||
-          (owner && op == ecclAvg &&
-           !reduce::divide(dtype, dst, s.count, static_cast<uint64_t>(n)))) {
-        return error(ecclInvalidArgument, "no reduction kernel for this dtype and op");
+      ECCL_RETURN_IF_ERROR(io.combine(op, dst, in + s.begin * esz, *f, s.count));
+      if (owner && op == ecclAvg && !reduce::divide(dtype, dst, s.count, static_cast<uint64_t>(n))) {
+        return error(ecclInvalidArgument, "no division kernel for this dtype");
       }
-      ECCL_RETURN_IF_ERROR(io.send(owner ? agBase : static_cast<uint32_t>(step + 1), j, dst, s.count));
+      if (owner && ctx.codec != nullptr) {
+        const std::span<const std::byte> enc = io.finalize(next, s, dst);
+        ECCL_RETURN_IF_ERROR(io.sendBytes(next, j, s, enc.data(), enc.size()));
+      } else {
+        ECCL_RETURN_IF_ERROR(io.sendElems(next, j, s, dst));
+      }
     }
   }
-  // All-gather: copy each finished chunk and forward it unchanged.
+  // All-gather: take each finished chunk and forward the same bytes.
   for (int step = 0; step < n - 1; ++step) {
     const Range chunk = chunkRange(count, n, mod(r - step, n));
     const uint32_t wireStep = agBase + static_cast<uint32_t>(step);
@@ -121,9 +196,11 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       const Range s = segmentRange(chunk, seg, j);
       Result<transport::Frame> f = io.recv(wireStep, j, s.count);
       if (!f) return f.status();
-      std::byte* dst = out + s.begin * esz;
-      if (s.count > 0) std::memcpy(dst, f->bytes().data(), s.count * esz);
-      if (step < n - 2) ECCL_RETURN_IF_ERROR(io.send(wireStep + 1, j, dst, s.count));
+      io.unpack(*f, s.count, out + s.begin * esz);
+      if (step < n - 2) {
+        ECCL_RETURN_IF_ERROR(
+            io.sendBytes(wireStep + 1, j, s, f->bytes().data(), f->bytes().size()));
+      }
     }
   }
   return Status::ok();
@@ -134,19 +211,28 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
   if (n == 1 || count == 0) return Status::ok();
   const size_t esz = dtypeSize(dtype);
   auto* data = static_cast<std::byte*>(buf);
-  RingIo io(ctx, esz);
+  RingIo io(ctx, dtype);
   const size_t seg = io.segElems();
   const Range all{0, count};
   const int pos = mod(ctx.rank - root, n);  // distance from the root along the ring
   for (uint32_t j = 0; j < segmentCount(count, seg); ++j) {
     const Range s = segmentRange(all, seg, j);
     std::byte* p = data + s.begin * esz;
-    if (pos != 0) {
-      Result<transport::Frame> f = io.recv(0, j, s.count);
-      if (!f) return f.status();
-      std::memcpy(p, f->bytes().data(), s.count * esz);
+    if (pos == 0) {
+      if (ctx.codec == nullptr) {
+        ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, p));
+      } else {
+        const std::span<const std::byte> enc = io.finalize(0, s, p);
+        ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, enc.data(), enc.size()));
+      }
+      continue;
     }
-    if (pos != n - 1) ECCL_RETURN_IF_ERROR(io.send(0, j, p, s.count));
+    Result<transport::Frame> f = io.recv(0, j, s.count);
+    if (!f) return f.status();
+    io.unpack(*f, s.count, p);
+    if (pos != n - 1) {
+      ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, f->bytes().data(), f->bytes().size()));
+    }
   }
   return Status::ok();
 }

@@ -7,8 +7,18 @@
 // verbatim, so every member ends with identical bits. AVG divides once at the
 // owner. Broadcast is a pipelined chain from the root along the ring.
 //
-// Every received frame is checked against the op's descriptor; a frame of
-// another op shape means the peers disagree (ecclInvalidUsage).
+// With a codec (codec/codec.h) every hop sends encoded segments: a
+// reduce-scatter hop encodes its partial sum and the receiver adds the decoded
+// values to its own input, in the source precision. The owner of a finished
+// chunk encodes it once and replaces its own copy with the decoded value; the
+// others decode it and forward the same bytes, so every member still ends
+// with identical bits. Broadcast: the root encodes once and keeps the decoded
+// value too (its buffer changes). The codec works per segment, inside the
+// pipeline.
+//
+// Every received frame is checked against the op's descriptor (codec and
+// block size included) and its payload size; a frame of another op shape
+// means the peers disagree (ecclInvalidUsage).
 //
 // Waiting: a receive that gets nothing, or a send whose bytes the neighbour
 // does not take, for `stallReport` calls onStall (the communicator tells the
@@ -20,6 +30,7 @@
 #include <chrono>
 #include <functional>
 
+#include "codec/codec.h"
 #include "eccl/eccl.h"
 #include "transport/transport.h"
 
@@ -36,8 +47,12 @@ struct RingContext {
   std::function<void(uint64_t neighbour, bool sending, std::chrono::milliseconds stuck)> onStall;
   const transport::CancelFlag* cancel = nullptr;
   size_t segmentBytes = 1 << 20;
-  uint64_t bytesSent = 0;
+  const codec::Codec* codec = nullptr;  // none: raw elements
+  codec::Params codecParams;
+  uint64_t bytesSent = 0;  // on the wire (encoded)
   uint64_t bytesReceived = 0;
+  uint64_t logicalBytesSent = 0;  // the same without a codec
+  uint64_t logicalBytesReceived = 0;
 };
 
 Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

@@ -469,8 +469,10 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   }
   // All or nothing: keep what the ring overwrites, to put it back on failure.
   const size_t bytes = a.count * dtypeSize(a.dtype);
-  const bool overwritesInput = a.kind == wire::OpKind::kAllReduce ? a.sendbuf == a.recvbuf
-                                                                  : ctx.rank != a.root;
+  // (A broadcast root with a codec keeps the decoded value, so it too.)
+  const bool overwritesInput = a.kind == wire::OpKind::kAllReduce
+                                   ? a.sendbuf == a.recvbuf
+                                   : ctx.rank != a.root || a.quant != ecclQuantNone;
   Status local;
   if (overwritesInput && bytes > 0) {
     try {
@@ -514,6 +516,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
                                  sending});
   };
   ctx.cancel = &req.cancel;
+  ctx.codec = codec::find(a.quant);
+  ctx.codecParams = {a.dtype, a.rounding, a.blockElems};
   if (ringRuns) {
     local = a.kind == wire::OpKind::kAllReduce
                 ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
@@ -521,6 +525,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   }
   info.bytesSent = ctx.bytesSent;
   info.bytesReceived = ctx.bytesReceived;
+  info.logicalBytesSent = ctx.logicalBytesSent;
+  info.logicalBytesReceived = ctx.logicalBytesReceived;
 
   // Report, then wait for the master's verdict on the whole group.
   control_->send(wire::OpDone{req.epoch, a.tag, req.seq, static_cast<uint32_t>(local.code()),

@@ -24,11 +24,18 @@ struct OpArgs {
   ecclRedOp_t op = ecclSum;
   int root = 0;
   uint32_t tag = 0;
+  ecclQuantization_t quant = ecclQuantNone;
+  ecclRounding_t rounding = ecclRoundNearest;
+  uint32_t blockElems = 0;  // blocked codecs only (codec::checkParams)
 
   wire::OpDescriptor descriptor() const {
-    return {static_cast<uint8_t>(kind), static_cast<uint8_t>(dtype),
+    return {static_cast<uint8_t>(kind),
+            static_cast<uint8_t>(dtype),
             static_cast<uint8_t>(kind == wire::OpKind::kBroadcast ? ecclSum : op),
-            static_cast<uint64_t>(count), kind == wire::OpKind::kBroadcast ? root : 0};
+            static_cast<uint64_t>(count),
+            kind == wire::OpKind::kBroadcast ? root : 0,
+            wire::packCodec(quant, rounding == ecclRoundStochastic),
+            static_cast<uint16_t>(blockElems)};
   }
 };
 

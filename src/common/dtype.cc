@@ -31,6 +31,10 @@ static_assert(kDtypes.size() == ecclNumTypes);
 constexpr std::array<const char*, ecclNumOps> kOps = {"sum", "avg", "prod", "max", "min"};
 static_assert(kOps.size() == ecclNumOps);
 
+constexpr std::array<const char*, ecclNumQuantizations> kQuants = {"none", "fp16", "bf16",
+                                                                  "uint8", "uint4"};
+static_assert(kQuants.size() == ecclNumQuantizations);
+
 template <typename E>
 struct Alias {
   const char* name;
@@ -52,6 +56,12 @@ constexpr Alias<ecclRedOp_t> kOpAliases[] = {
     {"mul", ecclProd}, {"product", ecclProd},
 };
 
+constexpr Alias<ecclQuantization_t> kQuantAliases[] = {
+    {"float16", ecclQuantFloat16}, {"f16", ecclQuantFloat16},   {"half", ecclQuantFloat16},
+    {"bfloat16", ecclQuantBfloat16}, {"u8", ecclQuantUint8},    {"int8", ecclQuantUint8},
+    {"u4", ecclQuantUint4},        {"int4", ecclQuantUint4},
+};
+
 bool equalsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -65,6 +75,7 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
 
 bool isValidDtype(int dtype) { return dtype >= 0 && dtype < ecclNumTypes; }
 bool isValidOp(int op) { return op >= 0 && op < ecclNumOps; }
+bool isValidQuant(int quant) { return quant >= 0 && quant < ecclNumQuantizations; }
 
 size_t dtypeSize(ecclDataType_t dtype) {
   return isValidDtype(dtype) ? kDtypes[static_cast<size_t>(dtype)].size : 0;
@@ -76,6 +87,10 @@ const char* dtypeName(ecclDataType_t dtype) {
 
 const char* opName(ecclRedOp_t op) {
   return isValidOp(op) ? kOps[static_cast<size_t>(op)] : "invalid";
+}
+
+const char* quantName(ecclQuantization_t quant) {
+  return isValidQuant(quant) ? kQuants[static_cast<size_t>(quant)] : "invalid";
 }
 
 std::optional<ecclDataType_t> parseDtype(std::string_view name) {
@@ -93,6 +108,16 @@ std::optional<ecclRedOp_t> parseOp(std::string_view name) {
     if (equalsIgnoreCase(name, kOps[i])) return static_cast<ecclRedOp_t>(i);
   }
   for (const auto& alias : kOpAliases) {
+    if (equalsIgnoreCase(name, alias.name)) return alias.value;
+  }
+  return std::nullopt;
+}
+
+std::optional<ecclQuantization_t> parseQuant(std::string_view name) {
+  for (size_t i = 0; i < kQuants.size(); ++i) {
+    if (equalsIgnoreCase(name, kQuants[i])) return static_cast<ecclQuantization_t>(i);
+  }
+  for (const auto& alias : kQuantAliases) {
     if (equalsIgnoreCase(name, alias.name)) return alias.value;
   }
   return std::nullopt;

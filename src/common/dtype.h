@@ -1,4 +1,4 @@
-// Data types and reduction ops of the C API: sizes, names, parsing.
+// Data types, reduction ops and codecs of the C API: sizes, names, parsing.
 //
 // A C caller can pass any int as one of these enums, and in C++ a value
 // outside the enum's range is undefined behaviour (clang's UBSan flags it), so
@@ -22,9 +22,12 @@ size_t dtypeSize(ecclDataType_t dtype);
 // The strings are static.
 const char* dtypeName(ecclDataType_t dtype);
 const char* opName(ecclRedOp_t op);
+// Codecs: "none", "fp16", "bf16", "uint8", "uint4".
+const char* quantName(ecclQuantization_t quant);
 
 bool isValidDtype(int dtype);
 bool isValidOp(int op);
+bool isValidQuant(int quant);
 
 // Case-insensitive. Accepts the canonical names and common aliases:
 // i8/u8/i16/u16/i32/u32/i64/u64, int (int32), uint/unsigned (uint32),
@@ -32,5 +35,7 @@ bool isValidOp(int op);
 std::optional<ecclDataType_t> parseDtype(std::string_view name);
 // Canonical names plus add (sum), mean/average (avg), mul/product (prod).
 std::optional<ecclRedOp_t> parseOp(std::string_view name);
+// Canonical names plus float16/f16/half, bfloat16, u8/int8, u4/int4.
+std::optional<ecclQuantization_t> parseQuant(std::string_view name);
 
 }  // namespace eccl

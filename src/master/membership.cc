@@ -10,16 +10,6 @@
 namespace eccl::master {
 namespace {
 
-std::string describe(const wire::OpDescriptor& d) {
-  const char* kind = d.kind == static_cast<uint8_t>(wire::OpKind::kAllReduce) ? "allreduce" : "broadcast";
-  if (d.kind == static_cast<uint8_t>(wire::OpKind::kBroadcast)) {
-    return fmt::format("{}(count={}, {}, root={})", kind, d.count,
-                       dtypeName(static_cast<ecclDataType_t>(d.dtype)), d.root);
-  }
-  return fmt::format("{}(count={}, {}, {})", kind, d.count,
-                     dtypeName(static_cast<ecclDataType_t>(d.dtype)),
-                     opName(static_cast<ecclRedOp_t>(d.redop)));
-}
 
 }  // namespace
 
@@ -475,7 +465,7 @@ void Membership::onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<
   } else if (!(*e.desc == m.desc) && !e.verdictSent) {
     sendVerdict(key, e, ecclInvalidUsage,
                 fmt::format("peers disagree on tag {} op #{}: peer {} called {} but peer {} called {}",
-                            m.tag, m.seq, e.descFrom, describe(*e.desc), peerId, describe(m.desc)),
+                            m.tag, m.seq, e.descFrom, wire::describe(*e.desc), peerId, wire::describe(m.desc)),
                 out);
   }
 }

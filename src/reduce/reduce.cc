@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "common/half.h"
+#include "common/kernels.h"
 
 // float16 on x86-64 can use the F16C conversion instructions; see below.
 #if defined(__x86_64__) && !defined(ECCL_REDUCE_NO_F16C)
@@ -13,48 +14,12 @@
 #include <immintrin.h>
 #endif
 
-// Every loop below is a plain indexed loop over restrict pointers so that the
-// compiler vectorizes it; the per-dtype entry points are the only functions
-// that are not force-inlined, so each gets its loops compiled as one unit.
-#define ECCL_ALWAYS_INLINE inline __attribute__((always_inline))
-
-// On x86-64 the baseline is SSE2; an AVX2 clone of each entry point, picked
-// at load time, doubles the vector width on the machines that have it.
-// ECCL_REDUCE_NO_CLONES turns it off (e.g. for platforms without ifunc).
-#if defined(__x86_64__) && defined(__has_attribute) && !defined(ECCL_REDUCE_NO_CLONES)
-#if __has_attribute(target_clones)
-#define ECCL_CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef ECCL_CLONES
-#define ECCL_CLONES
-#endif
-
 namespace eccl::reduce {
 namespace {
 
-// How an element is stored and what type it is computed in.
-template <typename T>
-struct Native {
-  using Storage = T;
-  using Compute = T;
-  static T load(T x) { return x; }
-  static T store(T x) { return x; }
-};
-
-struct Half {
-  using Storage = uint16_t;
-  using Compute = float;
-  static float load(uint16_t x) { return halfToFloat(x); }
-  static uint16_t store(float x) { return floatToHalf(x); }
-};
-
-struct Bfloat16 {
-  using Storage = uint16_t;
-  using Compute = float;
-  static float load(uint16_t x) { return bf16ToFloat(x); }
-  static uint16_t store(float x) { return floatToBf16(x); }
-};
+using kernels::Bfloat16;
+using kernels::Half;
+using kernels::Native;
 
 // Integer sum and prod go through unsigned arithmetic at least as wide as
 // unsigned int: wrapping is then defined, and the narrowing back to T is

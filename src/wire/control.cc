@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "codec/codec.h"
+#include "common/dtype.h"
 #include "wire/codec.h"
 
 namespace eccl::wire {
@@ -131,12 +133,15 @@ void put(Writer& w, const OpBegin& m) {
   w.u8(m.desc.redop);
   w.u64(m.desc.count);
   w.i32(m.desc.root);
+  w.u8(m.desc.codec);
+  w.u16(m.desc.blockElems);
 }
 bool get(Reader& r, OpBegin* m) {
   return r.u64(&m->epoch) && r.u32(&m->tag) && r.u64(&m->seq) && r.u8(&m->desc.kind) &&
          (m->desc.kind == 1 || m->desc.kind == 2) && r.u8(&m->desc.dtype) &&
          m->desc.dtype < ecclNumTypes && r.u8(&m->desc.redop) && m->desc.redop < ecclNumOps &&
-         r.u64(&m->desc.count) && r.i32(&m->desc.root);
+         r.u64(&m->desc.count) && r.i32(&m->desc.root) && r.u8(&m->desc.codec) &&
+         r.u16(&m->desc.blockElems) && isValidCodec(m->desc.codec, m->desc.blockElems);
 }
 
 template <typename T>  // OpDone and OpVerdict share a layout
@@ -185,6 +190,40 @@ Result<ControlMessage> decodeAs(MsgType type, std::span<const std::byte> payload
 }
 
 }  // namespace
+
+std::string describe(const OpDescriptor& d) {
+  const char* kind = d.kind == static_cast<uint8_t>(OpKind::kAllReduce) ? "allreduce" : "broadcast";
+  std::string codec;
+  if (d.codec != 0) {
+    codec = fmt::format(", {}{}", quantName(static_cast<ecclQuantization_t>(d.codec & ~kCodecStochastic)),
+                        (d.codec & kCodecStochastic) != 0 ? " stochastic" : "");
+    if (d.blockElems != 0) codec += fmt::format(" block {}", d.blockElems);
+  }
+  if (d.kind == static_cast<uint8_t>(OpKind::kBroadcast)) {
+    return fmt::format("{}(count={}, {}, root={}{})", kind, d.count,
+                       dtypeName(static_cast<ecclDataType_t>(d.dtype)), d.root, codec);
+  }
+  return fmt::format("{}(count={}, {}, {}{})", kind, d.count,
+                     dtypeName(static_cast<ecclDataType_t>(d.dtype)),
+                     opName(static_cast<ecclRedOp_t>(d.redop)), codec);
+}
+
+bool isValidCodec(uint8_t codec, uint16_t blockElems) {
+  const int quant = codec & ~kCodecStochastic;
+  switch (quant) {
+    case ecclQuantNone:
+      return codec == 0 && blockElems == 0;
+    case ecclQuantFloat16:
+    case ecclQuantBfloat16:
+      return blockElems == 0;
+    case ecclQuantUint8:
+    case ecclQuantUint4:
+      return blockElems >= codec::kMinBlockElems && blockElems <= codec::kMaxBlockElems &&
+             blockElems % 8 == 0;
+    default:
+      return false;
+  }
+}
 
 MsgType typeOf(const ControlMessage& msg) {
   return static_cast<MsgType>(msg.index() + 1);  // variant order == MsgType order

@@ -20,7 +20,7 @@
 namespace eccl::wire {
 
 inline constexpr uint32_t kControlMagic = 0x4d434345;  // "ECCM" little-endian
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr size_t kControlHeaderBytes = 12;
 // What a peer accepts from the master (a Topology of the largest group fits).
 inline constexpr uint32_t kMaxControlPayload = 1u << 20;
@@ -143,14 +143,27 @@ struct Suspect {
 };
 
 // What every member must agree on for one (tag, seq).
+// The codec of an op on the wire: ecclQuantization_t in the low 4 bits, bit
+// 7 set for stochastic rounding; and the block size of the blocked codecs
+// (uint8, uint4), 0 for the others.
+inline constexpr uint8_t kCodecStochastic = 0x80;
+inline uint8_t packCodec(int quant, bool stochastic) {
+  return static_cast<uint8_t>(quant | (stochastic ? kCodecStochastic : 0));
+}
+bool isValidCodec(uint8_t codec, uint16_t blockElems);
+
 struct OpDescriptor {
   uint8_t kind = 0;  // OpKind
   uint8_t dtype = 0;
   uint8_t redop = 0;
   uint64_t count = 0;
   int32_t root = 0;
+  uint8_t codec = 0;         // packCodec
+  uint16_t blockElems = 0;
   bool operator==(const OpDescriptor&) const = default;
 };
+// "allreduce(count=N, float32, sum, uint8 block 256)" for messages.
+std::string describe(const OpDescriptor& d);
 
 struct OpBegin {
   uint64_t epoch = 0;

@@ -136,8 +136,8 @@ void encodeDataHeader(const DataHeader& h, std::byte* out) {
   w.u8(h.kind);
   w.u8(h.dtype);
   w.u8(h.redop);
-  w.u8(0);
-  w.u16(0);
+  w.u8(h.codec);
+  w.u16(h.blockElems);
   w.u32(h.group);
   w.u32(h.tag);
   w.u64(h.epoch);
@@ -154,16 +154,15 @@ Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes) {
   if (bytes.size() != kDataHeaderBytes) return error(ecclInvalidArgument, "short data header");
   Reader r(bytes);
   uint32_t magic = 0;
-  uint16_t version = 0, pad16 = 0;
-  uint8_t pad8 = 0;
+  uint16_t version = 0;
   DataHeader h;
   r.u32(&magic);
   r.u16(&version);
   r.u8(&h.kind);
   r.u8(&h.dtype);
   r.u8(&h.redop);
-  r.u8(&pad8);
-  r.u16(&pad16);
+  r.u8(&h.codec);
+  r.u16(&h.blockElems);
   r.u32(&h.group);
   r.u32(&h.tag);
   r.u64(&h.epoch);
@@ -181,9 +180,10 @@ Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes) {
   }
   if ((h.kind != static_cast<uint8_t>(OpKind::kAllReduce) &&
        h.kind != static_cast<uint8_t>(OpKind::kBroadcast)) ||
-      h.dtype >= ecclNumTypes || h.redop >= ecclNumOps) {
-    return error(ecclInvalidArgument, fmt::format("data frame with kind {} dtype {} op {}",
-                                                  h.kind, h.dtype, h.redop));
+      h.dtype >= ecclNumTypes || h.redop >= ecclNumOps || !isValidCodec(h.codec, h.blockElems)) {
+    return error(ecclInvalidArgument,
+                 fmt::format("data frame with kind {} dtype {} op {} codec {:#x} block {}", h.kind,
+                             h.dtype, h.redop, h.codec, h.blockElems));
   }
   if (h.payloadBytes > kMaxSegmentBytes) {
     return error(ecclInvalidArgument,

@@ -21,7 +21,7 @@ inline constexpr uint32_t kHelloMagic = 0x48434345;      // "ECCH"
 inline constexpr uint32_t kChallengeMagic = 0x43434345;  // "ECCC"
 inline constexpr uint32_t kProofMagic = 0x50434345;      // "ECCP"
 inline constexpr uint32_t kDataMagic = 0x44434345;       // "ECCD"
-inline constexpr uint16_t kDataVersion = 2;
+inline constexpr uint16_t kDataVersion = 3;
 // Magic and version lead every handshake message, so the version is checked
 // (and a readable mismatch logged) before the rest is read.
 inline constexpr size_t kHandshakePrefixBytes = 8;
@@ -64,9 +64,11 @@ struct DataHeader {
   int32_t root = 0;
   uint32_t step = 0;
   uint32_t segment = 0;
-  uint32_t payloadBytes = 0;
+  uint32_t payloadBytes = 0;  // encoded size when the op has a codec
+  uint8_t codec = 0;          // OpDescriptor::codec
+  uint16_t blockElems = 0;
 
-  OpDescriptor descriptor() const { return {kind, dtype, redop, count, root}; }
+  OpDescriptor descriptor() const { return {kind, dtype, redop, count, root, codec, blockElems}; }
 };
 
 // Checks the magic and version that lead a handshake message; a version

@@ -22,6 +22,7 @@ Process* Cluster::spawn(const PeerSpec& s) {
   if (s.root >= 0) argv.insert(argv.end(), {"--root", std::to_string(s.root)});
   if (s.iters > 0) argv.insert(argv.end(), {"--iters", std::to_string(s.iters)});
   if (!s.bind.empty()) argv.insert(argv.end(), {"--bind", s.bind});
+  if (s.quant != "none") argv.insert(argv.end(), {"--quant", s.quant});
   if (s.outOfPlace) argv.push_back("--out-of-place");
   if (s.noReconnect) argv.push_back("--no-reconnect");
   if (s.exitOnMasterLoss) argv.push_back("--exit-on-master-loss");

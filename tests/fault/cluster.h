@@ -53,6 +53,7 @@ struct PeerSpec {
   bool outOfPlace = false;
   bool noReconnect = false;
   bool exitOnMasterLoss = false;
+  std::string quant = "none";  // --quant
 };
 
 // The peers of one run: spawned from one spec (overridable per peer), all

@@ -4,12 +4,14 @@
 //   eccl-fault-peer --master HOST:PORT [--mode allreduce|broadcast|async]
 //                   [--count N] [--tags K] [--root R] [--iters N] [--failure-ms T]
 //                   [--bind ADDR] [--out-of-place] [--no-reconnect] [--exit-on-master-loss]
-//                   [--id NAME]
+//                   [--quant none|bf16|fp16] [--id NAME]
 //
 // Loop, in lockstep with the other members: ecclCommUpdateTopology, then one
 // in-place collective on a float32 buffer whose correct result depends only on
 // the world size, then a check of every element. --out-of-place all-reduces
-// from a separate send buffer into the checked one. Each event is one stdout line
+// from a separate send buffer into the checked one. --quant runs every op with
+// a 16-bit codec: the pattern's sums are small integers, exact in float16 and
+// bfloat16, so the check stays exact. Each event is one stdout line
 // `event key=value ...` (times are CLOCK_MONOTONIC ns, comparable with the
 // driver's):
 //
@@ -60,7 +62,14 @@ struct Options {
   bool outOfPlace = false;
   bool noReconnect = false;
   bool exitOnMasterLoss = false;
+  std::string quant = "none";
 };
+
+ecclQuantization_t quantOf(const std::string& name) {
+  if (name == "bf16") return ecclQuantBfloat16;
+  if (name == "fp16") return ecclQuantFloat16;
+  return ecclQuantNone;
+}
 
 int64_t nowNs() {
   timespec ts{};
@@ -253,6 +262,7 @@ class Peer {
       for (size_t i = 0; i < k; ++i) {
         ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
         opts.tag = static_cast<uint32_t>(i);
+        opts.quantization = quantOf(o_.quant);
         float* seg = buf_.data() + segBegin(i);
         rcs[i] = ecclAllReduceAsync(seg, seg, segBegin(i + 1) - segBegin(i), ecclFloat32, ecclSum,
                                     &opts, comm_, &reqs[i]);
@@ -280,6 +290,7 @@ class Peer {
       const float* input = rank == root ? expected_.data() : own_.data();
       std::memcpy(buf_.data(), input, o_.count * sizeof(float));
       ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
+      opts.quantization = quantOf(o_.quant);
       t0 = nowNs();
       rc = ecclBroadcast(buf_.data(), o_.count, ecclFloat32, root, &opts, comm_, nullptr);
       t1 = nowNs();
@@ -295,6 +306,7 @@ class Peer {
         std::fill(buf_.begin(), buf_.end(), -7.0f);
       }
       ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
+      opts.quantization = quantOf(o_.quant);
       t0 = nowNs();
       rc = ecclAllReduce(send, buf_.data(), o_.count, ecclFloat32, ecclSum, &opts, comm_, nullptr);
       t1 = nowNs();
@@ -347,6 +359,8 @@ int main(int argc, char** argv) {
   app.add_option("--op-timeout-ms", o.opTimeoutMs, "ecclCommConfig_t.opTimeoutMs")
       ->capture_default_str();
   app.add_option("--bind", o.bind, "bind and advertise the data acceptor on this address");
+  app.add_option("--quant", o.quant, "codec of every op (16-bit codecs keep the check exact)")
+      ->check(CLI::IsMember({"none", "bf16", "fp16"}));
   app.add_flag("--out-of-place", o.outOfPlace, "all-reduce from a separate send buffer");
   app.add_flag("--no-reconnect", o.noReconnect, "exit 3 on ecclKicked instead of reconnecting");
   app.add_flag("--exit-on-master-loss", o.exitOnMasterLoss, "exit 4 on ecclMasterUnreachable");

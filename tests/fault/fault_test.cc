@@ -428,6 +428,21 @@ TEST(Fault, KillDuringAllReduceOverTls) {
   ::unsetenv("ECCL_AUTH_TOKEN");
 }
 
+// With a codec (bfloat16; the pattern's sums stay exact in it): a kill mid-op
+// still fails it on every survivor with its input restored, out of place too.
+TEST(Fault, KillDuringQuantizedAllReduce) {
+  InProcessMaster master(kFailureMs);
+  ASSERT_TRUE(master.ok());
+  PeerSpec spec;
+  spec.quant = "bf16";
+  spec.outOfPlace = true;
+  Cluster c = makeCluster(master.address(), spec);
+  startPeers(c, 4);
+  if (HasFatalFailure()) return;
+  killRounds("KillDuringQuantizedAllReduce", c, 4, SIGKILL, 0, 3, 8,
+             [&](std::mt19937& rng) { return randomPeer(c, rng); });
+}
+
 // SIGSTOP: a hung peer is found by silence, not by a closed connection. Once
 // resumed it learns it was dropped (ecclKicked), reconnects and is admitted.
 TEST(Fault, StopDuringAllReduce) {
