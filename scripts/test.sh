@@ -65,9 +65,9 @@ if has 4; then
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DECCL_BUILD_TESTS=OFF -DECCL_BUILD_BENCH=OFF -DECCL_BUILD_EXAMPLES=OFF \
     -DECCL_BUILD_FUZZERS=ON > /dev/null
-  cmake --build build-fuzz -j "$jobs" --target fuzz_control fuzz_data fuzz_membership
+  cmake --build build-fuzz -j "$jobs" --target fuzz_control fuzz_data fuzz_membership fuzz_codec
   fuzz_passed=0
-  for f in fuzz_control fuzz_data fuzz_membership; do
+  for f in fuzz_control fuzz_data fuzz_membership fuzz_codec; do
     corpus=$(mktemp -d)
     cp tests/fuzz/corpus/$f/* "$corpus"/ 2>/dev/null || true
     if ! build-fuzz/tests/fuzz/$f -max_total_time="${ECCL_FUZZ_SECONDS:-30}" -max_len=4096 \
