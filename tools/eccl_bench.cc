@@ -2,10 +2,15 @@
 //
 //   eccl-bench allreduce --peers 4 -b 8 -e 64M -f 2      spawn a master + 4 local peers
 //   eccl-bench allreduce --master host:port --world 8    join an existing master
+//   eccl-bench allreduce --peers 3 -b 64M --quant uint8  with a payload codec
 //
 // Times are per iteration, averaged over --iters and maxed over ranks;
 // algbw = bytes / time, busbw = algbw * 2(n-1)/n for all-reduce and = algbw
 // for broadcast (nccl-tests' definitions). Every size is checked once.
+// Timing runs on random normal data. With --quant, `wire` is the payload
+// bytes rank 0 sent per op (encoded; `logical` without the codec), and
+// maxerr/rmserr compare one op on random normal data (every rank N(0,1)) with
+// the exact result: the same inputs all-reduced in float64 without a codec.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spawn.h>
@@ -14,6 +19,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <random>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -40,6 +46,8 @@ struct Options {
   int iters = 20, warmup = 5, root = 0;
   bool json = false;
   uint32_t timeoutMs = 60000;
+  std::string quant = "none", rounding = "nearest";
+  uint32_t quantBlock = 0;
 };
 
 size_t parseSize(const std::string& s) {
@@ -101,6 +109,41 @@ void store(void* buf, ecclDataType_t dt, size_t i, double v) {
   }
 }
 
+void fillNormal(void* buf, ecclDataType_t dt, size_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> d(0.0, 1.0);
+  for (size_t i = 0; i < count; ++i) store(buf, dt, i, d(rng));
+}
+
+struct Error {
+  double maxAbs = 0, rms = 0, rmsExact = 0;
+};
+
+// One all-reduce with the codec on N(0,1) data against the same inputs
+// all-reduced in float64 without one (exact to ~1e-16, far below any codec).
+Error measureError(ecclComm_t comm, int rank, int n, size_t count, ecclDataType_t dt,
+                   ecclRedOp_t op, const ecclOpOptions_t& opts) {
+  std::vector<std::byte> buf(count * eccl::dtypeSize(dt));
+  fillNormal(buf.data(), dt, count, 1000u + static_cast<uint32_t>(rank));
+  std::vector<double> exact(count);
+  for (size_t i = 0; i < count; ++i) exact[i] = load(buf.data(), dt, i);
+  CHECK_ECCL(ecclAllReduce(exact.data(), exact.data(), count, ecclFloat64, ecclSum, nullptr, comm,
+                           nullptr), comm);
+  CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, dt, op, &opts, comm, nullptr), comm);
+  double e[3] = {0, 0, 0};  // max |err|, sum err^2, sum exact^2
+  for (size_t i = 0; i < count; ++i) {
+    const double want = op == ecclAvg ? exact[i] / n : exact[i];
+    const double err = load(buf.data(), dt, i) - want;
+    e[0] = std::max(e[0], std::fabs(err));
+    e[1] += err * err;
+    e[2] += want * want;
+  }
+  CHECK_ECCL(ecclAllReduce(e, e, 1, ecclFloat64, ecclMax, nullptr, comm, nullptr), comm);
+  CHECK_ECCL(ecclAllReduce(e + 1, e + 1, 2, ecclFloat64, ecclSum, nullptr, comm, nullptr), comm);
+  const double total = static_cast<double>(count) * n;
+  return {e[0], std::sqrt(e[1] / total), std::sqrt(e[2] / total)};
+}
+
 // Rank r contributes r+1 everywhere: small integers, exact in every dtype.
 double expected(ecclRedOp_t op, ecclDataType_t dt, int n) {
   const bool integer = dt <= ecclUint64;
@@ -136,10 +179,16 @@ void growWorld(ecclComm_t comm, int want) {
 int runPeer(const Options& o, const std::string& masterAddr, int world) {
   auto dt = eccl::parseDtype(o.dtype);
   auto op = eccl::parseOp(o.op);
-  if (!dt || !op) {
-    std::fprintf(stderr, "eccl-bench: unknown --dtype or --op\n");
+  auto quant = eccl::parseQuant(o.quant);
+  if (!dt || !op || !quant) {
+    std::fprintf(stderr, "eccl-bench: unknown --dtype, --op or --quant\n");
     return 2;
   }
+  ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
+  opts.quantization = *quant;
+  opts.rounding = o.rounding == "stochastic" ? ecclRoundStochastic : ecclRoundNearest;
+  opts.quantBlockSize = o.quantBlock;
+  const bool coded = *quant != ecclQuantNone;
   ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
   cfg.masterAddress = masterAddr.c_str();
   cfg.streamsPerPeer = o.streams;
@@ -159,10 +208,14 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
   nlohmann::json rows = nlohmann::json::array();
   if (rank == 0 && !o.json) {
     const std::string streams = o.streams ? std::to_string(o.streams) : "default";
-    std::printf("# eccl-bench %s: %d peers, %s, %s, %s streams per neighbour\n", o.mode.c_str(), n,
-                o.dtype.c_str(), allreduce ? o.op.c_str() : "-", streams.c_str());
-    std::printf("#%12s %12s %8s %6s %12s %12s %12s %6s\n", "size", "count", "type", "redop",
+    std::printf("# eccl-bench %s: %d peers, %s, %s, %s streams per neighbour, codec %s%s\n",
+                o.mode.c_str(), n, o.dtype.c_str(), allreduce ? o.op.c_str() : "-",
+                streams.c_str(), o.quant.c_str(),
+                coded && o.rounding == "stochastic" ? " (stochastic)" : "");
+    std::printf("#%12s %12s %8s %6s %12s %12s %12s %6s", "size", "count", "type", "redop",
                 "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check");
+    if (coded) std::printf(" %12s %12s %10s %10s", "wire(B)", "logical(B)", "maxerr", "rmserr");
+    std::printf("\n");
   }
   bool allOk = true;
   for (size_t bytes = minB; bytes <= maxB;
@@ -170,10 +223,12 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
     const size_t count = bytes / esz;
     // Check once: rank r contributes r+1 (all-reduce) or the root's rank+1.
     for (size_t i = 0; i < count; ++i) store(buf.data(), *dt, i, allreduce || rank == o.root ? rank + 1 : 0);
+    // (Every block is constant here, so even uint8/uint4 are exact.)
+    ecclOpInfo_t info = ECCL_OP_INFO_INIT;
     if (allreduce) {
-      CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, nullptr, comm, nullptr), comm);
+      CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, &opts, comm, &info), comm);
     } else {
-      CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, nullptr, comm, nullptr), comm);
+      CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, &opts, comm, &info), comm);
     }
     const double want = allreduce ? expected(*op, *dt, n) : o.root + 1;
     int32_t ok = 1;
@@ -186,12 +241,18 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
     CHECK_ECCL(ecclAllReduce(&ok, &ok, 1, ecclInt32, ecclMin, nullptr, comm, nullptr), comm);
     allOk = allOk && ok == 1;
 
-    // Values may grow or wrap across iterations; that costs the same time.
+    Error err;
+    const bool measured = coded && allreduce && (*op == ecclSum || *op == ecclAvg);
+    if (measured) err = measureError(comm, rank, n, count, *dt, *op, opts);
+
+    // Timed on random normal data. Values may grow or wrap across
+    // iterations; that costs the same time.
+    fillNormal(buf.data(), *dt, count, static_cast<uint32_t>(rank));
     auto once = [&] {
       if (allreduce) {
-        CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, nullptr, comm, nullptr), comm);
+        CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, &opts, comm, nullptr), comm);
       } else {
-        CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, nullptr, comm, nullptr), comm);
+        CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, &opts, comm, nullptr), comm);
       }
     };
     for (int i = 0; i < o.warmup; ++i) once();
@@ -206,14 +267,32 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
     const double busbw = allreduce ? algbw * 2.0 * (n - 1) / n : algbw;
     if (rank == 0) {
       if (o.json) {
-        rows.push_back({{"op", o.mode}, {"bytes", count * esz}, {"count", count},
-                        {"dtype", o.dtype}, {"redop", allreduce ? o.op : "none"},
-                        {"time_us", us}, {"algbw_gbps", algbw}, {"busbw_gbps", busbw},
-                        {"check", ok == 1}});
+        nlohmann::json row = {{"op", o.mode}, {"bytes", count * esz}, {"count", count},
+                              {"dtype", o.dtype}, {"redop", allreduce ? o.op : "none"},
+                              {"time_us", us}, {"algbw_gbps", algbw}, {"busbw_gbps", busbw},
+                              {"check", ok == 1}, {"quant", o.quant},
+                              {"wire_bytes", info.bytesSent},
+                              {"logical_bytes", info.logicalBytesSent}};
+        if (measured) {
+          row["max_abs_error"] = err.maxAbs;
+          row["rms_error"] = err.rms;
+          row["rms_exact"] = err.rmsExact;
+        }
+        rows.push_back(row);
       } else {
-        std::printf(" %12zu %12zu %8s %6s %12.1f %12.3f %12.3f %6s\n", count * esz, count,
+        std::printf(" %12zu %12zu %8s %6s %12.1f %12.3f %12.3f %6s", count * esz, count,
                     o.dtype.c_str(), allreduce ? o.op.c_str() : "-", us, algbw, busbw,
                     ok == 1 ? "ok" : "FAIL");
+        if (coded) {
+          std::printf(" %12llu %12llu", static_cast<unsigned long long>(info.bytesSent),
+                      static_cast<unsigned long long>(info.logicalBytesSent));
+          if (measured) {
+            std::printf(" %10.3g %10.3g", err.maxAbs, err.rms);
+          } else {
+            std::printf(" %10s %10s", "-", "-");
+          }
+        }
+        std::printf("\n");
         std::fflush(stdout);
       }
     }
@@ -287,6 +366,12 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "untimed iterations per size")->capture_default_str();
   app.add_option("--root", o.root, "broadcast root rank")->capture_default_str();
   app.add_option("--timeout-ms", o.timeoutMs, "op timeout")->capture_default_str();
+  app.add_option("--quant", o.quant, "payload codec: none, fp16, bf16, uint8, uint4")
+      ->capture_default_str();
+  app.add_option("--rounding", o.rounding, "codec rounding")
+      ->check(CLI::IsMember({"nearest", "stochastic"}))->capture_default_str();
+  app.add_option("--quant-block", o.quantBlock, "uint8/uint4 block size (0 = 256)")
+      ->capture_default_str();
   app.add_flag("--json", o.json, "print one JSON object instead of the table");
   app.add_flag("--spawned", spawned, "internal: this process was spawned by eccl-bench");
   CLI11_PARSE(app, argc, argv);
