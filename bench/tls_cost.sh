@@ -24,6 +24,7 @@ while (($#)); do
     *) sed -n '2,13p' "$0"; exit 2 ;;
   esac
 done
+source bench/lab_common.sh
 export ECCL_AUTH_TOKEN=${ECCL_AUTH_TOKEN:-tls-cost-bench}
 work=$(mktemp -d)
 cleanup() {
@@ -43,26 +44,7 @@ busbw() {  # mode -> prints rank 0's busbw (GB/s)
     ECCL_TLS=$mode "$build/tools/eccl-bench" allreduce --peers "$peers" -b "$size" -e "$size" \
       --iters "$iters" --warmup 2 --json > "$out"
   else
-    ECCL_TLS=$mode "$build/tools/eccl-master" --listen 198.18.0.1:0 > "$work/master" 2>&1 &
-    master_pid=$!
-    local port=""
-    for _ in $(seq 100); do
-      port=$(sed -n 's/^eccl-master listening on [^:]*:\([0-9]*\)$/\1/p' "$work/master")
-      [ -n "$port" ] && break
-      sleep 0.05
-    done
-    local pids=()
-    for i in $(seq 1 "$lab"); do
-      scripts/lab/lab.sh exec "$i" env ECCL_TLS="$mode" "$build/tools/eccl-bench" allreduce \
-        --master "198.18.0.1:$port" --world "$lab" -b "$size" -e "$size" --iters "$iters" \
-        --warmup 2 --json > "$work/out.$i" &
-      pids+=($!)
-    done
-    for p in "${pids[@]}"; do wait "$p"; done
-    kill "$master_pid"; wait "$master_pid" 2>/dev/null || true
-    master_pid=""
-    cat "$work"/out.* > "$out"
-    rm -f "$work"/out.*
+    lab_bench "$out" "$lab" ECCL_TLS="$mode" -- -b "$size" -e "$size" --iters "$iters" --warmup 2
   fi
   python3 -c 'import json,sys
 for line in open(sys.argv[1]):
@@ -78,7 +60,6 @@ for r in $(seq 1 "$rounds"); do
     echo "round $r: tls=$m busbw ${v} GB/s"
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 plain=$(echo "${results[off]}" | median)
 where=$([ "$lab" -gt 0 ] && echo "lab of $lab hosts, 1 Gbit/s each" || echo "loopback, $peers peers")
 echo "# $size float32 all-reduce, $where, median of $rounds rounds"

@@ -95,6 +95,39 @@ ECCL_ALWAYS_INLINE uint16_t bf16Stochastic(float v, uint32_t r) {
   return static_cast<uint16_t>(isNan ? floatToBf16(v) : rounded);
 }
 
+// A 16-bit word as the little-endian bytes it is read from (a no-op on x86).
+ECCL_ALWAYS_INLINE uint32_t le16(uint16_t w) {
+  if constexpr (std::endian::native == std::endian::little) {
+    return w;
+  } else {
+    return static_cast<uint16_t>((w >> 8) | (w << 8));
+  }
+}
+
+// float16 from a float, stochastically, without branches: in the float16
+// normal range, 13 random bits added below the kept mantissa, then truncated
+// (a carry into the exponent is right); below it, where float16 steps are
+// 2^-24 apart, up with probability frac(|v| * 2^24). Values under 65520
+// (which round to 65504 to nearest) never become infinity; NaN, infinities
+// and larger values round as to nearest.
+ECCL_ALWAYS_INLINE uint16_t halfStochastic(float v, uint32_t r) {
+  using half_detail::select;  // `?:` on floats keeps GCC from vectorizing
+  const uint32_t b = std::bit_cast<uint32_t>(v);
+  const uint32_t a = b & 0x7fffffffu;
+  const bool subnormal = a < 0x38800000u;
+  const uint32_t up = (a + (r & 0x1fffu)) & ~0x1fffu;
+  const uint32_t normal = select(a < 0x477ff000u && up > 0x477fe000u, 0x477fe000u, up);
+  // |v| * 2^24 < 2^10 in the subnormal range; 0 elsewhere (no overflowing conversion).
+  const float t = std::bit_cast<float>(select(subnormal, a, 0u)) * 0x1p24f;
+  const int32_t whole = static_cast<int32_t>(t);
+  const float frac = t - static_cast<float>(whole);
+  const float u = static_cast<float>(static_cast<int32_t>(r >> 8)) * 0x1p-24f;
+  const float sub = static_cast<float>(whole + static_cast<int32_t>(u < frac)) * 0x1p-24f;
+  uint32_t m = select(subnormal, std::bit_cast<uint32_t>(sub), normal);
+  m = select(a >= 0x477ff000u, a, m);  // NaN, infinity, beyond 65520: to nearest below
+  return floatToHalf(std::bit_cast<float>(m | (b & 0x80000000u)));
+}
+
 ECCL_ALWAYS_INLINE uint16_t load16(const std::byte* p) {
   uint16_t w;
   std::memcpy(&w, p, sizeof(w));
@@ -114,6 +147,10 @@ ECCL_ALWAYS_INLINE void castEncode(const void* src, size_t n, std::byte* __restr
   } else if constexpr (std::is_same_v<W, WireBf16> && std::is_same_v<C, float>) {
     for (size_t i = 0; i < n; ++i) {
       store16(out + 2 * i, bf16Stochastic(E::load(in[i]), randomBits(seed, i)));
+    }
+  } else if constexpr (std::is_same_v<C, float>) {
+    for (size_t i = 0; i < n; ++i) {
+      store16(out + 2 * i, halfStochastic(E::load(in[i]), randomBits(seed, i)));
     }
   } else {
     for (size_t i = 0; i < n; ++i) {
@@ -150,6 +187,26 @@ ECCL_ALWAYS_INLINE void castDecodeAdd(const std::byte* __restrict in, size_t n, 
 // element in the low nibble (uint4; B is even, so every block starts on a
 // byte). Code q stands for lo + q * scale, scale = (hi - lo) / L, except that
 // q == L stands for hi exactly, and no value decodes above hi.
+
+// 1 when x < 0 (or -0), else 0, from the sign bit: a comparison's result
+// keeps GCC from vectorizing the loop. The sign of a rounded difference is the
+// sign of the exact one, so isNegative(a - b) is a < b for finite a, b.
+template <typename C>
+ECCL_ALWAYS_INLINE int32_t isNegative(C x) {
+  if constexpr (sizeof(C) == 4) {
+    return static_cast<int32_t>(std::bit_cast<uint32_t>(x) >> 31);
+  } else {
+    return static_cast<int32_t>(std::bit_cast<uint64_t>(x) >> 63);
+  }
+}
+
+// min(a, b) for a, b >= 0 (+0, not NaN): such floats order like their bits,
+// and an integer min vectorizes where this float one does not.
+template <typename C>
+ECCL_ALWAYS_INLINE C minNonNegative(C a, C b) {
+  using I = std::conditional_t<sizeof(C) == 4, int32_t, int64_t>;
+  return std::bit_cast<C>(std::min(std::bit_cast<I>(a), std::bit_cast<I>(b)));
+}
 
 template <typename C>
 ECCL_ALWAYS_INLINE C scaleOf(C lo, C hi, int levels) {
@@ -214,7 +271,7 @@ struct Affine {
                                           uint8_t* __restrict q, bool stochastic,
                                           uint64_t stream) {
     const C s = scaleOf(lo, hi, kLevels);
-    const C top = static_cast<C>(kLevels);
+    const C levels = static_cast<C>(kLevels);
     if (!(s > 0)) {  // constant block, or a range too small to divide: the nearer end
       for (size_t i = 0; i < n; ++i) {
         const C v = E::load(x[i]);
@@ -223,17 +280,43 @@ struct Affine {
     } else if (!stochastic) {
       for (size_t i = 0; i < n; ++i) {
         const C t = (E::load(x[i]) - lo) / s;  // >= 0: lo is the minimum
-        q[i] = static_cast<uint8_t>(static_cast<int32_t>(std::min(t + C(0.5), top)));
+        q[i] = static_cast<uint8_t>(static_cast<int32_t>(std::min(t + C(0.5), levels)));
       }
     } else {
+      // Up with probability frac (exact: frac and u are exact in C). At the
+      // top frac is 0, so no code passes kLevels. (u through int32: there is
+      // no vector conversion from unsigned before AVX-512.)
       for (size_t i = 0; i < n; ++i) {
-        const C t = std::min((E::load(x[i]) - lo) / s, top);
-        const int32_t whole = static_cast<int32_t>(t);
-        const C frac = t - static_cast<C>(whole);
-        const C u = static_cast<C>(randomBits(stream, i) >> 8) * C(0x1p-24);
-        q[i] = static_cast<uint8_t>(std::min(whole + static_cast<int32_t>(u < frac), kLevels));
+        const C t = (E::load(x[i]) - lo) / s;
+        const C capped = minNonNegative(t, levels);
+        const int32_t whole = static_cast<int32_t>(capped);
+        const C frac = capped - static_cast<C>(whole);
+        const C u = static_cast<C>(static_cast<int32_t>(randomBits(stream, i) >> 8)) * C(0x1p-24);
+        q[i] = static_cast<uint8_t>(whole + isNegative(u - frac));  // u < frac
       }
     }
+  }
+
+  // Two 4-bit codes per byte, the even element in the low nibble. Through
+  // 16-bit words (a pair of codes, little-endian) so the loops vectorize.
+  static ECCL_ALWAYS_INLINE void pack(const uint8_t* __restrict q, size_t len,
+                                      uint8_t* __restrict packed) {
+    for (size_t i = 0; i < len / 2; ++i) {
+      uint16_t w;
+      std::memcpy(&w, q + 2 * i, 2);
+      w = static_cast<uint16_t>(le16(w));
+      packed[i] = static_cast<uint8_t>((w & 0x0fu) | ((w >> 4) & 0xf0u));
+    }
+    if (len % 2 != 0) packed[len / 2] = q[len - 1];
+  }
+  static ECCL_ALWAYS_INLINE void unpack(const uint8_t* __restrict packed, size_t len,
+                                        uint8_t* __restrict q) {
+    for (size_t i = 0; i < len / 2; ++i) {
+      const uint16_t w = static_cast<uint16_t>((packed[i] & 0x0fu) | ((packed[i] & 0xf0u) << 4));
+      const uint16_t e = static_cast<uint16_t>(le16(w));
+      std::memcpy(q + 2 * i, &e, 2);
+    }
+    if (len % 2 != 0) q[len - 1] = packed[len / 2] & 0x0f;
   }
 
   static ECCL_ALWAYS_INLINE C value(uint8_t q, C lo, C hi, C s) {
@@ -259,13 +342,7 @@ struct Affine {
       }
       std::memcpy(meta + k * 2 * sizeof(C), &lo, sizeof(C));
       std::memcpy(meta + k * 2 * sizeof(C) + sizeof(C), &hi, sizeof(C));
-      if constexpr (kBits == 4) {
-        uint8_t* packed = codes + begin / 2;
-        for (size_t i = 0; i < len / 2; ++i) {
-          packed[i] = static_cast<uint8_t>(q[2 * i] | (q[2 * i + 1] << 4));
-        }
-        if (len % 2 != 0) packed[len / 2] = q[len - 1];
-      }
+      if constexpr (kBits == 4) pack(q, len, codes + begin / 2);
     }
   }
 
@@ -283,12 +360,7 @@ struct Affine {
       const C s = scaleOf(lo, hi, kLevels);
       const uint8_t* src = codes + begin;
       if constexpr (kBits == 4) {
-        const uint8_t* packed = codes + begin / 2;
-        for (size_t i = 0; i < len / 2; ++i) {
-          q[2 * i] = packed[i] & 0x0f;
-          q[2 * i + 1] = packed[i] >> 4;
-        }
-        if (len % 2 != 0) q[len - 1] = packed[len / 2] & 0x0f;
+        unpack(codes + begin / 2, len, q);
         src = q;
       }
       emit(begin, len, src, lo, hi, s);

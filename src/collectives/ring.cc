@@ -144,6 +144,10 @@ class RingIo {
   transport::StallWatch watch_;
 };
 
+void keep(RingContext& ctx, Range s, size_t esz) {
+  if (ctx.beforeOverwrite && s.count > 0) ctx.beforeOverwrite(s.begin * esz, s.count * esz);
+}
+
 }  // namespace
 
 Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
@@ -176,6 +180,7 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       Result<transport::Frame> f = io.recv(static_cast<uint32_t>(step), j, s.count);
       if (!f) return f.status();
       std::byte* dst = out + s.begin * esz;
+      keep(ctx, s, esz);  // every chunk but ours is first written here
       ECCL_RETURN_IF_ERROR(io.combine(op, dst, in + s.begin * esz, *f, s.count));
       if (owner && op == ecclAvg && !reduce::divide(dtype, dst, s.count, static_cast<uint64_t>(n))) {
         return error(ecclInvalidArgument, "no division kernel for this dtype");
@@ -196,6 +201,7 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       const Range s = segmentRange(chunk, seg, j);
       Result<transport::Frame> f = io.recv(wireStep, j, s.count);
       if (!f) return f.status();
+      if (step == 0) keep(ctx, s, esz);  // our own chunk, first written now
       io.unpack(*f, s.count, out + s.begin * esz);
       if (step < n - 2) {
         ECCL_RETURN_IF_ERROR(
@@ -222,6 +228,7 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
       if (ctx.codec == nullptr) {
         ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, p));
       } else {
+        keep(ctx, s, esz);
         const std::span<const std::byte> enc = io.finalize(0, s, p);
         ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, enc.data(), enc.size()));
       }
@@ -229,6 +236,7 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
     }
     Result<transport::Frame> f = io.recv(0, j, s.count);
     if (!f) return f.status();
+    keep(ctx, s, esz);
     io.unpack(*f, s.count, p);
     if (pos != n - 1) {
       ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, f->bytes().data(), f->bytes().size()));

@@ -47,6 +47,10 @@ struct RingContext {
   std::function<void(uint64_t neighbour, bool sending, std::chrono::milliseconds stuck)> onStall;
   const transport::CancelFlag* cancel = nullptr;
   size_t segmentBytes = 1 << 20;
+  // Called, when set, just before the op first overwrites bytes [offset,
+  // offset + len) of recvbuf (once per byte), so that the caller can keep
+  // them and restore its input if the op fails.
+  std::function<void(size_t offset, size_t len)> beforeOverwrite;
   const codec::Codec* codec = nullptr;  // none: raw elements
   codec::Params codecParams;
   uint64_t bytesSent = 0;  // on the wire (encoded)

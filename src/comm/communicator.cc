@@ -473,11 +473,14 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   const bool overwritesInput = a.kind == wire::OpKind::kAllReduce
                                    ? a.sendbuf == a.recvbuf
                                    : ctx.rank != a.root || a.quant != ecclQuantNone;
+  // The ring copies each part just before it first overwrites it (inside the
+  // pipeline, not as a pass over the whole buffer before it starts).
   Status local;
+  std::vector<std::pair<size_t, size_t>> saved;  // (offset, bytes) copied to `backup`
   if (overwritesInput && bytes > 0) {
     try {
       if (backup.size() < bytes) backup.resize(bytes);
-      std::memcpy(backup.data(), a.recvbuf, bytes);
+      saved.reserve(64);
     } catch (const std::bad_alloc&) {
       // Fail this op on every member (through the master), not the process.
       local = error(ecclSystemError, fmt::format("out of memory for the {}-byte copy of the input "
@@ -488,7 +491,9 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   auto restoreInput = [&] {
     if (bytes == 0 || !ringRuns) return;
     if (overwritesInput) {
-      std::memcpy(a.recvbuf, backup.data(), bytes);
+      for (const auto& [offset, len] : saved) {
+        std::memcpy(static_cast<std::byte*>(a.recvbuf) + offset, backup.data() + offset, len);
+      }
     } else {
       handBackInput(a);
     }
@@ -516,6 +521,12 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
                                  sending});
   };
   ctx.cancel = &req.cancel;
+  if (overwritesInput) {
+    ctx.beforeOverwrite = [&](size_t offset, size_t len) {
+      std::memcpy(backup.data() + offset, static_cast<const std::byte*>(a.recvbuf) + offset, len);
+      saved.emplace_back(offset, len);
+    };
+  }
   ctx.codec = codec::find(a.quant);
   ctx.codecParams = {a.dtype, a.rounding, a.blockElems};
   if (ringRuns) {

@@ -1,0 +1,39 @@
+# Sourced by the lab benchmarks (tls_cost.sh, codec_lab.sh): one eccl-bench
+# peer per host of the namespace lab (scripts/lab/lab.sh), the master in the
+# root namespace at 198.18.0.1. Expects $build (binaries) and $work (a scratch
+# directory); sets master_pid while a master runs, so a trap can kill it.
+#
+#   lab_bench OUT HOSTS [VAR=VALUE...] -- [eccl-bench allreduce options]
+# runs one benchmark with the environment VAR=VALUE on master and peers and
+# writes every peer's JSON line to OUT.
+lab_bench() {
+  local out=$1 hosts=$2
+  shift 2
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  env "${envs[@]}" "$build/tools/eccl-master" --listen 198.18.0.1:0 > "$work/master" 2>&1 &
+  master_pid=$!
+  local port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/^eccl-master listening on [^:]*:\([0-9]*\)$/\1/p' "$work/master")
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  local pids=()
+  for i in $(seq 1 "$hosts"); do
+    scripts/lab/lab.sh exec "$i" env "${envs[@]}" "$build/tools/eccl-bench" allreduce \
+      --master "198.18.0.1:$port" --world "$hosts" --json "$@" > "$work/out.$i" &
+    pids+=($!)
+  done
+  local rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  kill "$master_pid"; wait "$master_pid" 2>/dev/null || true
+  master_pid=""
+  cat "$work"/out.* > "$out"
+  rm -f "$work"/out.*
+  return $rc
+}
+
+# The median of whitespace-separated numbers on stdin.
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
