@@ -40,8 +40,9 @@ scripts/lab/lab.sh up "$hosts" --rate "$rate"
 # One run -> "time_us wire_bytes max_abs_error rms_error" of rank 0's row.
 run() {
   local q=$1 out=$work/out
-  lab_bench "$out" "$hosts" -- -b "$size" -e "$size" --iters "$iters" --warmup 1 --quant "$q" \
-    --rounding "$rounding"
+  local codec=(--quant "$q")
+  [ "$q" != none ] && codec+=(--rounding "$rounding")
+  lab_bench "$out" "$hosts" -- -b "$size" -e "$size" --iters "$iters" --warmup 1 "${codec[@]}"
   python3 -c 'import json,sys
 for line in open(sys.argv[1]):
     line=line.strip()

@@ -30,7 +30,6 @@ class RingIo {
       // Encoded segments must fit the group's frame limit too (block metadata).
       const size_t step = std::max<size_t>(1, ctx_.codecParams.blockElems);
       while (segElems_ > step && payloadFor(segElems_) > ctx_.segmentBytes) segElems_ -= step;
-      encoded_.resize(payloadFor(segElems_));
     }
   }
 
@@ -102,7 +101,7 @@ class RingIo {
       return Status::ok();
     }
     if (codec_ != nullptr) {
-      if (scratch_.size() < segElems_ * elem_) scratch_.resize(segElems_ * elem_);
+      if (scratch_.size() < elems * elem_) scratch_.resize(elems * elem_);
       codec_->decode(ctx_.codecParams, theirs, elems, scratch_.data());
       theirs = scratch_.data();
     }
@@ -127,6 +126,7 @@ class RingIo {
   }
   const std::byte* encode(uint32_t step, Range s, const std::byte* data) {
     const wire::DataHeader& b = ctx_.base;
+    if (encoded_.size() < payloadFor(s.count)) encoded_.resize(payloadFor(s.count));
     codec_->encode(ctx_.codecParams, data, s.count, encoded_.data(),
                    codec::segmentSeed(b.epoch, b.tag, b.seq, step, s.begin));
     return encoded_.data();
