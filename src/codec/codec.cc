@@ -104,6 +104,20 @@ ECCL_ALWAYS_INLINE uint32_t le16(uint16_t w) {
   }
 }
 
+// 1 when x < 0 (or -0), else 0, from the sign bit: a comparison's result
+// keeps GCC from vectorizing the loop. The sign of a rounded difference is the
+// sign of the exact one, so isNegative(a - b) is a < b for finite a, b.
+template <typename C>
+ECCL_ALWAYS_INLINE int32_t isNegative(C x) {
+  if constexpr (sizeof(C) == 4) {
+    return static_cast<int32_t>(std::bit_cast<uint32_t>(x) >> 31);
+  } else {
+    return static_cast<int32_t>(std::bit_cast<uint64_t>(x) >> 63);
+  }
+}
+
+// min(a, b) for a, b >= 0 (+0, not NaN): such floats order like their bits,
+// and an integer min vectorizes where this float one does not.
 // float16 from a float, stochastically, without branches: in the float16
 // normal range, 13 random bits added below the kept mantissa, then truncated
 // (a carry into the exponent is right); below it, where float16 steps are
@@ -114,18 +128,23 @@ ECCL_ALWAYS_INLINE uint16_t halfStochastic(float v, uint32_t r) {
   using half_detail::select;  // `?:` on floats keeps GCC from vectorizing
   const uint32_t b = std::bit_cast<uint32_t>(v);
   const uint32_t a = b & 0x7fffffffu;
-  const bool subnormal = a < 0x38800000u;
+  // Normal range: round the float's mantissa, then rebias (exact).
   const uint32_t up = (a + (r & 0x1fffu)) & ~0x1fffu;
-  const uint32_t normal = select(a < 0x477ff000u && up > 0x477fe000u, 0x477fe000u, up);
-  // |v| * 2^24 < 2^10 in the subnormal range; 0 elsewhere (no overflowing conversion).
-  const float t = std::bit_cast<float>(select(subnormal, a, 0u)) * 0x1p24f;
+  const uint32_t normal = (select(a < 0x477ff000u && up > 0x477fe000u, 0x477fe000u, up) -
+                           0x38000000u) >> 13;
+  // Subnormal range: the code is the count of 2^-24 steps (1024 is the
+  // smallest normal, which is right). |v| * 2^24 < 2^10 there; 0 elsewhere,
+  // so the conversion never overflows.
+  const float t = std::bit_cast<float>(select(a < 0x38800000u, a, 0u)) * 0x1p24f;
   const int32_t whole = static_cast<int32_t>(t);
   const float frac = t - static_cast<float>(whole);
   const float u = static_cast<float>(static_cast<int32_t>(r >> 8)) * 0x1p-24f;
-  const float sub = static_cast<float>(whole + static_cast<int32_t>(u < frac)) * 0x1p-24f;
-  uint32_t m = select(subnormal, std::bit_cast<uint32_t>(sub), normal);
-  m = select(a >= 0x477ff000u, a, m);  // NaN, infinity, beyond 65520: to nearest below
-  return floatToHalf(std::bit_cast<float>(m | (b & 0x80000000u)));
+  const auto sub = static_cast<uint32_t>(whole + isNegative(u - frac));  // u < frac
+  // NaN, infinity and beyond 65520: as floatToHalf rounds them.
+  const uint32_t special = 0x7c00u | select(a > 0x7f800000u, 0x200u | ((a >> 13) & 0x3ffu), 0);
+  uint32_t h = select(a < 0x38800000u, sub, normal);
+  h = select(a >= 0x477ff000u, special, h);
+  return static_cast<uint16_t>(h | ((b >> 16) & 0x8000u));
 }
 
 ECCL_ALWAYS_INLINE uint16_t load16(const std::byte* p) {
@@ -188,20 +207,6 @@ ECCL_ALWAYS_INLINE void castDecodeAdd(const std::byte* __restrict in, size_t n, 
 // byte). Code q stands for lo + q * scale, scale = (hi - lo) / L, except that
 // q == L stands for hi exactly, and no value decodes above hi.
 
-// 1 when x < 0 (or -0), else 0, from the sign bit: a comparison's result
-// keeps GCC from vectorizing the loop. The sign of a rounded difference is the
-// sign of the exact one, so isNegative(a - b) is a < b for finite a, b.
-template <typename C>
-ECCL_ALWAYS_INLINE int32_t isNegative(C x) {
-  if constexpr (sizeof(C) == 4) {
-    return static_cast<int32_t>(std::bit_cast<uint32_t>(x) >> 31);
-  } else {
-    return static_cast<int32_t>(std::bit_cast<uint64_t>(x) >> 63);
-  }
-}
-
-// min(a, b) for a, b >= 0 (+0, not NaN): such floats order like their bits,
-// and an integer min vectorizes where this float one does not.
 template <typename C>
 ECCL_ALWAYS_INLINE C minNonNegative(C a, C b) {
   using I = std::conditional_t<sizeof(C) == 4, int32_t, int64_t>;
@@ -324,8 +329,8 @@ struct Affine {
     return q == kLevels ? hi : v;
   }
 
-  static void encode(const void* src, size_t n, size_t b, std::byte* out, bool stochastic,
-                     uint64_t seed) {
+  static ECCL_ALWAYS_INLINE void encode(const void* src, size_t n, size_t b, std::byte* out,
+                                        bool stochastic, uint64_t seed) {
     const auto* x = static_cast<const S*>(src);
     std::byte* meta = out;
     auto* codes = reinterpret_cast<uint8_t*>(out + metaBytes(n, b));
@@ -367,7 +372,7 @@ struct Affine {
     }
   }
 
-  static void decode(const std::byte* in, size_t n, size_t b, void* dst) {
+  static ECCL_ALWAYS_INLINE void decode(const std::byte* in, size_t n, size_t b, void* dst) {
     auto* out = static_cast<S*>(dst);
     decodeWith(in, n, b, [&](size_t begin, size_t len, const uint8_t* __restrict q, C lo, C hi, C s) {
       S* __restrict o = out + begin;
@@ -375,7 +380,8 @@ struct Affine {
     });
   }
 
-  static void decodeAdd(const std::byte* in, size_t n, size_t b, const void* addend, void* dst) {
+  static ECCL_ALWAYS_INLINE void decodeAdd(const std::byte* in, size_t n, size_t b,
+                                           const void* addend, void* dst) {
     const auto* a = static_cast<const S*>(addend);
     auto* out = static_cast<S*>(dst);
     decodeWith(in, n, b, [&](size_t begin, size_t len, const uint8_t* __restrict q, C lo, C hi, C s) {
