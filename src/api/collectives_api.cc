@@ -41,12 +41,12 @@ Status validate(OpArgs& a, const ecclOpOptions_t* opts, ecclComm_t comm) {
   if (opts != nullptr) {
     ECCL_RETURN_IF_ERROR(eccl::api::checkStruct(opts, sizeof(ecclOpOptions_t), "ecclOpOptions_t",
                                                 "ECCL_OP_OPTIONS_INIT"));
-    if (opts->memType != ecclMemHost) {
+    if (eccl::api::rawEnum(opts->memType) != ecclMemHost) {
       return error(ecclUnsupported, "only host memory (ecclMemHost) works with the tcp transport");
     }
     const bool v02 = ECCL_HAS_FIELD(opts, quantBlockSize);  // rounding and block size
-    const int quant = static_cast<int>(opts->quantization);
-    const int rounding = v02 ? static_cast<int>(opts->rounding) : ecclRoundNearest;
+    const int quant = eccl::api::rawEnum(opts->quantization);
+    const int rounding = v02 ? eccl::api::rawEnum(opts->rounding) : ecclRoundNearest;
     a.blockElems = v02 ? opts->quantBlockSize : 0;
     ECCL_RETURN_IF_ERROR(eccl::codec::checkParams(quant, rounding, a.dtype, &a.blockElems));
     a.quant = static_cast<ecclQuantization_t>(quant);

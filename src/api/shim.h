@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <new>
 #include <type_traits>
 #include <string>
@@ -50,6 +51,17 @@ Status checkStruct(const T* p, size_t firstVersionSize, const char* name, const 
                                           initMacro);
   }
   return Status::ok();
+}
+
+// The int a C caller stored in an enum field. C lets any int in; C++ reading
+// one outside the enum's range as the enum is undefined behaviour (UBSan's
+// -fsanitize=enum), so fields are read as ints and checked before use.
+template <typename E>
+int rawEnum(const E& field) {
+  static_assert(std::is_enum_v<E> && sizeof(E) == sizeof(int));
+  int v;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
 }
 
 // Whether a caller's config struct (of its structSize) includes `field`.

@@ -251,6 +251,10 @@ TEST(Codec, BadArgumentsAreRefusedLocally) {
     o.quantization = static_cast<ecclQuantization_t>(17);
     EXPECT_EQ(ecclAllReduce(f.data(), f.data(), f.size(), ecclFloat32, ecclSum, &o, comm, nullptr),
               ecclInvalidArgument);
+    o.quantization = ecclQuantUint8;
+    o.rounding = static_cast<ecclRounding_t>(9);  // what a C caller can pass
+    EXPECT_EQ(ecclAllReduce(f.data(), f.data(), f.size(), ecclFloat32, ecclSum, &o, comm, nullptr),
+              ecclInvalidArgument);
     o.quantization = ecclQuantNone;
     o.rounding = ecclRoundStochastic;
     EXPECT_EQ(ecclBroadcast(f.data(), f.size(), ecclFloat32, 0, &o, comm, nullptr),
