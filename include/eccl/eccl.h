@@ -327,6 +327,51 @@ ECCL_API ecclResult_t ecclWait(ecclRequest_t request, ecclOpInfo_t* info);
 /* Sets *done to 1 when ecclWait would not block. Never blocks. */
 ECCL_API ecclResult_t ecclTest(ecclRequest_t request, int* done);
 
+/* ---- Shared state (docs/state.md) -------------------------------------- */
+
+typedef enum {
+  ecclSyncEnforcePopular = 0, /* take the elected content if ours differs; serve it */
+  ecclSyncReceiveOnly = 1,    /* never serve, never vote; take the elected content */
+  ecclSyncSendOnly = 2,       /* never receive: ecclStateMismatch if our content lost */
+  ecclNumSyncStrategies = 3
+} ecclSyncStrategy_t;
+
+/* One named tensor of the shared state. Names are unique within a state, at
+ * most 256 bytes. allowDivergence: never compared, never transferred. */
+typedef struct {
+  const char* name;
+  void* data;
+  size_t count;
+  ecclDataType_t dtype;
+  ecclMemType_t memType; /* ecclMemHost */
+  int allowDivergence;
+} ecclTensorInfo_t;
+
+typedef struct {
+  size_t structSize;
+  uint64_t revision;         /* +1 per sync; a peer's first sync may start anywhere */
+  ecclTensorInfo_t* tensors;
+  size_t tensorCount;
+} ecclSharedState_t;
+
+#define ECCL_SHARED_STATE_INIT { sizeof(ecclSharedState_t), 0, NULL, 0 }
+
+#define ECCL_SYNC_MAX_SOURCES 16
+
+typedef struct {
+  size_t structSize;
+  uint64_t bytesSent;
+  uint64_t bytesReceived;
+  uint64_t revision;          /* the group's revision after the sync */
+  uint32_t tensorsFetched;
+  uint32_t sourcesUsed;       /* peers this one received from */
+  uint64_t sourcePeers[ECCL_SYNC_MAX_SOURCES];     /* their peer ids ... */
+  uint64_t bytesFromSource[ECCL_SYNC_MAX_SOURCES]; /* ... and what each sent */
+  double seconds;
+} ecclSyncInfo_t;
+
+#define ECCL_SYNC_INFO_INIT { sizeof(ecclSyncInfo_t), 0, 0, 0, 0, 0, {0}, {0}, 0.0 }
+
 #ifdef __cplusplus
 }
 #endif

@@ -138,10 +138,96 @@ void put(Writer& w, const OpBegin& m) {
 }
 bool get(Reader& r, OpBegin* m) {
   return r.u64(&m->epoch) && r.u32(&m->tag) && r.u64(&m->seq) && r.u8(&m->desc.kind) &&
-         (m->desc.kind == 1 || m->desc.kind == 2) && r.u8(&m->desc.dtype) &&
+         m->desc.kind >= 1 && m->desc.kind <= 3 && r.u8(&m->desc.dtype) &&
          m->desc.dtype < ecclNumTypes && r.u8(&m->desc.redop) && m->desc.redop < ecclNumOps &&
          r.u64(&m->desc.count) && r.i32(&m->desc.root) && r.u8(&m->desc.codec) &&
          r.u16(&m->desc.blockElems) && isValidCodec(m->desc.codec, m->desc.blockElems);
+}
+
+void put(Writer& w, const SyncEntry& e) {
+  w.str(e.name);
+  w.u8(e.dtype);
+  w.u64(e.count);
+  w.u64(e.hash);
+  w.u8(e.allowDivergence ? 1 : 0);
+}
+constexpr size_t kSyncEntryMinBytes = 4 + 1 + 8 + 8 + 1;
+bool get(Reader& r, SyncEntry* e) {
+  uint8_t divergent = 0;
+  return r.str(&e->name, kMaxTensorNameBytes) && r.u8(&e->dtype) && e->dtype < ecclNumTypes &&
+         r.u64(&e->count) && r.u64(&e->hash) && r.u8(&divergent) && divergent <= 1 &&
+         ((e->allowDivergence = divergent == 1), true);
+}
+
+void put(Writer& w, const SyncManifest& m) {
+  w.u64(m.epoch);
+  w.u64(m.seq);
+  w.u64(m.revision);
+  w.u8(m.strategy);
+  w.u32(m.part);
+  w.u32(m.parts);
+  w.u32(m.totalEntries);
+  w.u32(static_cast<uint32_t>(m.entries.size()));
+  for (const SyncEntry& e : m.entries) put(w, e);
+}
+bool get(Reader& r, SyncManifest* m) {
+  uint32_t n = 0;
+  if (!(r.u64(&m->epoch) && r.u64(&m->seq) && r.u64(&m->revision) && r.u8(&m->strategy) &&
+        m->strategy < ecclNumSyncStrategies && r.u32(&m->part) && r.u32(&m->parts) &&
+        m->part < m->parts && r.u32(&m->totalEntries) && m->totalEntries <= kMaxSyncTensors &&
+        r.u32(&n) && n <= m->totalEntries && n <= r.remaining() / kSyncEntryMinBytes)) {
+    return false;
+  }
+  m->entries.resize(n);
+  for (SyncEntry& e : m->entries) {
+    if (!get(r, &e)) return false;
+  }
+  return true;
+}
+
+void putIds(Writer& w, const std::vector<uint64_t>& ids) {
+  w.u32(static_cast<uint32_t>(ids.size()));
+  for (uint64_t id : ids) w.u64(id);
+}
+bool getIds(Reader& r, std::vector<uint64_t>* ids) {
+  uint32_t n = 0;
+  if (!r.u32(&n) || n > kMaxRingPeers || n > r.remaining() / 8) return false;
+  ids->resize(n);
+  for (uint64_t& id : *ids) {
+    if (!r.u64(&id)) return false;
+  }
+  return true;
+}
+
+void put(Writer& w, const SyncPlan& m) {
+  w.u64(m.epoch);
+  w.u64(m.seq);
+  w.u32(m.result);
+  w.str(clip(m.message));
+  w.u64(m.revision);
+  w.u32(m.part);
+  w.u32(m.parts);
+  putIds(w, m.sources);
+  putIds(w, m.receivers);
+  w.u32(static_cast<uint32_t>(m.fetch.size()));
+  for (const SyncFetch& f : m.fetch) {
+    w.u32(f.index);
+    w.u64(f.hash);
+  }
+}
+bool get(Reader& r, SyncPlan* m) {
+  uint32_t n = 0;
+  if (!(r.u64(&m->epoch) && r.u64(&m->seq) && r.u32(&m->result) && m->result < ecclNumResults &&
+        r.str(&m->message, kMaxStringBytes) && r.u64(&m->revision) && r.u32(&m->part) &&
+        r.u32(&m->parts) && m->part < m->parts && getIds(r, &m->sources) &&
+        getIds(r, &m->receivers) && r.u32(&n) && n <= kMaxSyncTensors && n <= r.remaining() / 12)) {
+    return false;
+  }
+  m->fetch.resize(n);
+  for (SyncFetch& f : m->fetch) {
+    if (!(r.u32(&f.index) && f.index < kMaxSyncTensors && r.u64(&f.hash))) return false;
+  }
+  return true;
 }
 
 template <typename T>  // OpDone and OpVerdict share a layout
@@ -248,6 +334,8 @@ const char* typeName(MsgType type) {
     case MsgType::kAuthHello: return "AuthHello";
     case MsgType::kAuthChallenge: return "AuthChallenge";
     case MsgType::kAuthProof: return "AuthProof";
+    case MsgType::kSyncManifest: return "SyncManifest";
+    case MsgType::kSyncPlan: return "SyncPlan";
   }
   return "unknown";
 }
@@ -284,7 +372,7 @@ Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes) {
                                                   h.version, kProtocolVersion));
   }
   if (type < static_cast<uint16_t>(MsgType::kRegister) ||
-      type > static_cast<uint16_t>(MsgType::kAuthProof)) {
+      type > static_cast<uint16_t>(MsgType::kSyncPlan)) {
     return error(ecclInvalidArgument, fmt::format("unknown control message type {}", type));
   }
   if (h.payloadBytes > kMaxControlPayload) {
@@ -315,8 +403,63 @@ Result<ControlMessage> decodeControl(MsgType type, std::span<const std::byte> pa
     case MsgType::kAuthHello: return decodeAs<AuthHello>(type, payload);
     case MsgType::kAuthChallenge: return decodeAs<AuthChallenge>(type, payload);
     case MsgType::kAuthProof: return decodeAs<AuthProof>(type, payload);
+    case MsgType::kSyncManifest: return decodeAs<SyncManifest>(type, payload);
+    case MsgType::kSyncPlan: return decodeAs<SyncPlan>(type, payload);
   }
   return error(ecclInvalidArgument, "unknown control message type");
+}
+
+std::vector<SyncManifest> splitManifest(uint64_t epoch, uint64_t seq, uint64_t revision,
+                                        uint8_t strategy, const std::vector<SyncEntry>& entries) {
+  std::vector<SyncManifest> parts;
+  SyncManifest cur{epoch, seq, revision, strategy, 0, 1, static_cast<uint32_t>(entries.size()), {}};
+  size_t bytes = 41;  // the fixed fields
+  for (const SyncEntry& e : entries) {
+    const size_t add = kSyncEntryMinBytes + e.name.size();
+    if (!cur.entries.empty() && bytes + add > kMaxSyncPartBytes) {
+      parts.push_back(std::move(cur));
+      cur = {epoch, seq, revision, strategy, 0, 1, static_cast<uint32_t>(entries.size()), {}};
+      bytes = 41;
+    }
+    cur.entries.push_back(e);
+    bytes += add;
+  }
+  parts.push_back(std::move(cur));
+  for (size_t i = 0; i < parts.size(); ++i) {
+    parts[i].part = static_cast<uint32_t>(i);
+    parts[i].parts = static_cast<uint32_t>(parts.size());
+  }
+  return parts;
+}
+
+std::vector<SyncPlan> splitPlan(const SyncPlan& whole) {
+  // Part 0 carries the message and the peer lists (at most 2 * kMaxRingPeers
+  // ids, 16 KiB: over a part's budget, but far under what a peer accepts).
+  constexpr size_t kFetchPerPart = kMaxSyncPartBytes / 12;
+  std::vector<SyncPlan> parts;
+  size_t next = 0;
+  do {
+    SyncPlan p;
+    p.epoch = whole.epoch;
+    p.seq = whole.seq;
+    p.result = whole.result;
+    p.revision = whole.revision;
+    if (parts.empty()) {
+      p.message = whole.message;
+      p.sources = whole.sources;
+      p.receivers = whole.receivers;
+    }
+    const size_t n = std::min(kFetchPerPart, whole.fetch.size() - next);
+    p.fetch.assign(whole.fetch.begin() + static_cast<std::ptrdiff_t>(next),
+                   whole.fetch.begin() + static_cast<std::ptrdiff_t>(next + n));
+    next += n;
+    parts.push_back(std::move(p));
+  } while (next < whole.fetch.size());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    parts[i].part = static_cast<uint32_t>(i);
+    parts[i].parts = static_cast<uint32_t>(parts.size());
+  }
+  return parts;
 }
 
 }  // namespace eccl::wire

@@ -20,7 +20,7 @@
 namespace eccl::wire {
 
 inline constexpr uint32_t kControlMagic = 0x4d434345;  // "ECCM" little-endian
-inline constexpr uint16_t kProtocolVersion = 4;
+inline constexpr uint16_t kProtocolVersion = 5;
 inline constexpr size_t kControlHeaderBytes = 12;
 // What a peer accepts from the master (a Topology of the largest group fits).
 inline constexpr uint32_t kMaxControlPayload = 1u << 20;
@@ -61,6 +61,8 @@ enum class MsgType : uint16_t {
   kAuthHello = 15,
   kAuthChallenge = 16,
   kAuthProof = 17,
+  kSyncManifest = 18,
+  kSyncPlan = 19,
 };
 
 struct ControlHeader {
@@ -208,11 +210,72 @@ struct AuthProof {
   security::Proof clientProof{};
 };
 
+// Shared-state sync (docs/state.md). A sync is an op on the reserved tag
+// kSyncTag: OpBegin (kind kSync), then the manifest in parts, then the
+// master's plan in parts, transfers, OpDone and OpVerdict as for any op.
+inline constexpr uint32_t kSyncTag = 0xffffffffu;
+inline constexpr size_t kMaxTensorNameBytes = 256;
+// Every part of a manifest or plan encodes within this, far below what either
+// side accepts, however many tensors a state has.
+inline constexpr size_t kMaxSyncPartBytes = 12u << 10;
+// A state of more tensors than this is refused (ecclInvalidArgument).
+inline constexpr uint32_t kMaxSyncTensors = 1u << 20;
+
+struct SyncEntry {
+  std::string name;
+  uint8_t dtype = 0;
+  uint64_t count = 0;
+  uint64_t hash = 0;
+  bool allowDivergence = false;
+  bool operator==(const SyncEntry&) const = default;
+};
+
+// Peer -> master: part `part` of `parts` of the state this peer holds for
+// sync op (epoch, seq); entries in the caller's order, split over the parts.
+struct SyncManifest {
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  uint64_t revision = 0;
+  uint8_t strategy = 0;  // ecclSyncStrategy_t
+  uint32_t part = 0;
+  uint32_t parts = 1;
+  uint32_t totalEntries = 0;
+  std::vector<SyncEntry> entries;
+};
+
+struct SyncFetch {
+  uint32_t index = 0;  // into the receiver's manifest
+  uint64_t hash = 0;   // the elected content's
+  bool operator==(const SyncFetch&) const = default;
+};
+
+// Master -> peer: what this peer does in sync op (epoch, seq). `result` is
+// not ecclSuccess when this peer is refused (ecclStateMismatch, message says
+// why); then nothing else is set. Part 0 carries the peer lists.
+struct SyncPlan {
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  uint32_t result = 0;
+  std::string message;
+  uint64_t revision = 0;  // the group's revision after the sync
+  uint32_t part = 0;
+  uint32_t parts = 1;
+  std::vector<uint64_t> sources;    // peers this one fetches from, in order of preference
+  std::vector<uint64_t> receivers;  // peers this one serves
+  std::vector<SyncFetch> fetch;     // this peer's tensors to fetch
+};
+
+// Cuts a manifest or a plan into parts of at most kMaxSyncPartBytes encoded.
+std::vector<SyncManifest> splitManifest(uint64_t epoch, uint64_t seq, uint64_t revision,
+                                        uint8_t strategy, const std::vector<SyncEntry>& entries);
+std::vector<SyncPlan> splitPlan(const SyncPlan& whole);
+
 using ControlMessage = std::variant<Register, RegisterReply, Topology, Vote, PendingQuery,
                                     PendingReply, Heartbeat, OpBegin, OpDone, OpVerdict, Leave,
-                                    Kick, Suspect, MemberLost, AuthHello, AuthChallenge, AuthProof>;
+                                    Kick, Suspect, MemberLost, AuthHello, AuthChallenge, AuthProof,
+                                    SyncManifest, SyncPlan>;
 
-enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2 };
+enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2, kSync = 3 };
 
 MsgType typeOf(const ControlMessage& msg);
 const char* typeName(MsgType type);
