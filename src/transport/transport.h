@@ -117,6 +117,19 @@ class Transport {
   // epoch (and parks, bounded, those of later epochs): what the master named.
   virtual Result<std::unique_ptr<Link>> accept(uint64_t selfId, uint64_t from, uint64_t epoch,
                                                Deadline deadline, const CancelFlag& cancel) = 0;
+
+  // Links of a shared-state transfer (wire::syncChannel, never 0), between
+  // any two members of `epoch`, besides the ring link: same handshake, same
+  // limits, but no neighbour rule. The acceptor parks such streams (bounded
+  // per source) until acceptChannel claims them, so either side may come first.
+  virtual Result<std::unique_ptr<Link>> connectChannel(const Endpoint& to, uint64_t selfId,
+                                                       uint64_t epoch, uint64_t channel,
+                                                       Deadline deadline,
+                                                       const CancelFlag& cancel) = 0;
+  virtual Result<std::unique_ptr<Link>> acceptChannel(uint64_t selfId, uint64_t from,
+                                                      uint64_t epoch, uint64_t channel,
+                                                      Deadline deadline,
+                                                      const CancelFlag& cancel) = 0;
 };
 
 // The registry: "tcp" is always there; other names give ecclUnsupported with

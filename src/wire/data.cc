@@ -61,6 +61,7 @@ void encodeHello(const LinkHello& hello, std::byte* out) {
   w.u64(hello.epoch);
   w.u32(hello.streamIndex);
   w.u32(hello.streamCount);
+  w.u64(hello.channel);
   w.fixed(hello.nonce);
   copyOut(w, out, kHelloBytes);
 }
@@ -74,6 +75,7 @@ Result<LinkHello> decodeHello(std::span<const std::byte> bytes) {
   r.u64(&h.epoch);
   r.u32(&h.streamIndex);
   r.u32(&h.streamCount);
+  r.u64(&h.channel);
   r.fixed(&h.nonce);
   if (h.streamCount == 0 || h.streamCount > kMaxStreams || h.streamIndex >= h.streamCount) {
     return error(ecclInvalidArgument, fmt::format("link hello with stream {} of {}",
@@ -117,14 +119,15 @@ Result<LinkProof> decodeProof(std::span<const std::byte> bytes) {
   return p;
 }
 
-std::array<std::byte, 32> linkContext(const LinkHello& hello) {
+std::array<std::byte, 40> linkContext(const LinkHello& hello) {
   Writer w;
   w.u64(hello.fromPeer);
   w.u64(hello.toPeer);
   w.u64(hello.epoch);
   w.u32(hello.streamIndex);
   w.u32(hello.streamCount);
-  std::array<std::byte, 32> out{};
+  w.u64(hello.channel);
+  std::array<std::byte, 40> out{};
   std::copy(w.bytes().begin(), w.bytes().end(), out.begin());
   return out;
 }

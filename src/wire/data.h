@@ -21,11 +21,11 @@ inline constexpr uint32_t kHelloMagic = 0x48434345;      // "ECCH"
 inline constexpr uint32_t kChallengeMagic = 0x43434345;  // "ECCC"
 inline constexpr uint32_t kProofMagic = 0x50434345;      // "ECCP"
 inline constexpr uint32_t kDataMagic = 0x44434345;       // "ECCD"
-inline constexpr uint16_t kDataVersion = 3;
+inline constexpr uint16_t kDataVersion = 4;
 // Magic and version lead every handshake message, so the version is checked
 // (and a readable mismatch logged) before the rest is read.
 inline constexpr size_t kHandshakePrefixBytes = 8;
-inline constexpr size_t kHelloBytes = 72;
+inline constexpr size_t kHelloBytes = 80;
 inline constexpr size_t kChallengeBytes = 72;
 inline constexpr size_t kProofBytes = 40;
 inline constexpr size_t kDataHeaderBytes = 64;
@@ -42,8 +42,18 @@ struct LinkHello {
   uint64_t epoch = 0;
   uint32_t streamIndex = 0;
   uint32_t streamCount = 0;
+  // 0: the ring link the master named. Otherwise a shared-state transfer
+  // channel (syncChannel): links of one sync op between two peers.
+  uint64_t channel = 0;
   security::Nonce nonce{};
 };
+
+// The channel of a shared-state transfer link: sync op `seq`, requests
+// (receiver -> source) or data (source -> receiver). Never 0.
+enum class SyncDirection : uint64_t { kRequests = 1, kData = 2 };
+inline uint64_t syncChannel(uint64_t seq, SyncDirection d) {
+  return (seq << 2) | static_cast<uint64_t>(d);
+}
 struct LinkChallenge {
   security::Nonce nonce{};
   security::Proof proof{};
@@ -82,7 +92,7 @@ Result<LinkChallenge> decodeChallenge(std::span<const std::byte> bytes);
 void encodeProof(const LinkProof& p, std::byte* out /* kProofBytes */);
 Result<LinkProof> decodeProof(std::span<const std::byte> bytes);
 // What both proofs of a stream are bound to: every field of the hello but its nonce.
-std::array<std::byte, 32> linkContext(const LinkHello& hello);
+std::array<std::byte, 40> linkContext(const LinkHello& hello);
 
 void encodeDataHeader(const DataHeader& h, std::byte* out /* kDataHeaderBytes */);
 Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes);

@@ -238,3 +238,56 @@ INSTANTIATE_TEST_SUITE_P(Aborts, TcpSocketAbortToAStuckPeer,
 
 }  // namespace
 }  // namespace eccl::transport
+
+namespace eccl::transport {
+namespace {
+
+// Shared-state transfer channels: opened between any two members of the
+// epoch (not only ring neighbours), in either order of dial and accept, next
+// to the ring link, and dropped when a later sync's channel is claimed.
+TEST(TcpTransport, SyncChannelsBetweenAnyMembers) {
+  Pair p = connectPair(2);  // ring: 1 -> 2 in epoch 7
+  ASSERT_TRUE(p.aToB && p.bFromA);
+  TransportOptions o;
+  o.bindAddress = "127.0.0.1";
+  o.streams = 2;
+  auto c = createTransport("tcp", o).value();  // peer 3: not 2's left neighbour
+  const uint64_t data1 = wire::syncChannel(1, wire::SyncDirection::kData);
+  // Ring rules still hold: peer 3 cannot open 2's ring link of epoch 7.
+  EXPECT_FALSE(c->connect({2, "127.0.0.1", p.b->port()}, 3, 7,
+                          Clock::now() + std::chrono::milliseconds(300), kNever)
+                   .hasValue());
+  // A channel from peer 3, dialled before 2 asks for it (parked, then claimed).
+  Result<std::unique_ptr<Link>> out = c->connectChannel({2, "127.0.0.1", p.b->port()}, 3, 7, data1,
+                                                        soon(), kNever);
+  ASSERT_TRUE(out.hasValue()) << out.status().message();
+  Result<std::unique_ptr<Link>> in = p.b->acceptChannel(2, 3, 7, data1, soon(), kNever);
+  ASSERT_TRUE(in.hasValue()) << in.status().message();
+  std::vector<uint8_t> bytes(5000, 9);
+  ASSERT_TRUE((*out)->send(header(0, 5000), bytes.data(), soon(), kNever, nullptr).isOk());
+  Result<Frame> f = (*in)->recv({5, 0, 0, 0}, soon(), kNever);
+  ASSERT_TRUE(f.hasValue()) << f.status().message();
+  EXPECT_EQ(f->bytes().size(), 5000u);
+  // The ring link still works beside it.
+  ASSERT_TRUE(p.aToB->send(header(1, 10), bytes.data(), soon(), kNever, nullptr).isOk());
+  EXPECT_TRUE(p.bFromA->recv({5, 0, 0, 1}, soon(), kNever).hasValue());
+
+  // A channel of sync 2 parked and never claimed is dropped when sync 3's is
+  // claimed: waiting for it then times out instead of finding it.
+  const uint64_t data2 = wire::syncChannel(2, wire::SyncDirection::kData);
+  const uint64_t data3 = wire::syncChannel(3, wire::SyncDirection::kData);
+  ASSERT_TRUE(c->connectChannel({2, "127.0.0.1", p.b->port()}, 3, 7, data2, soon(), kNever).hasValue());
+  auto later = std::async(std::launch::async, [&] {
+    return c->connectChannel({2, "127.0.0.1", p.b->port()}, 3, 7, data3, soon(), kNever);
+  });
+  EXPECT_TRUE(p.b->acceptChannel(2, 3, 7, data3, soon(), kNever).hasValue());
+  EXPECT_TRUE(later.get().hasValue());
+  const Result<std::unique_ptr<Link>> gone =
+      p.b->acceptChannel(2, 3, 7, data2, Clock::now() + std::chrono::milliseconds(200), kNever);
+  EXPECT_EQ(gone.status().code(), ecclTimeout);
+  // Channel 0 is the ring link, never a channel.
+  EXPECT_EQ(p.b->acceptChannel(2, 3, 7, 0, soon(), kNever).status().code(), ecclInternalError);
+}
+
+}  // namespace
+}  // namespace eccl::transport

@@ -339,7 +339,7 @@ TEST(Security, DescriptorExhaustionIsSurvived) {
   RawConn after(master.port(), "127.0.3.2");
   EXPECT_TRUE(after.authenticate(kToken).hasValue()) << "the master did not serve again";
   RawConn data(acceptor->port(), "127.0.3.2");
-  wire::LinkHello h{1, 2, 1, 0, 1, security::randomNonce().value()};
+  wire::LinkHello h{1, 2, 1, 0, 1, 0, security::randomNonce().value()};
   std::byte b[wire::kHelloBytes];
   wire::encodeHello(h, b);
   data.sendBytes(b, sizeof(b));
@@ -490,7 +490,7 @@ TEST_F(DataAcceptor, WrongTokenIsRefusedBothWays) {
 TEST_F(DataAcceptor, ReplayedOrMovedStreamIsRefused) {
   auto in = accepting();
   std::this_thread::sleep_for(50ms);  // accept() has set what it expects
-  wire::LinkHello h{1, 2, 7, 0, 2, security::randomNonce().value()};
+  wire::LinkHello h{1, 2, 7, 0, 2, 0, security::randomNonce().value()};
   security::Nonce firstServer{};
   {
     RawConn c(b_->port());
@@ -519,9 +519,9 @@ TEST_F(DataAcceptor, ReplayedOrMovedStreamIsRefused) {
 TEST_F(DataAcceptor, OnlyTheNamedNeighbourOfThisEpochIsTaken) {
   auto in = accepting();
   std::this_thread::sleep_for(50ms);
-  for (const wire::LinkHello& h : {wire::LinkHello{3, 2, 7, 0, 2, {}},    // not the neighbour
-                                   wire::LinkHello{1, 2, 6, 0, 2, {}},    // an old epoch
-                                   wire::LinkHello{1, 9, 7, 0, 2, {}}}) {  // another peer's
+  for (const wire::LinkHello& h : {wire::LinkHello{3, 2, 7, 0, 2, 0, {}},    // not the neighbour
+                                   wire::LinkHello{1, 2, 6, 0, 2, 0, {}},    // an old epoch
+                                   wire::LinkHello{1, 9, 7, 0, 2, 0, {}}}) {  // another peer's
     RawConn c(b_->port());
     EXPECT_FALSE(hello(c, h).has_value()) << "from " << h.fromPeer << " epoch " << h.epoch;
   }
@@ -540,7 +540,7 @@ TEST_F(DataAcceptor, FramesOfAFutureEpochNeverReachThisEpochsLink) {
   auto in = accepting();
   std::this_thread::sleep_for(50ms);
   RawConn c(b_->port());
-  wire::LinkHello h{1, 2, 8, 0, 1, security::randomNonce().value()};
+  wire::LinkHello h{1, 2, 8, 0, 1, 0, security::randomNonce().value()};
   auto ch = hello(c, h);
   ASSERT_TRUE(ch.has_value());
   prove(c, h, h.nonce, ch->nonce);

@@ -175,7 +175,7 @@ TEST(Wire, DataHeaderAndHello) {
   EXPECT_FALSE(decodeDataHeader(buf).hasValue());
 
   std::byte hb[kHelloBytes];
-  LinkHello hello{5, 6, 11, 1, 4, {}};
+  LinkHello hello{5, 6, 11, 1, 4, 0, {}};
   hello.nonce[0] = std::byte{42};
   encodeHello(hello, hb);
   Result<LinkHello> lh = decodeHello(hb);
@@ -199,7 +199,7 @@ TEST(Wire, DataHeaderAndHello) {
                 .code(),
             ecclVersionMismatch);
   // Every field but the nonce changes the context the proofs are bound to.
-  for (int field = 0; field < 5; ++field) {
+  for (int field = 0; field < 6; ++field) {
     LinkHello other = hello;
     switch (field) {
       case 0: other.fromPeer++; break;
@@ -207,6 +207,7 @@ TEST(Wire, DataHeaderAndHello) {
       case 2: other.epoch++; break;
       case 3: other.streamIndex++; break;
       case 4: other.streamCount++; break;
+      case 5: other.channel++; break;
     }
     EXPECT_NE(linkContext(other), linkContext(hello)) << field;
   }

@@ -304,7 +304,7 @@ Status TcpTransport::checkExpected(const wire::LinkHello& hello) const {
     return error(ecclInvalidUsage, fmt::format("epoch {} is too far ahead (now {})", hello.epoch,
                                                e.epoch));
   }
-  if (hello.epoch == e.epoch && hello.fromPeer != e.from) {
+  if (hello.channel == 0 && hello.epoch == e.epoch && hello.fromPeer != e.from) {
     return error(ecclInvalidUsage, fmt::format("in epoch {} the master named peer {} as this "
                                                "peer's left neighbour", e.epoch, e.from));
   }
@@ -330,7 +330,7 @@ Status TcpTransport::park(Handshake& h) {
       return error(ecclInvalidUsage, fmt::format("{} streams from {} are parked already",
                                                  kMaxParkedStreamsPerSource, h.source));
     }
-    Parked& p = parked_[{h.hello.fromPeer, h.hello.epoch}];
+    Parked& p = parked_[{h.hello.fromPeer, h.hello.epoch, h.hello.channel}];
     if (p.streams.size() != h.hello.streamCount) {
       parkedStreams_ -= p.arrived;
       p.streams.clear();
@@ -356,7 +356,8 @@ Status TcpTransport::park(Handshake& h) {
 }
 
 Result<Socket> TcpTransport::dialStream(const Endpoint& to, uint64_t selfId, uint64_t epoch,
-                                        uint32_t index, Deadline deadline, const CancelFlag& cancel) {
+                                        uint64_t channel, uint32_t index, Deadline deadline,
+                                        const CancelFlag& cancel) {
   auto fail = [&](ecclResult_t code, const std::string& what) {
     return error(code, fmt::format("data link to peer {} (stream {}): {}", to.peerId, index, what));
   };
@@ -365,7 +366,7 @@ Result<Socket> TcpTransport::dialStream(const Endpoint& to, uint64_t selfId, uin
   s->configureForData();
   Result<security::Nonce> nonce = security::randomNonce();
   if (!nonce) return nonce.status();
-  const wire::LinkHello hello{selfId, to.peerId, epoch, index, options_.streams, *nonce};
+  const wire::LinkHello hello{selfId, to.peerId, epoch, index, options_.streams, channel, *nonce};
   std::byte hb[wire::kHelloBytes];
   wire::encodeHello(hello, hb);
   iovec iov{hb, sizeof(hb)};
@@ -404,13 +405,27 @@ Result<Socket> TcpTransport::dialStream(const Endpoint& to, uint64_t selfId, uin
 Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t selfId,
                                                     uint64_t epoch, Deadline deadline,
                                                     const CancelFlag& cancel) {
+  return dial(to, selfId, epoch, 0, deadline, cancel);
+}
+
+Result<std::unique_ptr<Link>> TcpTransport::connectChannel(const Endpoint& to, uint64_t selfId,
+                                                           uint64_t epoch, uint64_t channel,
+                                                           Deadline deadline,
+                                                           const CancelFlag& cancel) {
+  if (channel == 0) return error(ecclInternalError, "channel 0 is the ring link");
+  return dial(to, selfId, epoch, channel, deadline, cancel);
+}
+
+Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t selfId,
+                                                 uint64_t epoch, uint64_t channel,
+                                                 Deadline deadline, const CancelFlag& cancel) {
   std::vector<Socket> streams;
   for (uint32_t i = 0; i < options_.streams; ++i) {
     // A busy acceptor (a flood of handshakes) may drop a stream: try again
     // for a while, but not for the whole deadline (a refusal may be final).
     const Deadline retryUntil = std::min(deadline, Clock::now() + 2 * kHandshakeTimeout);
     for (;;) {
-      Result<Socket> s = dialStream(to, selfId, epoch, i, deadline, cancel);
+      Result<Socket> s = dialStream(to, selfId, epoch, channel, i, deadline, cancel);
       if (s) {
         streams.push_back(std::move(*s));
         break;
@@ -432,8 +447,9 @@ Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t selfId, uint64_t fro
   expected_ = Expected{selfId, from, epoch};
   // What was parked before anyone was expected gets the same check now.
   for (auto p = parked_.begin(); p != parked_.end();) {
-    const bool stale = p->first.second < epoch || p->second.to != selfId ||
-                       (p->first.second == epoch && p->first.first != from);
+    const auto& [pFrom, pEpoch, pChannel] = p->first;
+    const bool stale = pEpoch < epoch || p->second.to != selfId ||
+                       (pChannel == 0 && pEpoch == epoch && pFrom != from);
     if (stale) {
       parkedStreams_ -= p->second.arrived;
       p = parked_.erase(p);
@@ -441,7 +457,37 @@ Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t selfId, uint64_t fro
       ++p;
     }
   }
-  const auto key = std::make_pair(from, epoch);
+  return claim(lock, {from, epoch, 0}, deadline, cancel);
+}
+
+Result<std::unique_ptr<Link>> TcpTransport::acceptChannel(uint64_t selfId, uint64_t from,
+                                                          uint64_t epoch, uint64_t channel,
+                                                          Deadline deadline,
+                                                          const CancelFlag& cancel) {
+  if (channel == 0) return error(ecclInternalError, "channel 0 is the ring link");
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!expected_ || expected_->self != selfId || expected_->epoch != epoch) {
+    return error(ecclInvalidUsage, fmt::format("no ring link of epoch {} was accepted before this "
+                                               "transfer channel", epoch));
+  }
+  // Channels of earlier sync ops that were never claimed (the op failed
+  // before) would hold their sources' parking slots: drop them.
+  for (auto p = parked_.begin(); p != parked_.end();) {
+    const auto& [pFrom, pEpoch, pChannel] = p->first;
+    if (pChannel != 0 && pEpoch == epoch && (pChannel >> 2) < (channel >> 2)) {
+      parkedStreams_ -= p->second.arrived;
+      p = parked_.erase(p);
+    } else {
+      ++p;
+    }
+  }
+  return claim(lock, {from, epoch, channel}, deadline, cancel);
+}
+
+Result<std::unique_ptr<Link>> TcpTransport::claim(std::unique_lock<std::mutex>& lock,
+                                                  const ParkKey& key, Deadline deadline,
+                                                  const CancelFlag& cancel) {
+  const auto& [from, epoch, channel] = key;
   for (;;) {
     auto it = parked_.find(key);
     if (it != parked_.end() && it->second.arrived == it->second.streams.size()) {
@@ -450,13 +496,14 @@ Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t selfId, uint64_t fro
       parked_.erase(it);
       return std::unique_ptr<Link>(new TcpLink(from, std::move(streams)));
     }
+    const std::string what = channel == 0 ? "data link" : fmt::format("transfer channel {}", channel);
     if (int c = cancel.load(std::memory_order_acquire); c != 0) {
-      return error(static_cast<ecclResult_t>(c),
-                   fmt::format("waiting for peer {}'s data link of epoch {} was aborted", from, epoch));
+      return error(static_cast<ecclResult_t>(c), fmt::format("waiting for peer {}'s {} of epoch "
+                                                             "{} was aborted", from, what, epoch));
     }
     if (Clock::now() >= deadline) {
-      return error(ecclTimeout, fmt::format("peer {} did not open its data link for epoch {} "
-                                            "in time", from, epoch));
+      return error(ecclTimeout, fmt::format("peer {} did not open its {} for epoch {} in time",
+                                            from, what, epoch));
     }
     // Short waits: the cancel flag has no way to wake this condition variable.
     cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));

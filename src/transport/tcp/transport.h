@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include "transport/tcp/socket.h"
 
@@ -40,9 +41,17 @@ class TcpTransport : public Transport {
                                         Deadline deadline, const CancelFlag& cancel) override;
   Result<std::unique_ptr<Link>> accept(uint64_t selfId, uint64_t from, uint64_t epoch,
                                        Deadline deadline, const CancelFlag& cancel) override;
+  Result<std::unique_ptr<Link>> connectChannel(const Endpoint& to, uint64_t selfId, uint64_t epoch,
+                                               uint64_t channel, Deadline deadline,
+                                               const CancelFlag& cancel) override;
+  Result<std::unique_ptr<Link>> acceptChannel(uint64_t selfId, uint64_t from, uint64_t epoch,
+                                              uint64_t channel, Deadline deadline,
+                                              const CancelFlag& cancel) override;
 
  private:
   struct Handshake;  // one incoming stream's handshake in progress (acceptor thread only)
+  // (from peer, epoch, channel): channel 0 is the ring link, others sync channels.
+  using ParkKey = std::tuple<uint64_t, uint64_t, uint64_t>;
   struct Parked {
     std::vector<Socket> streams;  // by stream index
     uint32_t arrived = 0;
@@ -61,8 +70,13 @@ class TcpTransport : public Transport {
   // Advances one handshake on readable input; false when it is over (parked or refused).
   bool advance(Handshake& h);
   // One stream's connect and handshake (ecclPeerLost when the acceptor refused it).
-  Result<Socket> dialStream(const Endpoint& to, uint64_t selfId, uint64_t epoch, uint32_t index,
-                            Deadline deadline, const CancelFlag& cancel);
+  Result<Socket> dialStream(const Endpoint& to, uint64_t selfId, uint64_t epoch, uint64_t channel,
+                            uint32_t index, Deadline deadline, const CancelFlag& cancel);
+  Result<std::unique_ptr<Link>> dial(const Endpoint& to, uint64_t selfId, uint64_t epoch,
+                                     uint64_t channel, Deadline deadline, const CancelFlag& cancel);
+  // Waits for the parked link `key` (under `lock`).
+  Result<std::unique_ptr<Link>> claim(std::unique_lock<std::mutex>& lock, const ParkKey& key,
+                                      Deadline deadline, const CancelFlag& cancel);
   Status checkExpected(const wire::LinkHello& hello) const;  // under mu_
   Status park(Handshake& h);
   size_t parkedFrom(const std::string& source) const;  // under mu_
@@ -76,7 +90,7 @@ class TcpTransport : public Transport {
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<Expected> expected_;
-  std::map<std::pair<uint64_t, uint64_t>, Parked> parked_;  // (from peer, epoch)
+  std::map<ParkKey, Parked> parked_;
   size_t parkedStreams_ = 0;
 };
 
