@@ -181,8 +181,8 @@ Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes) {
   if (version != kDataVersion) {
     return error(ecclVersionMismatch, fmt::format("data frame version {}", version));
   }
-  if ((h.kind != static_cast<uint8_t>(OpKind::kAllReduce) &&
-       h.kind != static_cast<uint8_t>(OpKind::kBroadcast)) ||
+  if ((h.kind < static_cast<uint8_t>(OpKind::kAllReduce) ||
+       h.kind > static_cast<uint8_t>(OpKind::kSync)) ||
       h.dtype >= ecclNumTypes || h.redop >= ecclNumOps || !isValidCodec(h.codec, h.blockElems)) {
     return error(ecclInvalidArgument,
                  fmt::format("data frame with kind {} dtype {} op {} codec {:#x} block {}", h.kind,
@@ -194,6 +194,35 @@ Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes) {
                              kMaxSegmentBytes));
   }
   return h;
+}
+
+void encodeSyncRequest(const SyncRequest& r, std::byte* out) {
+  Writer w;
+  w.u32(r.tensor);
+  w.u32(r.done ? 1u : 0u);
+  w.u64(r.offset);
+  w.u64(r.length);
+  copyOut(w, out, kSyncRequestBytes);
+}
+
+Result<SyncRequest> decodeSyncRequest(std::span<const std::byte> bytes) {
+  if (bytes.size() != kSyncRequestBytes) {
+    return error(ecclInvalidArgument, fmt::format("sync request of {} bytes", bytes.size()));
+  }
+  Reader r(bytes);
+  SyncRequest q;
+  uint32_t flags = 0;
+  r.u32(&q.tensor);
+  r.u32(&flags);
+  r.u64(&q.offset);
+  r.u64(&q.length);
+  if (flags > 1) return error(ecclInvalidArgument, fmt::format("sync request flags {:#x}", flags));
+  q.done = flags == 1;
+  if (q.length > kMaxSegmentBytes || q.offset > (uint64_t{1} << 56)) {
+    return error(ecclInvalidArgument, fmt::format("sync request for {} bytes at {}", q.length,
+                                                  q.offset));
+  }
+  return q;
 }
 
 }  // namespace eccl::wire

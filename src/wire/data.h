@@ -94,6 +94,20 @@ Result<LinkProof> decodeProof(std::span<const std::byte> bytes);
 // What both proofs of a stream are bound to: every field of the hello but its nonce.
 std::array<std::byte, 40> linkContext(const LinkHello& hello);
 
+// A shared-state transfer request (receiver -> source, the payload of a
+// kSync frame on the requests channel): `length` bytes at `offset` of tensor
+// `tensor` (its place in the elected state, sorted by name), answered with a
+// kSync frame of the same step on the data channel. `done`: no more requests.
+struct SyncRequest {
+  uint32_t tensor = 0;
+  bool done = false;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+inline constexpr size_t kSyncRequestBytes = 24;
+void encodeSyncRequest(const SyncRequest& r, std::byte* out /* kSyncRequestBytes */);
+Result<SyncRequest> decodeSyncRequest(std::span<const std::byte> bytes);
+
 void encodeDataHeader(const DataHeader& h, std::byte* out /* kDataHeaderBytes */);
 Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes);
 

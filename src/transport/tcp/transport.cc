@@ -466,10 +466,6 @@ Result<std::unique_ptr<Link>> TcpTransport::acceptChannel(uint64_t selfId, uint6
                                                           const CancelFlag& cancel) {
   if (channel == 0) return error(ecclInternalError, "channel 0 is the ring link");
   std::unique_lock<std::mutex> lock(mu_);
-  if (!expected_ || expected_->self != selfId || expected_->epoch != epoch) {
-    return error(ecclInvalidUsage, fmt::format("no ring link of epoch {} was accepted before this "
-                                               "transfer channel", epoch));
-  }
   // Channels of earlier sync ops that were never claimed (the op failed
   // before) would hold their sources' parking slots: drop them.
   for (auto p = parked_.begin(); p != parked_.end();) {
