@@ -96,6 +96,8 @@ std::vector<Outgoing> Membership::onMessage(uint64_t peerId, const wire::Control
           out.push_back({peerId, wire::Heartbeat{}});  // lastSeen was refreshed above
         } else if constexpr (std::is_same_v<T, wire::Suspect>) {
           if (member) onSuspect(peerId, m, out);
+        } else if constexpr (std::is_same_v<T, wire::SyncManifest>) {
+          if (member) onSyncManifest(peerId, m, out);
         } else {
           ECCL_LOG(kWarn, kMaster, "peer {} sent unexpected {}", peerId,
                    wire::typeName(wire::typeOf(msg)));
@@ -132,16 +134,24 @@ void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
   brokenGroups_.insert(group);
   for (uint64_t id : groupMembers(group)) out.push_back({id, wire::MemberLost{epoch_, peerId}});
   // The ring lost a link: no op of the group without a verdict can finish.
+  // A sync goes on without the member (its receivers use the other sources).
   for (auto op = ops_.begin(); op != ops_.end();) {
-    if (op->first.group == group && !op->second.verdictSent) {
-      sendVerdict(op->first, op->second, ecclPeerLost,
-                  fmt::format("peer {} left the group during the op", peerId), out);
-    }
-    op->second.done.erase(peerId);
     const OpKey key = op->first;
-    const bool over = allDone(key, op->second);
+    OpEntry& e = op->second;
     ++op;
-    if (over) finish(key);
+    e.done.erase(peerId);
+    if (key.group == group && key.tag == wire::kSyncTag && !e.verdictSent) {
+      e.manifests.erase(peerId);
+      e.manifestParts.erase(peerId);
+      e.results.erase(peerId);
+      advanceSync(key, e, out);
+      continue;
+    }
+    if (key.group == group && !e.verdictSent) {
+      sendVerdict(key, e, ecclPeerLost, fmt::format("peer {} left the group during the op", peerId),
+                  out);
+    }
+    if (allDone(key, e)) finish(key);
   }
   if (memberCount() == 0) {
     if (pendingCount() > 0) update(out);  // nobody is left to vote
@@ -459,6 +469,14 @@ void Membership::onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<
                 "the group lost a member in this epoch; call ecclCommUpdateTopology", out);
     return;
   }
+  const bool syncKind = m.desc.kind == static_cast<uint8_t>(wire::OpKind::kSync);
+  if (syncKind != (m.tag == wire::kSyncTag) && !e.verdictSent) {
+    sendVerdict(key, e, ecclInvalidUsage,
+                fmt::format("peer {} began a {} on tag {}: syncs, and only syncs, use tag {}",
+                            peerId, wire::describe(m.desc), m.tag, wire::kSyncTag),
+                out);
+    return;
+  }
   if (!e.desc) {
     e.desc = m.desc;
     e.descFrom = peerId;
@@ -484,6 +502,14 @@ void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Ou
   if (entry == nullptr) return;
   OpEntry& e = *entry;
   e.done.insert(peerId);
+  if (key.tag == wire::kSyncTag) {
+    e.results[peerId] = {m.result, m.message};
+    if (!e.verdictSent && !e.deadline) {
+      if (const auto limit = groupOpTimeout(key.group)) e.deadline = Clock::now() + *limit;
+    }
+    advanceSync(key, e, out);
+    return;
+  }
   if (m.result == ecclPeerLost || m.result == ecclTimeout) {
     // A data link broke or stalled: even with everyone still alive, the next
     // update must open fresh links, so it starts a new epoch.
@@ -499,6 +525,97 @@ void Membership::onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Ou
   } else if (!e.verdictSent) {
     if (const auto limit = groupOpTimeout(key.group)) e.deadline = Clock::now() + *limit;
   }
+}
+
+void Membership::onSyncManifest(uint64_t peerId, const wire::SyncManifest& m,
+                                std::vector<Outgoing>& out) {
+  if (m.epoch != epoch_) return;  // a straggler of an old epoch
+  const OpKey key{peers_.at(peerId).group, wire::kSyncTag, m.seq};
+  OpEntry* entry = opFor(peerId, key, out);
+  if (entry == nullptr || entry->verdictSent || entry->planned) return;
+  OpEntry& e = *entry;
+  uint32_t& parts = e.manifestParts[peerId];
+  state::Manifest& man = e.manifests[peerId];
+  const bool first = parts == 0;
+  std::string bad;
+  if (e.began.count(peerId) == 0) {
+    bad = "a manifest before its OpBegin";
+  } else if (m.part != parts) {
+    bad = fmt::format("manifest part {} where part {} was due", m.part, parts);
+  } else if (!first && (m.revision != man.revision || m.strategy != man.strategy)) {
+    bad = "manifest parts that disagree on the revision or strategy";
+  } else if (man.entries.size() + m.entries.size() > m.totalEntries) {
+    bad = fmt::format("more than the {} tensors its manifest announced", m.totalEntries);
+  }
+  if (!bad.empty()) {
+    sendVerdict(key, e, ecclInvalidUsage, fmt::format("peer {} sent {}", peerId, bad), out);
+    return;
+  }
+  if (first) {
+    man.peerId = peerId;
+    man.lastRevision = peers_.at(peerId).syncedRevision;
+    man.revision = m.revision;
+    man.strategy = static_cast<ecclSyncStrategy_t>(m.strategy);
+    man.entries.reserve(m.totalEntries);
+  }
+  man.entries.insert(man.entries.end(), m.entries.begin(), m.entries.end());
+  ++parts;
+  if (parts == m.parts && man.entries.size() != m.totalEntries) {
+    sendVerdict(key, e, ecclInvalidUsage,
+                fmt::format("peer {} announced {} tensors and sent {}", peerId, m.totalEntries,
+                            man.entries.size()),
+                out);
+    return;
+  }
+  if (parts == m.parts) parts = UINT32_MAX;  // complete
+  advanceSync(key, e, out);
+}
+
+void Membership::advanceSync(const OpKey& key, OpEntry& e, std::vector<Outgoing>& out) {
+  if (e.verdictSent) {  // failed as a whole (disagreement, deadline): forget it once all are done
+    if (allDone(key, e)) finish(key);
+    return;
+  }
+  const std::vector<uint64_t> members = groupMembers(key.group);
+  if (!e.planned) {
+    for (uint64_t id : members) {
+      auto p = e.manifestParts.find(id);
+      if (p == e.manifestParts.end() || p->second != UINT32_MAX) return;  // still coming
+    }
+    std::vector<state::Manifest> manifests;
+    for (uint64_t id : members) manifests.push_back(std::move(e.manifests.at(id)));
+    e.manifests.clear();
+    const state::Election el = state::elect(manifests, options_.syncSources);
+    e.planned = true;
+    e.revision = el.revision;
+    size_t receivers = 0;
+    for (const auto& [id, a] : el.byPeer) {
+      wire::SyncPlan plan;
+      plan.epoch = epoch_;
+      plan.seq = key.seq;
+      plan.result = static_cast<uint32_t>(a.status.code());
+      plan.message = a.status.message();
+      plan.revision = el.revision;
+      plan.sources = a.sources;
+      plan.receivers = a.receivers;
+      plan.fetch = a.fetch;
+      receivers += a.fetch.empty() ? 0 : 1;
+      for (wire::SyncPlan& part : wire::splitPlan(plan)) out.push_back({id, std::move(part)});
+    }
+    ECCL_LOG(kInfo, kMaster, "group {} sync #{}: revision {}, {} of {} members fetch", key.group,
+             key.seq, el.revision, receivers, members.size());
+  }
+  for (uint64_t id : members) {
+    if (e.done.count(id) == 0) return;
+  }
+  // Every member is done: each gets its own result.
+  e.verdictSent = true;
+  for (uint64_t id : members) {
+    const auto& [result, message] = e.results.at(id);
+    if (result == ecclSuccess) peers_.at(id).syncedRevision = e.revision;
+    out.push_back({id, wire::OpVerdict{epoch_, key.tag, key.seq, result, message}});
+  }
+  finish(key);
 }
 
 }  // namespace eccl::master

@@ -32,6 +32,13 @@
 //    update is removed, so no member blocks every group's epochs; a peer
 //    may advertise only the address the master sees it at (unless
 //    trustAdvertisedAddresses: NAT); a group holds at most kMaxRingPeers.
+//  - Shared-state syncs (docs/state.md) are ops on wire::kSyncTag: members
+//    send their manifests in parts; once every member's is complete the
+//    master elects (state/elect) and sends each member its plan. A sync's
+//    verdicts are per member: each gets the result it reported, once every
+//    member is done; a member lost during a sync leaves the others to finish
+//    (its receivers fetch from the other sources). A member's revision is
+//    remembered after each successful sync.
 //  - Op deadline: once a member has finished an op, the others must finish
 //    (or fail) it within the smallest op timeout of the group, counted from
 //    the latest member's finish; otherwise the op fails with ecclTimeout on
@@ -48,6 +55,7 @@
 #include <tuple>
 #include <vector>
 
+#include "state/election.h"
 #include "wire/control.h"
 
 namespace eccl::master {
@@ -72,6 +80,7 @@ class Membership {
     std::chrono::milliseconds voteTimeout{60000};
     std::chrono::milliseconds minOpTimeout{1000};
     bool trustAdvertisedAddresses = false;
+    size_t syncSources = 4;  // most sources a sync's receiver fetches from at once
   };
 
   explicit Membership(Options options) : options_(std::move(options)) {}
@@ -103,6 +112,7 @@ class Membership {
     Clock::time_point lastSeen{};
     std::chrono::milliseconds opTimeout{0};  // 0: none
     uint32_t segmentBytes = wire::kDefaultSegmentBytes;
+    std::optional<uint64_t> syncedRevision;  // of its last successful sync
   };
   struct OpKey {
     uint32_t group;
@@ -125,6 +135,12 @@ class Membership {
     std::optional<Clock::time_point> decideAt;
     std::optional<Clock::time_point> deadline;  // set once a member finished it
     uint64_t openedBy = 0;                      // who reported it first
+    // Syncs only: manifests as they arrive, then each member's reported result.
+    std::map<uint64_t, state::Manifest> manifests;
+    std::map<uint64_t, uint32_t> manifestParts;  // parts received, by member
+    bool planned = false;
+    uint64_t revision = 0;  // elected
+    std::map<uint64_t, std::pair<uint32_t, std::string>> results;
   };
 
   void onVote(uint64_t peerId, std::vector<Outgoing>& out);
@@ -134,6 +150,9 @@ class Membership {
   void onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out);
   void onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out);
   void onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<Outgoing>& out);
+  void onSyncManifest(uint64_t peerId, const wire::SyncManifest& m, std::vector<Outgoing>& out);
+  // Elects once every member's manifest is in; per-member verdicts once all are done.
+  void advanceSync(const OpKey& key, OpEntry& entry, std::vector<Outgoing>& out);
   void decideSilence(const OpKey& key, OpEntry& entry, Clock::time_point now,
                      std::vector<Outgoing>& out);
   Clock::duration stallGrace() const {

@@ -218,8 +218,9 @@ inline constexpr size_t kMaxTensorNameBytes = 256;
 // Every part of a manifest or plan encodes within this, far below what either
 // side accepts, however many tensors a state has.
 inline constexpr size_t kMaxSyncPartBytes = 12u << 10;
-// A state of more tensors than this is refused (ecclInvalidArgument).
-inline constexpr uint32_t kMaxSyncTensors = 1u << 20;
+// A state of more tensors than this is refused (ecclInvalidArgument); it
+// bounds what a member's manifest makes the master hold.
+inline constexpr uint32_t kMaxSyncTensors = 1u << 16;
 
 struct SyncEntry {
   std::string name;

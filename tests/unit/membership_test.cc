@@ -565,3 +565,100 @@ TEST(MembershipSecurity, OpFloodRemovesTheFlooder) {
 
 }  // namespace
 }  // namespace eccl::master
+
+namespace eccl::master {
+namespace {
+
+// Shared-state syncs through the master: manifests in, plans out, verdicts
+// per member, a lost source not failing the others, revisions remembered.
+class SyncMembershipTest : public MembershipTest {
+ protected:
+  wire::OpBegin begin(uint64_t seq) {
+    wire::OpBegin b;
+    b.epoch = m.epoch();
+    b.tag = wire::kSyncTag;
+    b.seq = seq;
+    b.desc.kind = static_cast<uint8_t>(wire::OpKind::kSync);
+    b.desc.dtype = ecclUint8;
+    return b;
+  }
+  std::vector<Outgoing> manifest(uint64_t peer, uint64_t seq, uint64_t revision, uint64_t hash,
+                                 ecclSyncStrategy_t strategy = ecclSyncEnforcePopular) {
+    std::vector<Outgoing> all;
+    for (const auto& part : wire::splitManifest(m.epoch(), seq, revision, strategy,
+                                                {{"w", ecclFloat32, 100, hash, false}})) {
+      auto out = m.onMessage(peer, part);
+      all.insert(all.end(), out.begin(), out.end());
+    }
+    return all;
+  }
+  std::vector<Outgoing> done(uint64_t peer, uint64_t seq, ecclResult_t r = ecclSuccess) {
+    return m.onMessage(peer, wire::OpDone{m.epoch(), wire::kSyncTag, seq, static_cast<uint32_t>(r), ""});
+  }
+};
+
+TEST_F(SyncMembershipTest, PlansOnceEveryManifestIsInThenVerdictsPerMember) {
+  admit(3);
+  for (uint64_t p = 1; p <= 3; ++p) m.onMessage(p, begin(0));
+  EXPECT_TRUE(sentTo<wire::SyncPlan>(manifest(1, 0, 7, 1), 1).empty());
+  EXPECT_TRUE(sentTo<wire::SyncPlan>(manifest(2, 0, 7, 1), 1).empty());
+  auto out = manifest(3, 0, 7, 2);  // the odd one out
+  expectAllDecode(out);
+  ASSERT_EQ(sentTo<wire::SyncPlan>(out, 3).size(), 1u);
+  const wire::SyncPlan& p3 = *sentTo<wire::SyncPlan>(out, 3)[0];
+  EXPECT_EQ(p3.result, static_cast<uint32_t>(ecclSuccess));
+  EXPECT_EQ(p3.revision, 7u);
+  ASSERT_EQ(p3.fetch.size(), 1u);
+  EXPECT_EQ(p3.fetch[0].hash, 1u);
+  EXPECT_EQ(p3.sources, (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(sentTo<wire::SyncPlan>(out, 1)[0]->receivers, std::vector<uint64_t>{3});
+  // Source 1 dies mid-transfer: the sync goes on for the others (no verdict yet).
+  out = m.onDisconnect(1);
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(out, 2).empty());
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(done(2, 0), 2).empty());
+  out = done(3, 0);
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 2).size(), 1u);
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 3).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 3)[0]->result, static_cast<uint32_t>(ecclSuccess));
+}
+
+TEST_F(SyncMembershipTest, RevisionIsRememberedAndSkipsAreRefused) {
+  admit(2);
+  for (uint64_t p = 1; p <= 2; ++p) m.onMessage(p, begin(0));
+  manifest(1, 0, 7, 1);
+  manifest(2, 0, 7, 1);
+  done(1, 0);
+  done(2, 0);
+  // Next sync: peer 1 advances by one, peer 2 skips one.
+  for (uint64_t p = 1; p <= 2; ++p) m.onMessage(p, begin(1));
+  manifest(1, 1, 8, 1);
+  auto out = manifest(2, 1, 9, 1);
+  ASSERT_EQ(sentTo<wire::SyncPlan>(out, 2).size(), 1u);
+  EXPECT_EQ(sentTo<wire::SyncPlan>(out, 2)[0]->result, static_cast<uint32_t>(ecclStateMismatch));
+  EXPECT_NE(sentTo<wire::SyncPlan>(out, 2)[0]->message.find("last sync was at revision 7"),
+            std::string::npos) << sentTo<wire::SyncPlan>(out, 2)[0]->message;
+  EXPECT_EQ(sentTo<wire::SyncPlan>(out, 1)[0]->result, static_cast<uint32_t>(ecclSuccess));
+}
+
+TEST_F(SyncMembershipTest, MalformedManifestsFailTheSync) {
+  admit(2);
+  for (uint64_t p = 1; p <= 2; ++p) m.onMessage(p, begin(0));
+  wire::SyncManifest bad = wire::splitManifest(m.epoch(), 0, 1, 0, {{"w", ecclFloat32, 1, 1, false}})[0];
+  bad.part = 0;
+  bad.parts = 2;
+  bad.totalEntries = 1;
+  m.onMessage(1, bad);
+  bad.part = 1;
+  bad.entries = {{"x", ecclFloat32, 1, 1, false}};  // more than announced
+  auto out = m.onMessage(1, bad);
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 2).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 2)[0]->result, static_cast<uint32_t>(ecclInvalidUsage));
+  // A sync kind on another tag is refused too.
+  wire::OpBegin b = begin(0);
+  b.tag = 3;
+  out = m.onMessage(2, b);
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 1).size(), 1u);
+}
+
+}  // namespace
+}  // namespace eccl::master
