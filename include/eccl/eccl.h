@@ -372,6 +372,21 @@ typedef struct {
 
 #define ECCL_SYNC_INFO_INIT { sizeof(ecclSyncInfo_t), 0, 0, 0, 0, 0, {0}, {0}, 0.0 }
 
+/* Collective of the peer group: afterwards every member's non-divergent
+ * tensors hold the elected content (the most common among the members at the
+ * newest revision; a tie goes to a fixed choice) and state->revision is the
+ * group's. Members whose tensors differ fetch just those, striped across up
+ * to 4 up-to-date members, and check each one's 64-bit hash. Fails with
+ * ecclStateMismatch (nothing of this member's state is touched) when its
+ * revision is not its last sync's + 1 (a first sync may give any), when its
+ * tensor names, dtypes or counts differ from the elected state's (the message
+ * names the tensor), or when it is send-only and its content lost; with
+ * ecclPeerLost when every source died mid-transfer: then the revision stays,
+ * and tensors being fetched may hold a mix of old and new bytes until the
+ * next sync repairs them. info may be NULL. */
+ECCL_API ecclResult_t ecclSharedStateSync(ecclComm_t comm, ecclSharedState_t* state,
+                                          ecclSyncStrategy_t strategy, ecclSyncInfo_t* info);
+
 #ifdef __cplusplus
 }
 #endif

@@ -414,7 +414,7 @@ void Communicator::execute(Request& req) {
     std::lock_guard<std::mutex> lock(opsMu_);  // map nodes are stable; the tag is busy
     backup = &tags_[req.args().tag].backup;
   }
-  Status st = runRing(req, info, *backup);
+  Status st = req.args().kind == wire::OpKind::kSync ? runSync(req) : runRing(req, info, *backup);
   info.seconds = std::chrono::duration<double>(transport::Clock::now() - start).count();
   if (!st.isOk()) {
     ECCL_LOG(kWarn, kComm, "tag {} op #{} failed: {}", req.args().tag, req.seq, st.message());
@@ -430,7 +430,6 @@ void Communicator::execute(Request& req) {
 
 Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup) {
   const OpArgs& a = req.args();
-  const OpKey key{req.epoch, a.tag, req.seq};
   collectives::RingContext ctx;
   Status missing;  // this epoch's links, when they failed to open
   {
@@ -455,18 +454,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     }
     return Status::ok();
   }
-  {
-    std::lock_guard<std::mutex> lock(opsMu_);
-    active_[key] = std::shared_ptr<Request>(std::shared_ptr<Request>{}, &req);
-    if (auto v = earlyVerdicts_.find(key); v != earlyVerdicts_.end()) {
-      req.setVerdict(static_cast<ecclResult_t>(v->second.result), v->second.message);
-      earlyVerdicts_.erase(v);
-    } else if (!masterLost_.isOk()) {  // queued before the master went away
-      req.setVerdict(masterLost_.code(), masterLost_.message());
-    } else if (stopping_) {
-      req.setVerdict(ecclInvalidUsage, "communicator destroyed");
-    }
-  }
+  registerActive(req);
   // All or nothing: keep what the ring overwrites, to put it back on failure.
   const size_t bytes = a.count * dtypeSize(a.dtype);
   // (A broadcast root with a codec keeps the decoded value, so it too.)
@@ -545,10 +533,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   // No deadline of our own here: returning before the verdict could fail an
   // op that the other members complete (the master's op deadline bounds it).
   const Status verdict = req.awaitVerdict();
-  {
-    std::lock_guard<std::mutex> lock(opsMu_);
-    active_.erase(key);
-  }
+  unregisterActive(req);
   ctx.right->retire(a.tag, req.seq);
   ctx.left->retire(a.tag, req.seq);
   if (!verdict.isOk()) {
@@ -560,6 +545,25 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     return verdict;
   }
   return local;  // success verdict implies local success
+}
+
+void Communicator::registerActive(Request& req) {
+  const OpKey key{req.epoch, req.args().tag, req.seq};
+  std::lock_guard<std::mutex> lock(opsMu_);
+  active_[key] = std::shared_ptr<Request>(std::shared_ptr<Request>{}, &req);
+  if (auto v = earlyVerdicts_.find(key); v != earlyVerdicts_.end()) {
+    req.setVerdict(static_cast<ecclResult_t>(v->second.result), v->second.message);
+    earlyVerdicts_.erase(v);
+  } else if (!masterLost_.isOk()) {  // queued before the master went away
+    req.setVerdict(masterLost_.code(), masterLost_.message());
+  } else if (stopping_) {
+    req.setVerdict(ecclInvalidUsage, "communicator destroyed");
+  }
+}
+
+void Communicator::unregisterActive(const Request& req) {
+  std::lock_guard<std::mutex> lock(opsMu_);
+  active_.erase({req.epoch, req.args().tag, req.seq});
 }
 
 void Communicator::onVerdict(const wire::OpVerdict& v) {

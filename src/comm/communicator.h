@@ -98,6 +98,12 @@ class Communicator {
   void workerLoop(uint32_t tag);
   void execute(Request& req);
   Status runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup);
+  // A shared-state sync (sync.cc): manifest, plan, transfers, verdict.
+  Status runSync(Request& req);
+  // Registers an op for its verdict (an early one, a lost master, destroy);
+  // false when it already has a failure verdict.
+  void registerActive(Request& req);
+  void unregisterActive(const Request& req);
   void dropSession();
   void onVerdict(const wire::OpVerdict& v);
   void onMasterLost(const Status& st);

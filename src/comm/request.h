@@ -15,8 +15,16 @@
 
 namespace eccl::comm {
 
+// A shared-state sync's arguments (the caller's; they outlive the op).
+struct SyncArgs {
+  ecclSharedState_t* state = nullptr;
+  ecclSyncStrategy_t strategy = ecclSyncEnforcePopular;
+  ecclSyncInfo_t* info = nullptr;  // may be null
+};
+
 struct OpArgs {
   wire::OpKind kind = wire::OpKind::kAllReduce;
+  SyncArgs* sync = nullptr;  // kSync only
   const void* sendbuf = nullptr;
   void* recvbuf = nullptr;
   size_t count = 0;
@@ -29,6 +37,7 @@ struct OpArgs {
   uint32_t blockElems = 0;  // blocked codecs only (codec::checkParams)
 
   wire::OpDescriptor descriptor() const {
+    if (kind == wire::OpKind::kSync) return {static_cast<uint8_t>(kind), ecclUint8, 0, 0, 0, 0, 0};
     return {static_cast<uint8_t>(kind),
             static_cast<uint8_t>(dtype),
             static_cast<uint8_t>(kind == wire::OpKind::kBroadcast ? ecclSum : op),

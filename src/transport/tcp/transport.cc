@@ -467,10 +467,12 @@ Result<std::unique_ptr<Link>> TcpTransport::acceptChannel(uint64_t selfId, uint6
   if (channel == 0) return error(ecclInternalError, "channel 0 is the ring link");
   std::unique_lock<std::mutex> lock(mu_);
   // Channels of earlier sync ops that were never claimed (the op failed
-  // before) would hold their sources' parking slots: drop them.
+  // before) would hold their sources' parking slots: drop them, and any not
+  // addressed to this peer.
   for (auto p = parked_.begin(); p != parked_.end();) {
     const auto& [pFrom, pEpoch, pChannel] = p->first;
-    if (pChannel != 0 && pEpoch == epoch && (pChannel >> 2) < (channel >> 2)) {
+    if (p->second.to != selfId ||
+        (pChannel != 0 && pEpoch == epoch && (pChannel >> 2) < (channel >> 2))) {
       parkedStreams_ -= p->second.arrived;
       p = parked_.erase(p);
     } else {

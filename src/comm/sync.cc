@@ -1,0 +1,213 @@
+// The peer's side of a shared-state sync (docs/state.md): hash, send the
+// manifest, wait for the master's plan, fetch or serve over transfer
+// channels, report, and wait for this member's verdict.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "comm/communicator.h"
+#include "common/dtype.h"
+#include "common/log.h"
+#include "state/hash.h"
+#include "state/transfer.h"
+
+namespace eccl::comm {
+namespace {
+
+using transport::Clock;
+
+struct Plan {
+  wire::SyncPlan head;  // part 0 (message and peer lists)
+  std::vector<wire::SyncFetch> fetch;
+};
+
+// The tensors compared between members, in the elected state's order (by
+// name): their place there is how requests name them.
+std::vector<uint32_t> electedOrder(const ecclSharedState_t& s) {
+  std::vector<uint32_t> order;
+  for (uint32_t i = 0; i < s.tensorCount; ++i) {
+    if (s.tensors[i].allowDivergence == 0) order.push_back(i);
+  }
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return std::string_view(s.tensors[a].name) < std::string_view(s.tensors[b].name);
+  });
+  return order;
+}
+
+size_t bytesOf(const ecclTensorInfo_t& t) { return t.count * dtypeSize(t.dtype); }
+
+}  // namespace
+
+Status Communicator::runSync(Request& req) {
+  SyncArgs& args = *req.args().sync;
+  ecclSharedState_t& state = *args.state;
+  const auto start = Clock::now();
+  std::vector<wire::RingPeer> ring;
+  uint32_t segment = 0;
+  {
+    std::lock_guard<std::mutex> lock(viewMu_);
+    ring = ring_;
+    segment = segmentBytes_;
+  }
+  registerActive(req);
+  control_->send(wire::OpBegin{req.epoch, wire::kSyncTag, req.seq, req.args().descriptor()});
+
+  // 1. Hash and send the manifest.
+  std::vector<state::HashJob> jobs;
+  for (size_t i = 0; i < state.tensorCount; ++i) {
+    const ecclTensorInfo_t& t = state.tensors[i];
+    jobs.push_back({t.data, t.allowDivergence != 0 ? 0 : bytesOf(t), 0});
+  }
+  state::hashAll(jobs);
+  std::vector<wire::SyncEntry> entries;
+  for (size_t i = 0; i < state.tensorCount; ++i) {
+    const ecclTensorInfo_t& t = state.tensors[i];
+    entries.push_back({t.name, static_cast<uint8_t>(t.dtype), t.count,
+                       t.allowDivergence != 0 ? 0 : jobs[i].hash, t.allowDivergence != 0});
+  }
+  for (auto& part : wire::splitManifest(req.epoch, req.seq, state.revision,
+                                        static_cast<uint8_t>(args.strategy), entries)) {
+    control_->send(std::move(part));
+  }
+
+  // 2. The plan, in parts; a failure verdict (cancel) ends the wait.
+  Plan plan;
+  uint32_t parts = 0, want = 1;
+  Status local;
+  while (parts < want) {
+    if (int c = req.cancel.load(std::memory_order_acquire); c != 0) {
+      local = error(static_cast<ecclResult_t>(c), "the sync was aborted while waiting for its plan");
+      break;
+    }
+    Result<wire::ControlMessage> m =
+        control_->await(wire::MsgType::kSyncPlan, Clock::now() + std::chrono::milliseconds(50));
+    if (!m) {
+      if (m.status().code() == ecclTimeout) continue;
+      local = m.status();
+      break;
+    }
+    const auto& p = std::get<wire::SyncPlan>(*m);
+    if (p.epoch != req.epoch || p.seq != req.seq) continue;  // of an earlier, failed sync
+    if (p.part == 0) plan.head = p;
+    want = p.parts;
+    plan.fetch.insert(plan.fetch.end(), p.fetch.begin(), p.fetch.end());
+    ++parts;
+  }
+  if (local.isOk() && plan.head.result != ecclSuccess) {
+    local = error(static_cast<ecclResult_t>(plan.head.result), plan.head.message);
+  }
+
+  // 3. Transfers: fetch what differs, serve who asks.
+  state::TransferContext tctx;
+  tctx.epoch = req.epoch;
+  tctx.group = options_.peerGroup;
+  tctx.chunkBytes = segment;
+  tctx.progressTimeout = options_.opTimeout;
+  tctx.stallReport = std::max(std::chrono::milliseconds(1), options_.failureTimeout / 2);
+  tctx.cancel = &req.cancel;
+  auto endpoint = [&](uint64_t peer) -> std::optional<transport::Endpoint> {
+    for (const wire::RingPeer& r : ring) {
+      if (r.peerId == peer) return transport::Endpoint{r.peerId, r.host, r.port};
+    }
+    return std::nullopt;
+  };
+  const auto deadline = Clock::now() + options_.opTimeout;
+  const uint64_t reqChannel = wire::syncChannel(req.seq, wire::SyncDirection::kRequests);
+  const uint64_t dataChannel = wire::syncChannel(req.seq, wire::SyncDirection::kData);
+  const std::vector<uint32_t> order = electedOrder(state);
+  std::vector<state::Served> served;
+  for (uint32_t i : order) served.push_back({static_cast<const std::byte*>(state.tensors[i].data),
+                                             bytesOf(state.tensors[i])});
+  // Sources serve on their own threads, while a receiver fetches here.
+  std::vector<std::future<void>> serving;
+  std::atomic<uint64_t> bytesServed{0};
+  if (local.isOk()) {
+    for (uint64_t r : plan.head.receivers) {
+      const auto to = endpoint(r);
+      if (!to) continue;
+      serving.push_back(std::async(std::launch::async, [&, r, to] {
+        auto in = transport_->acceptChannel(peerId_, r, req.epoch, reqChannel, deadline, req.cancel);
+        auto out = in ? transport_->connectChannel(*to, peerId_, req.epoch, dataChannel, deadline,
+                                                   req.cancel)
+                      : Result<std::unique_ptr<transport::Link>>(in.status());
+        Result<uint64_t> sent = out ? state::serve(tctx, r, served, **in, **out) : out.status();
+        if (sent) bytesServed += *sent;
+        if (!sent) {  // the receiver's problem (it reports it); our state is fine
+          ECCL_LOG(kWarn, kComm, "serving peer {} its shared state stopped: {}", r,
+                   sent.status().message());
+        }
+      }));
+    }
+  }
+  state::FetchStats stats;
+  if (local.isOk() && !plan.fetch.empty()) {
+    std::vector<std::unique_ptr<transport::Link>> held;
+    std::vector<state::SourceLinks> links;
+    for (uint64_t src : plan.head.sources) {
+      const auto from = endpoint(src);
+      if (!from) continue;
+      auto out = transport_->connectChannel(*from, peerId_, req.epoch, reqChannel, deadline, req.cancel);
+      if (!out) {
+        ECCL_LOG(kWarn, kComm, "shared-state source {} unreachable: {}", src, out.status().message());
+        continue;
+      }
+      auto in = transport_->acceptChannel(peerId_, src, req.epoch, dataChannel, deadline, req.cancel);
+      if (!in) {
+        ECCL_LOG(kWarn, kComm, "shared-state source {} did not open its data channel: {}", src,
+                 in.status().message());
+        continue;
+      }
+      links.push_back({src, out->get(), in->get()});
+      held.push_back(std::move(*out));
+      held.push_back(std::move(*in));
+    }
+    // My tensor index -> its place in the elected order.
+    std::vector<uint32_t> placeOf(state.tensorCount, 0);
+    for (uint32_t k = 0; k < order.size(); ++k) placeOf[order[k]] = k;
+    std::vector<state::Target> targets;
+    for (const wire::SyncFetch& f : plan.fetch) {
+      if (f.index >= state.tensorCount) {
+        local = error(ecclInternalError, fmt::format("the plan names tensor #{} of {}", f.index,
+                                                     state.tensorCount));
+        break;
+      }
+      ecclTensorInfo_t& t = state.tensors[f.index];
+      targets.push_back({placeOf[f.index], static_cast<std::byte*>(t.data), bytesOf(t), f.hash});
+    }
+    if (local.isOk()) {
+      local = links.empty() ? error(ecclPeerLost, "no source of the shared state could be reached")
+                            : state::fetch(tctx, targets, links, &stats);
+    }
+  }
+  for (auto& f : serving) f.wait();
+
+  // 4. Report, and wait for this member's verdict.
+  control_->send(wire::OpDone{req.epoch, wire::kSyncTag, req.seq,
+                              static_cast<uint32_t>(local.code()), local.message()});
+  const Status verdict = req.awaitVerdict();
+  unregisterActive(req);
+  const Status result = !local.isOk() ? local : verdict;
+  if (args.info != nullptr) {
+    ecclSyncInfo_t& info = *args.info;
+    info.bytesReceived = stats.bytesReceived;
+    info.bytesSent = bytesServed.load();
+    info.revision = result.isOk() ? plan.head.revision : state.revision;
+    info.tensorsFetched = result.isOk() ? static_cast<uint32_t>(plan.fetch.size()) : 0;
+    info.sourcesUsed = 0;
+    for (const auto& [peer, bytes] : stats.bytesFrom) {
+      if (info.sourcesUsed < ECCL_SYNC_MAX_SOURCES && bytes > 0) {
+        info.sourcePeers[info.sourcesUsed] = peer;
+        info.bytesFromSource[info.sourcesUsed] = bytes;
+        ++info.sourcesUsed;
+      }
+    }
+    info.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  if (result.isOk()) state.revision = plan.head.revision;
+  return result;
+}
+
+}  // namespace eccl::comm

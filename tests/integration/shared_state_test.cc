@@ -1,0 +1,161 @@
+// ecclSharedStateSync end to end: a master and N peer threads on loopback.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "state/hash.h"
+#include "support/peers.h"
+
+namespace eccl::test {
+namespace {
+
+// A peer's state: tensors "a" (float32), "b" (int64), "big" (float32), and a
+// divergent "rng"; `salt` changes "b"'s and "big"'s content.
+struct Local {
+  std::vector<float> a, big;
+  std::vector<int64_t> b;
+  std::vector<uint64_t> rng;
+  std::vector<ecclTensorInfo_t> tensors;
+  ecclSharedState_t state = ECCL_SHARED_STATE_INIT;
+
+  Local(int salt, size_t bigCount, int rank, uint64_t revision) {
+    a.assign(1000, 1.5f);
+    b.resize(77);
+    std::iota(b.begin(), b.end(), salt);
+    big.resize(bigCount);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>((i * 7 + salt) % 1000);
+    rng.assign(4, static_cast<uint64_t>(rank));
+    tensors = {{"a", a.data(), a.size(), ecclFloat32, ecclMemHost, 0},
+               {"b", b.data(), b.size(), ecclInt64, ecclMemHost, 0},
+               {"big", big.data(), big.size(), ecclFloat32, ecclMemHost, 0},
+               {"rng", rng.data(), rng.size(), ecclUint64, ecclMemHost, 1}};
+    state.revision = revision;
+    state.tensors = tensors.data();
+    state.tensorCount = tensors.size();
+  }
+  uint64_t hash() const {
+    std::vector<state::HashJob> jobs = {{a.data(), a.size() * 4, 0},
+                                        {b.data(), b.size() * 8, 0},
+                                        {big.data(), big.size() * 4, 0}};
+    state::hashAll(jobs);
+    return jobs[0].hash ^ (jobs[1].hash * 3) ^ (jobs[2].hash * 5);
+  }
+};
+
+struct Hashes {
+  std::mutex mu;
+  std::vector<uint64_t> all;
+  void put(uint64_t h) {
+    std::lock_guard<std::mutex> lock(mu);
+    all.push_back(h);
+  }
+  void expectEqual(size_t n) {
+    ASSERT_EQ(all.size(), n);
+    for (uint64_t h : all) EXPECT_EQ(h, all[0]);
+  }
+};
+
+TEST(SharedState, IdenticalStateMovesNothingAndAnOutdatedPeerGetsOnlyDirtyTensors) {
+  Hashes hashes;
+  spawnPeers(3, [&](ecclComm_t comm) {
+    const int rank = rankOf(comm);
+    Local s(0, 1 << 16, rank, 5);
+    ecclSyncInfo_t info = ECCL_SYNC_INFO_INIT;
+    ASSERT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, &info), ecclSuccess)
+        << ecclGetLastError(comm);
+    EXPECT_EQ(info.bytesReceived, 0u);
+    EXPECT_EQ(info.tensorsFetched, 0u);
+    EXPECT_EQ(s.state.revision, 5u);
+    // Rank 2 drifts in "b" only; the next sync (revision + 1) repairs just that.
+    if (rank == 2) s.b[3] = -1;
+    s.state.revision = 6;
+    info = ECCL_SYNC_INFO_INIT;
+    ASSERT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, &info), ecclSuccess)
+        << ecclGetLastError(comm);
+    if (rank == 2) {
+      EXPECT_EQ(info.tensorsFetched, 1u);
+      EXPECT_EQ(info.bytesReceived, s.b.size() * 8);
+      EXPECT_EQ(s.b[3], 3);
+    } else {
+      EXPECT_EQ(info.bytesReceived, 0u);
+    }
+    EXPECT_EQ(s.rng[0], static_cast<uint64_t>(rank)) << "divergent tensors are never touched";
+    hashes.put(s.hash());
+  });
+  hashes.expectEqual(3);
+}
+
+TEST(SharedState, NewcomerStripesFromThreeSources) {
+  Hashes hashes;
+  spawnPeers(4, [&](ecclComm_t comm) {
+    const int rank = rankOf(comm);
+    const bool newcomer = rank == 3;
+    // 8 MiB to fetch, in 1 MiB chunks: enough for every source to carry some.
+    Local s(newcomer ? 99 : 0, 2 << 20, rank, newcomer ? 0 : 41);
+    ecclSyncInfo_t info = ECCL_SYNC_INFO_INIT;
+    ASSERT_EQ(ecclSharedStateSync(comm, &s.state,
+                                  newcomer ? ecclSyncReceiveOnly : ecclSyncEnforcePopular, &info),
+              ecclSuccess)
+        << ecclGetLastError(comm);
+    EXPECT_EQ(s.state.revision, 41u);
+    if (newcomer) {
+      EXPECT_EQ(info.tensorsFetched, 2u);
+      EXPECT_EQ(info.sourcesUsed, 3u) << "striped across the three up-to-date peers";
+      for (uint32_t i = 0; i < info.sourcesUsed; ++i) EXPECT_GT(info.bytesFromSource[i], 0u);
+    } else {
+      EXPECT_GT(info.bytesSent, 0u);
+    }
+    hashes.put(s.hash());
+  });
+  hashes.expectEqual(4);
+}
+
+TEST(SharedState, MismatchesAreRefusedAndNeverOverwritten) {
+  spawnPeers(3, [&](ecclComm_t comm) {
+    const int rank = rankOf(comm);
+    // Ranks 0 and 1 agree; rank 2 holds "b" with another shape and other values.
+    Local s(rank == 2 ? 7 : 0, 1000, rank, 10);
+    if (rank == 2) s.tensors[1].count = 76;
+    const std::vector<int64_t> before = s.b;
+    const ecclResult_t r = ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr);
+    if (rank == 2) {
+      EXPECT_EQ(r, ecclStateMismatch);
+      EXPECT_NE(std::string(ecclGetLastError(comm)).find("\"b\""), std::string::npos)
+          << ecclGetLastError(comm);
+      EXPECT_EQ(s.b, before);
+    } else {
+      EXPECT_EQ(r, ecclSuccess) << ecclGetLastError(comm);
+      EXPECT_EQ(s.b[0], 0);
+    }
+    // A revision skip is refused for the one that skips.
+    s.state.revision = rank == 0 ? 13 : 11;
+    if (rank == 2) s.tensors[1].count = 77;
+    const ecclResult_t r2 = ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr);
+    if (rank == 0) {
+      EXPECT_EQ(r2, ecclStateMismatch);
+    } else {
+      EXPECT_EQ(r2, ecclSuccess) << ecclGetLastError(comm);
+    }
+  });
+}
+
+TEST(SharedState, BadArgumentsAreRefusedLocally) {
+  spawnPeers(1, [&](ecclComm_t comm) {
+    Local s(0, 10, 0, 1);
+    s.tensors[1].name = "a";
+    EXPECT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr), ecclInvalidArgument);
+    EXPECT_NE(std::string(ecclGetLastError(comm)).find("two tensors"), std::string::npos);
+    s.tensors[1].name = "b";
+    EXPECT_EQ(ecclSharedStateSync(comm, &s.state, static_cast<ecclSyncStrategy_t>(9), nullptr),
+              ecclInvalidArgument);
+    s.tensors[0].memType = ecclMemCuda;
+    EXPECT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr), ecclUnsupported);
+  });
+}
+
+}  // namespace
+}  // namespace eccl::test
