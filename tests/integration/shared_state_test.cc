@@ -7,7 +7,12 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "state/hash.h"
+#include "state/transfer.h"
 #include "support/peers.h"
 
 namespace eccl::test {
@@ -141,6 +146,66 @@ TEST(SharedState, MismatchesAreRefusedAndNeverOverwritten) {
       EXPECT_EQ(r2, ecclSuccess) << ecclGetLastError(comm);
     }
   });
+}
+
+// A byte flipped in flight (the test hook corrupts the first chunk once) is
+// caught by the receiver's hash check and fetched again, never accepted.
+TEST(SharedState, CorruptedTransferIsCaughtAndRepaired) {
+  std::atomic<int> flipped{0};
+  state::setChunkHookForTesting([&](uint32_t, uint64_t offset, std::span<std::byte> bytes) {
+    if (offset == 0 && flipped.fetch_add(1) == 0) bytes[5] ^= std::byte{0x10};
+  });
+  Hashes hashes;
+  spawnPeers(3, [&](ecclComm_t comm) {
+    const int rank = rankOf(comm);
+    Local s(rank == 2 ? 3 : 0, 1 << 16, rank, 1);
+    ASSERT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr), ecclSuccess)
+        << ecclGetLastError(comm);
+    hashes.put(s.hash());
+  });
+  state::setChunkHookForTesting(nullptr);
+  EXPECT_GE(flipped.load(), 3) << "the corrupted chunk and its refetch were both sent";
+  hashes.expectEqual(3);
+}
+
+// Two peer groups sync at the same time, each to its own content.
+TEST(SharedState, PeerGroupsSyncIndependently) {
+  LocalMaster master;
+  std::vector<std::thread> threads;
+  std::atomic<int> admitted{0};
+  Hashes byGroup[2];
+  for (uint32_t group : {0u, 1u}) {
+    for (int i = 0; i < 3; ++i) {
+      threads.emplace_back([&, group, i] {
+        PeerOptions po;
+        po.peerGroup = group;
+        ecclComm_t comm = connectPeer(master.address(), po);
+        ASSERT_NE(comm, nullptr);
+        ++admitted;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (admitted < 6 || worldOf(comm) < 3) {
+          int pending = 0;
+          ASSERT_EQ(ecclCommArePeersPending(comm, &pending), ecclSuccess);
+          if (pending) {
+            ASSERT_EQ(ecclCommUpdateTopology(comm), ecclSuccess) << ecclGetLastError(comm);
+          }
+          ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+        // Group g's content has salt 10 * g; one member of each group drifted.
+        Local s(i == 2 ? 55 : static_cast<int>(10 * group), 1 << 18, i, 3);
+        ASSERT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr), ecclSuccess)
+            << ecclGetLastError(comm);
+        EXPECT_EQ(s.b[0], static_cast<int64_t>(10 * group));
+        byGroup[group].put(s.hash());
+        ecclCommDestroy(comm);
+      });
+    }
+  }
+  for (auto& t : threads) t.join();
+  byGroup[0].expectEqual(3);
+  byGroup[1].expectEqual(3);
+  EXPECT_NE(byGroup[0].all[0], byGroup[1].all[0]);
 }
 
 TEST(SharedState, BadArgumentsAreRefusedLocally) {
