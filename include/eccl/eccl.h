@@ -365,12 +365,14 @@ typedef struct {
   uint64_t revision;          /* the group's revision after the sync */
   uint32_t tensorsFetched;
   uint32_t sourcesUsed;       /* peers this one received from */
+  uint32_t sourcesLost;       /* of those, how many broke off mid-transfer (the others
+                                 finished their chunks) */
   uint64_t sourcePeers[ECCL_SYNC_MAX_SOURCES];     /* their peer ids ... */
   uint64_t bytesFromSource[ECCL_SYNC_MAX_SOURCES]; /* ... and what each sent */
   double seconds;
 } ecclSyncInfo_t;
 
-#define ECCL_SYNC_INFO_INIT { sizeof(ecclSyncInfo_t), 0, 0, 0, 0, 0, {0}, {0}, 0.0 }
+#define ECCL_SYNC_INFO_INIT { sizeof(ecclSyncInfo_t), 0, 0, 0, 0, 0, 0, {0}, {0}, 0.0 }
 
 /* Collective of the peer group: afterwards every member's non-divergent
  * tensors hold the elected content (the most common among the members at the

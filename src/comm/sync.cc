@@ -197,6 +197,7 @@ Status Communicator::runSync(Request& req) {
     info.revision = result.isOk() ? plan.head.revision : state.revision;
     info.tensorsFetched = result.isOk() ? static_cast<uint32_t>(plan.fetch.size()) : 0;
     info.sourcesUsed = 0;
+    info.sourcesLost = stats.sourcesLost;
     for (const auto& [peer, bytes] : stats.bytesFrom) {
       if (info.sourcesUsed < ECCL_SYNC_MAX_SOURCES && bytes > 0) {
         info.sourcePeers[info.sourcesUsed] = peer;

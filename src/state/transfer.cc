@@ -140,6 +140,7 @@ class Fetcher {
         queue_.push_front(it->second);
       }
       left = --live_;
+      ++stats_.sourcesLost;
       lastLoss_ = fmt::format("peer {}: {}", peer, why.message());
     }
     ECCL_LOG(kWarn, kComm, "shared-state source {} lost ({}); {} other sources finish its chunks",

@@ -69,6 +69,7 @@ struct FetchStats {
   uint64_t bytesReceived = 0;  // chunk payloads, refetches included
   std::map<uint64_t, uint64_t> bytesFrom;  // by source peer
   uint32_t refetches = 0;  // tensors whose hash did not match at first
+  uint32_t sourcesLost = 0;  // sources whose links broke or stalled mid-transfer
 };
 
 Status fetch(const TransferContext& ctx, std::span<const Target> targets,
