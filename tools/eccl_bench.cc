@@ -3,6 +3,8 @@
 //   eccl-bench allreduce --peers 4 -b 8 -e 64M -f 2      spawn a master + 4 local peers
 //   eccl-bench allreduce --master host:port --world 8    join an existing master
 //   eccl-bench allreduce --peers 3 -b 64M --quant uint8  with a payload codec
+//   eccl-bench sync --peers 4 -e 1G                      a newcomer fetches 1 GiB of
+//                                                         shared state from 3 sources
 //
 // Times are per iteration, averaged over --iters and maxed over ranks;
 // algbw = bytes / time, busbw = algbw * 2(n-1)/n for all-reduce and = algbw
@@ -48,6 +50,7 @@ struct Options {
   uint32_t timeoutMs = 60000;
   std::string quant = "none", rounding = "nearest";
   uint32_t quantBlock = 0;
+  bool receiver = false;  // sync: this process is the one that fetches
 };
 
 size_t parseSize(const std::string& s) {
@@ -176,6 +179,64 @@ void growWorld(ecclComm_t comm, int want) {
   }
 }
 
+// Join time of shared state: one rank (the process given --receiver, else
+// the last) holds other content and fetches all of it (-e bytes of float32)
+// from the others, --iters times (it drifts again before each). Time = the
+// slowest rank's ecclSharedStateSync, hashing included.
+int runSync(const Options& o, ecclComm_t comm, int rank, int n) {
+  const size_t bytes = parseSize(o.maxBytes);
+  std::vector<float> data(bytes / sizeof(float));
+  int32_t marked = o.receiver ? rank : -1;
+  CHECK_ECCL(ecclAllReduce(&marked, &marked, 1, ecclInt32, ecclMax, nullptr, comm, nullptr), comm);
+  const bool receiver = rank == (marked >= 0 ? marked : n - 1);
+  auto fill = [&](int salt) {
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>((i + static_cast<size_t>(salt)) % 1009);
+  };
+  fill(0);
+  ecclTensorInfo_t tensor = {"state", data.data(), data.size(), ecclFloat32, ecclMemHost, 0};
+  ecclSharedState_t state = ECCL_SHARED_STATE_INIT;
+  state.tensors = &tensor;
+  state.tensorCount = 1;
+  if (rank == 0) {
+    std::printf("# eccl-bench sync: %d peers (%d sources, 1 receiver), %zu bytes of state, %d "
+                "iterations\n", n, n - 1, data.size() * sizeof(float), o.iters);
+    std::printf("#%12s %8s %12s %12s %s\n", "bytes", "sources", "time(ms)", "GB/s", "bytes per source");
+  }
+  bool first = true;
+  for (int it = 0; it < o.iters; ++it) {
+    if (receiver) fill(it + 1);  // drift: everything differs
+    state.revision = first ? 0 : state.revision + 1;
+    first = false;
+    int32_t barrier = 0;
+    CHECK_ECCL(ecclAllReduce(&barrier, &barrier, 1, ecclInt32, ecclSum, nullptr, comm, nullptr), comm);
+    ecclSyncInfo_t info = ECCL_SYNC_INFO_INIT;
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_ECCL(ecclSharedStateSync(comm, &state, receiver ? ecclSyncReceiveOnly : ecclSyncEnforcePopular,
+                                   &info), comm);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK_ECCL(ecclAllReduce(&s, &s, 1, ecclFloat64, ecclMax, nullptr, comm, nullptr), comm);
+    // The receiver's figures, to rank 0.
+    double figures[2 + ECCL_SYNC_MAX_SOURCES] = {};
+    if (receiver) {
+      figures[0] = static_cast<double>(info.bytesReceived);
+      figures[1] = info.sourcesUsed;
+      for (uint32_t k = 0; k < info.sourcesUsed; ++k) figures[2 + k] = static_cast<double>(info.bytesFromSource[k]);
+    }
+    CHECK_ECCL(ecclAllReduce(figures, figures, 2 + ECCL_SYNC_MAX_SOURCES, ecclFloat64, ecclMax,
+                             nullptr, comm, nullptr), comm);
+    if (rank == 0) {
+      std::string shares;
+      for (int k = 0; k < static_cast<int>(figures[1]); ++k) {
+        shares += (k ? "," : "") + std::to_string(static_cast<long long>(figures[2 + k]));
+      }
+      std::printf(" %12.0f %8.0f %12.1f %12.3f %s\n", figures[0], figures[1], s * 1e3,
+                  figures[0] / s / 1e9, shares.c_str());
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 int runPeer(const Options& o, const std::string& masterAddr, int world) {
   auto dt = eccl::parseDtype(o.dtype);
   auto op = eccl::parseOp(o.op);
@@ -201,6 +262,11 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
   CHECK_ECCL(ecclCommGetRank(comm, &rank), comm);
   CHECK_ECCL(ecclCommGetWorldSize(comm, &n), comm);
 
+  if (o.mode == "sync") {
+    const int rc = runSync(o, comm, rank, n);
+    CHECK_ECCL(ecclCommDestroy(comm), nullptr);
+    return rc;
+  }
   const bool allreduce = o.mode == "allreduce";
   const size_t esz = eccl::dtypeSize(*dt);
   const size_t minB = std::max(esz, parseSize(o.minBytes)), maxB = parseSize(o.maxBytes);
@@ -350,8 +416,9 @@ int main(int argc, char** argv) {
   CLI::App app{"ECCL collective benchmark (nccl-tests style)"};
   Options o;
   bool spawned = false;
-  app.add_option("mode", o.mode, "allreduce or broadcast")
-      ->check(CLI::IsMember({"allreduce", "broadcast"}))->capture_default_str();
+  app.add_option("mode", o.mode, "allreduce, broadcast or sync (the last rank fetches -e bytes of "
+                                 "shared state from the others)")
+      ->check(CLI::IsMember({"allreduce", "broadcast", "sync"}))->capture_default_str();
   app.add_option("--peers", o.peers, "local peer processes to spawn (with an embedded master)")
       ->capture_default_str();
   app.add_option("--master", o.master, "join this master (host:port) instead of spawning");
@@ -372,6 +439,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"nearest", "stochastic"}))->capture_default_str();
   app.add_option("--quant-block", o.quantBlock, "uint8/uint4 block size (0 = 256)")
       ->capture_default_str();
+  app.add_flag("--receiver", o.receiver, "sync: this process fetches (default: the last rank)");
   app.add_flag("--json", o.json, "print one JSON object instead of the table");
   app.add_flag("--spawned", spawned, "internal: this process was spawned by eccl-bench");
   CLI11_PARSE(app, argc, argv);

@@ -5,7 +5,7 @@
 # with tc tbf in both directions; optionally each TCP flow is capped with an
 # iptables hashlimit DROP rule per 5-tuple (a WAN path that limits one flow).
 #
-#   scripts/lab/lab.sh up N [--rate 1gbit] [--flow-cap 16mb/s]
+#   scripts/lab/lab.sh up N [--rate 1gbit] [--host-rate I RATE]... [--flow-cap 16mb/s]
 #   scripts/lab/lab.sh exec I CMD...      run CMD in host I's namespace
 #   scripts/lab/lab.sh addr I             print host I's address
 #   scripts/lab/lab.sh down               remove everything the lab made
@@ -32,10 +32,12 @@ up() {
   local n=$1
   shift
   local rate=1gbit flowcap=""
+  declare -A hostRate=()
   while (($#)); do
     case $1 in
       --rate) rate=$2; shift 2 ;;
       --flow-cap) flowcap=$2; shift 2 ;;
+      --host-rate) hostRate[$2]=$3; shift 3 ;;
       *) echo "lab.sh: unknown option $1" >&2; exit 2 ;;
     esac
   done
@@ -53,8 +55,9 @@ up() {
     ip -n "$ns" addr add "$(addr "$i")/24" dev "$in"
     ip -n "$ns" link set "$in" up
     # Upload: the host's side; download: the bridge's side towards it.
-    ip netns exec "$ns" tc qdisc add dev "$in" root tbf rate "$rate" burst 512kb latency 50ms
-    tc qdisc add dev "$out" root tbf rate "$rate" burst 512kb latency 50ms
+    local r=${hostRate[$i]:-$rate}
+    ip netns exec "$ns" tc qdisc add dev "$in" root tbf rate "$r" burst 512kb latency 50ms
+    tc qdisc add dev "$out" root tbf rate "$r" burst 512kb latency 50ms
     if [ -n "$flowcap" ]; then
       ip netns exec "$ns" iptables -A OUTPUT -p tcp -m hashlimit --hashlimit-name "flow$i" \
         --hashlimit-above "$flowcap" --hashlimit-mode srcip,srcport,dstip,dstport -j DROP

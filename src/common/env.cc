@@ -15,6 +15,7 @@ constexpr Knob kKnobs[] = {
     {"ECCL_MASTER_REGISTER_TIMEOUT_MS", "5000", "a connection must authenticate and register within this (100 .. 600000)"},
     {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864); a group uses the smallest its members announce"},
     {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
+    {"ECCL_SYNC_SOURCES", "4", "at the master: most peers a shared-state sync's receiver fetches from at once (1 .. 1024)"},
     {"ECCL_STREAMS", "4", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64)"},
     {"ECCL_TLS", "off", "TLS 1.3 on control and data connections when the config's tls is NULL: off, psk (key from the auth token) or cert"},
     {"ECCL_TLS_CA", "", "CA bundle (PEM) the other side's certificate must chain to, for tls=cert"},
@@ -52,6 +53,7 @@ std::string logSubsystems() { return read("ECCL_LOG_SUBSYS"); }
 uint64_t segmentBytes() { return readUint("ECCL_SEGMENT_BYTES", 4096, 64ull << 20); }
 uint64_t socketBufferBytes() { return readUint("ECCL_SOCKET_BUFFER", 0, 1ull << 30); }
 uint32_t defaultStreams() { return static_cast<uint32_t>(readUint("ECCL_STREAMS", 1, 64)); }
+uint32_t syncSources() { return static_cast<uint32_t>(readUint("ECCL_SYNC_SOURCES", 1, 1024)); }
 
 uint32_t masterMaxConnections() {
   return static_cast<uint32_t>(readUint("ECCL_MASTER_MAX_CONNECTIONS", 16, 1000000));

@@ -25,6 +25,7 @@ uint64_t socketBufferBytes();
 uint32_t defaultStreams();
 // ECCL_MASTER_MAX_CONNECTIONS: connections a master holds at once (default 4096).
 uint32_t masterMaxConnections();
+uint32_t syncSources();
 // ECCL_MASTER_MAX_CONNECTIONS_PER_SOURCE: of those, from one IP address (default 256).
 uint32_t masterMaxConnectionsPerSource();
 // ECCL_MASTER_REGISTER_TIMEOUT_MS: time to authenticate and register (default 5000).

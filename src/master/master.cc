@@ -44,7 +44,7 @@ struct Master::Impl {
         membership({std::chrono::milliseconds(o.heartbeatIntervalMs),
                     std::chrono::milliseconds(o.failureTimeoutMs),
                     std::chrono::milliseconds(o.voteTimeoutMs), std::chrono::milliseconds(1000),
-                    o.trustAdvertisedAddresses}) {}
+                    o.trustAdvertisedAddresses, env::syncSources()}) {}
 
   // A connection's progress through the handshake; Membership knows it only
   // once it registered.

@@ -1,6 +1,6 @@
-// libFuzzer target: the data-link handshake (hello, challenge, proof) and
-// data frame headers. Any input must decode or fail cleanly; what decodes
-// must re-encode to what decodes the same.
+// libFuzzer target: the data-link handshake (hello, challenge, proof), data
+// frame headers and shared-state transfer requests. Any input must decode or
+// fail cleanly; what decodes must re-encode to what decodes the same.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -42,6 +42,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                              });
   roundTrip<kProofBytes>(in, decodeProof, encodeProof,
                          [](const LinkProof& a, const LinkProof& b) { return a.proof == b.proof; });
+  roundTrip<kSyncRequestBytes>(in, decodeSyncRequest, encodeSyncRequest,
+                               [](const SyncRequest& a, const SyncRequest& b) {
+                                 return a.tensor == b.tensor && a.done == b.done &&
+                                        a.offset == b.offset && a.length == b.length;
+                               });
   roundTrip<kDataHeaderBytes>(in, decodeDataHeader, encodeDataHeader,
                               [](const DataHeader& a, const DataHeader& b) {
                                 return a.descriptor() == b.descriptor() &&
