@@ -87,6 +87,23 @@ TEST(Fault, SourceKilledMidSync) {
     ++round;
   }
   EXPECT_TRUE(hit) << "no round killed a source mid-transfer";
+  // After the churn (joins and kills), every member holds the same bits.
+  int64_t rev = -1;
+  for (auto& m : members) {
+    if (m->reaped()) continue;
+    for (const Line& l : m->lines()) {
+      if (isSynced(l)) rev = std::max<int64_t>(rev, l.fields.num("rev"));
+    }
+  }
+  std::string hash;
+  for (auto& m : members) {
+    if (m->reaped()) continue;
+    const auto at = m->waitLine([&](const Line& l) { return isSynced(l) && l.fields.num("rev") == rev + 2; },
+                                Millis(30000));
+    ASSERT_TRUE(at) << m->transcript();
+    if (hash.empty()) hash = m->lineAt(*at).fields.str("hash");
+    EXPECT_EQ(m->lineAt(*at).fields.str("hash"), hash) << m->name();
+  }
 }
 
 }  // namespace

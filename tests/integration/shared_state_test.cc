@@ -148,6 +148,44 @@ TEST(SharedState, MismatchesAreRefusedAndNeverOverwritten) {
   });
 }
 
+// Strategy rules end to end, at 2, 3 and 4 peers. Rank 0 is send-only with
+// the popular content: it serves, never receives. With 3 or more, rank 1 is
+// send-only with content that loses (rank 2 agrees with rank 0): refused,
+// its bytes kept. Receive-only ranks (rank 1 of 2, rank 3 of 4) hold other
+// content: they receive the popular one and never serve.
+TEST(SharedState, StrategyRules) {
+  for (int n : {2, 3, 4}) {
+    SCOPED_TRACE("world " + std::to_string(n));
+    spawnPeers(n, [&](ecclComm_t comm) {
+      const int rank = rankOf(comm);
+      const bool loser = n >= 3 && rank == 1;
+      const bool receiveOnly = (n == 2 && rank == 1) || rank == 3;
+      const ecclSyncStrategy_t strategy = rank == 0 || loser ? ecclSyncSendOnly
+                                          : receiveOnly      ? ecclSyncReceiveOnly
+                                                             : ecclSyncEnforcePopular;
+      Local s(rank == 0 || rank == 2 ? 0 : 40 + rank, 1 << 12, rank, 3);
+      const std::vector<int64_t> before = s.b;
+      ecclSyncInfo_t info = ECCL_SYNC_INFO_INIT;
+      const ecclResult_t r = ecclSharedStateSync(comm, &s.state, strategy, &info);
+      if (loser) {
+        EXPECT_EQ(r, ecclStateMismatch);
+        EXPECT_NE(std::string(ecclGetLastError(comm)).find("send-only"), std::string::npos)
+            << ecclGetLastError(comm);
+        EXPECT_EQ(s.b, before);
+        return;
+      }
+      ASSERT_EQ(r, ecclSuccess) << ecclGetLastError(comm);
+      EXPECT_EQ(s.b[0], 0) << "everyone else holds the popular content";
+      if (strategy == ecclSyncSendOnly) EXPECT_EQ(info.bytesReceived, 0u);
+      if (receiveOnly) {
+        EXPECT_GT(info.bytesReceived, 0u);
+        EXPECT_EQ(info.bytesSent, 0u);
+      }
+      if (rank == 0 && n == 2) EXPECT_GT(info.bytesSent, 0u);  // the only source
+    });
+  }
+}
+
 // A byte flipped in flight (the test hook corrupts the first chunk once) is
 // caught by the receiver's hash check and fetched again, never accepted.
 TEST(SharedState, CorruptedTransferIsCaughtAndRepaired) {
