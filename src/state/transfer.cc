@@ -84,8 +84,18 @@ class Fetcher {
   }
 
   Status run(std::span<const SourceLinks> sources, FetchStats* stats) {
+    // Stripe the first chunks round-robin (a window's worth per source), so
+    // every source carries a share even when the others start first; the
+    // rest go to whichever source asks next.
+    own_.resize(sources.size());
+    for (size_t k = 0; k < sources.size() * kWindow && !queue_.empty(); ++k) {
+      own_[k % sources.size()].push_back(queue_.front());
+      queue_.pop_front();
+    }
     std::vector<std::thread> workers;
-    for (const SourceLinks& s : sources) workers.emplace_back([this, s] { work(s); });
+    for (size_t i = 0; i < sources.size(); ++i) {
+      workers.emplace_back([this, i, s = sources[i]] { work(i, s); });
+    }
     for (auto& w : workers) w.join();
     if (stats != nullptr) *stats = stats_;
     if (!failed_.isOk()) return failed_;
@@ -117,10 +127,15 @@ class Fetcher {
 
   // The next chunk to request; nullopt when this worker should stop asking
   // for now (nothing queued: `wait` says whether to block until there is).
-  std::optional<Chunk> take(bool wait) {
+  std::optional<Chunk> take(size_t worker, bool wait) {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       if (finished()) return std::nullopt;
+      if (!own_[worker].empty()) {
+        Chunk c = own_[worker].front();
+        own_[worker].pop_front();
+        return c;
+      }
       if (!queue_.empty()) {
         Chunk c = queue_.front();
         queue_.pop_front();
@@ -131,11 +146,13 @@ class Fetcher {
     }
   }
 
-  void giveBack(const std::deque<std::pair<uint64_t, Chunk>>& outstanding, uint64_t peer,
-                const Status& why) {
+  void giveBack(size_t worker, const std::deque<std::pair<uint64_t, Chunk>>& outstanding,
+                uint64_t peer, const Status& why) {
     size_t left = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = own_[worker].rbegin(); it != own_[worker].rend(); ++it) queue_.push_front(*it);
+      own_[worker].clear();
       for (auto it = outstanding.rbegin(); it != outstanding.rend(); ++it) {
         queue_.push_front(it->second);
       }
@@ -178,7 +195,7 @@ class Fetcher {
     cv_.notify_all();
   }
 
-  void work(const SourceLinks& s) {
+  void work(size_t worker, const SourceLinks& s) {
     uint64_t next = 0;  // request numbers on this source's links
     std::deque<std::pair<uint64_t, Chunk>> outstanding;
     transport::StallWatch watch;
@@ -195,12 +212,12 @@ class Fetcher {
     };
     for (;;) {
       while (outstanding.size() < kWindow) {
-        std::optional<Chunk> c = take(/*wait=*/outstanding.empty());
+        std::optional<Chunk> c = take(worker, /*wait=*/outstanding.empty());
         if (!c) break;
         const Target& t = targets_[c->target];
         outstanding.push_back({next, *c});
         if (Status st = send({t.tensor, false, c->offset, c->length}); !st.isOk()) {
-          giveBack(outstanding, s.peer, st);
+          giveBack(worker, outstanding, s.peer, st);
           return;
         }
       }
@@ -209,7 +226,7 @@ class Fetcher {
       Result<transport::Frame> f = recvFrame(ctx_, *s.data, s.peer, step);
       Status st = f ? checkFrame(ctx_, *f, s.peer, c.length) : f.status();
       if (!st.isOk()) {
-        giveBack(outstanding, s.peer, st);
+        giveBack(worker, outstanding, s.peer, st);
         return;
       }
       if (c.length > 0) std::memcpy(targets_[c.target].data + c.offset, f->bytes().data(), c.length);
@@ -223,7 +240,8 @@ class Fetcher {
   std::span<const Target> targets_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Chunk> queue_;
+  std::deque<Chunk> queue_;               // chunks any source may take
+  std::vector<std::deque<Chunk>> own_;    // by worker: its first stripe
   std::vector<size_t> remaining_;  // per target: chunks not landed since it was (re)queued
   std::vector<int> refetches_;
   size_t verified_ = 0;

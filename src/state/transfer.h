@@ -4,10 +4,11 @@
 // A receiver fetches its dirty tensors from several sources at once. Per
 // source it holds two links: requests (it dials the source) and data (the
 // source dials it), so each link has one writer. The tensors are cut into
-// chunks of at most `chunkBytes`; one worker per source takes the next chunk
-// from a shared queue, keeps up to kWindow requests outstanding, and writes
-// each arriving chunk in place, so a fast source carries more than a slow
-// one. When a tensor's last chunk lands its hash is checked: a mismatch puts
+// chunks of at most `chunkBytes`. The first chunks are striped round-robin
+// over the sources (a window's worth each), the rest wait in a shared queue;
+// one worker per source takes its stripe, then the next queued chunk, keeps
+// up to kWindow requests outstanding and writes each arriving chunk in place,
+// so every source carries a share and a fast one carries more. When a tensor's last chunk lands its hash is checked: a mismatch puts
 // all its chunks back (at most kMaxRefetches times, then ecclStateMismatch).
 // A source whose link breaks or stalls past the progress timeout hands its
 // outstanding chunks back to the others; with no source left the fetch fails
