@@ -1,7 +1,8 @@
 # Sourced by the lab benchmarks (tls_cost.sh, codec_lab.sh): one eccl-bench
 # peer per host of the namespace lab (scripts/lab/lab.sh), the master in the
-# root namespace at 198.18.0.1. Expects $build (binaries) and $work (a scratch
-# directory); sets master_pid while a master runs, so a trap can kill it.
+# root namespace at 198.18.0.1 (tls_cost.sh, codec_lab.sh, sync_lab.sh).
+# Expects $build (binaries) and $work (a scratch directory); sets master_pid
+# while a master runs, so a trap can kill it.
 #
 #   lab_bench OUT HOSTS [VAR=VALUE...] -- [eccl-bench allreduce options]
 # runs one benchmark with the environment VAR=VALUE on master and peers and
@@ -12,14 +13,7 @@ lab_bench() {
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
-  env "${envs[@]}" "$build/tools/eccl-master" --listen 198.18.0.1:0 > "$work/master" 2>&1 &
-  master_pid=$!
-  local port=""
-  for _ in $(seq 100); do
-    port=$(sed -n 's/^eccl-master listening on [^:]*:\([0-9]*\)$/\1/p' "$work/master")
-    [ -n "$port" ] && break
-    sleep 0.05
-  done
+  lab_master_start "${envs[@]}"
   local pids=()
   for i in $(seq 1 "$hosts"); do
     scripts/lab/lab.sh exec "$i" env "${envs[@]}" "$build/tools/eccl-bench" allreduce \
@@ -28,11 +22,29 @@ lab_bench() {
   done
   local rc=0
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  kill "$master_pid"; wait "$master_pid" 2>/dev/null || true
-  master_pid=""
+  lab_master_stop
   cat "$work"/out.* > "$out"
   rm -f "$work"/out.*
   return $rc
+}
+
+# Starts eccl-master in the root namespace with the environment VAR=VALUE...;
+# sets master_pid and port.
+lab_master_start() {
+  env "$@" "$build/tools/eccl-master" --listen 198.18.0.1:0 > "$work/master" 2>&1 &
+  master_pid=$!
+  port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/^eccl-master listening on [^:]*:\([0-9]*\)$/\1/p' "$work/master")
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+}
+
+lab_master_stop() {
+  kill "$master_pid"
+  wait "$master_pid" 2>/dev/null || true
+  master_pid=""
 }
 
 # The median of whitespace-separated numbers on stdin.

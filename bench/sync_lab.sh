@@ -20,6 +20,7 @@ while (($#)); do
     *) sed -n '2,8p' "$0"; exit 2 ;;
   esac
 done
+source bench/lab_common.sh
 export ECCL_AUTH_TOKEN=${ECCL_AUTH_TOKEN:-sync-lab-bench}
 work=$(mktemp -d)
 master_pid=""
@@ -34,14 +35,7 @@ scripts/lab/lab.sh up 4 --rate "$rate" --host-rate 4 "$recvRate"
 
 run() {  # sources -> prints the median time (ms) of the receiver's fetches
   local k=$1 n=$(($1 + 1))
-  "$build/tools/eccl-master" --listen 198.18.0.1:0 > "$work/master" 2>&1 &
-  master_pid=$!
-  local port=""
-  for _ in $(seq 100); do
-    port=$(sed -n 's/^eccl-master listening on [^:]*:\([0-9]*\)$/\1/p' "$work/master")
-    [ -n "$port" ] && break
-    sleep 0.05
-  done
+  lab_master_start
   local pids=()
   for i in $(seq 1 "$k") 4; do
     local extra=()
@@ -51,8 +45,7 @@ run() {  # sources -> prints the median time (ms) of the receiver's fetches
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
-  kill "$master_pid"; wait "$master_pid" 2>/dev/null || true
-  master_pid=""
+  lab_master_stop
   cat "$work"/out.* | awk '/^ +[0-9]/ {print $3}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
   rm -f "$work"/out.*
 }
@@ -65,7 +58,6 @@ for r in $(seq 1 "$rounds"); do
     echo "round $r: $k source(s): $t ms"
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 one=$(echo "${times[1]}" | median)
 echo "# $size of shared state to one receiver; sources at $rate each way, receiver at $recvRate"
 for k in 1 2 3; do
