@@ -88,19 +88,11 @@ Election elect(const std::vector<Manifest>& members, size_t maxSources) {
     if (a.status.isOk()) ok.push_back(&m);
   }
   if (ok.empty()) return out;
-  // 2. The group's revision: the newest given. Members behind it may only be
-  // first syncs (newcomers, checkpoints), which receive.
+  // 2. The group's revision: the newest given. Members behind it (newcomers,
+  // or members whose last sync failed while the others' succeeded) do not
+  // vote; they receive, and catch up to it.
   for (const Manifest* m : ok) out.revision = std::max(out.revision, m->revision);
-  std::vector<const Manifest*> current;
-  for (const Manifest* m : ok) {
-    if (m->revision < out.revision && m->lastRevision) {
-      out.byPeer[m->peerId].status =
-          mismatch(fmt::format("peer {} is at revision {} but the group moves to revision {}",
-                               m->peerId, m->revision, out.revision));
-    } else {
-      current.push_back(m);
-    }
-  }
+  const std::vector<const Manifest*>& current = ok;
   // 3. The vote: members at the group's revision that may serve.
   std::vector<std::pair<Content, std::vector<uint64_t>>> votes;  // content -> its voters
   for (const Manifest* m : current) {

@@ -92,6 +92,12 @@ TEST(StateElection, FirstSyncMayStartAnywhereAndBehindReceives) {
   const Election join = elect({member(1, 12, s, 11), member(2, 12, s, 11), member(3, 0, fresh)}, 4);
   EXPECT_EQ(join.revision, 12u);
   EXPECT_EQ(fetched(join, 3), std::vector<uint32_t>{0});
+  // A member whose last sync failed while the others' succeeded is behind by
+  // one: it receives and catches up instead of being refused.
+  const Election behind = elect({member(1, 12, s, 11), member(2, 12, s, 11), member(3, 11, fresh, 10)}, 4);
+  EXPECT_TRUE(behind.byPeer.at(3).status.isOk()) << behind.byPeer.at(3).status.message();
+  EXPECT_EQ(fetched(behind, 3), std::vector<uint32_t>{0});
+  EXPECT_EQ(behind.revision, 12u);
   // Its content does not vote, even when it would outnumber.
   const Election outvoted = elect({member(1, 12, s, 11), member(2, 0, fresh), member(3, 0, fresh)}, 4);
   EXPECT_EQ(fetched(outvoted, 2), std::vector<uint32_t>{0});
