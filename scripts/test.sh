@@ -56,7 +56,8 @@ if has 3; then
   stage "3/4 ThreadSanitizer: integration and security tests"
   configure build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
     -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE=thread -DECCL_BUILD_BENCH=OFF
-  cmake --build build-tsan -j "$jobs" --target eccl_integration_tests eccl_security_tests eccl-demo
+  cmake --build build-tsan -j "$jobs" --target eccl_integration_tests eccl_security_tests eccl-demo \
+    eccl-diloco
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest build-tsan -L "integration|security"
 fi
 
