@@ -7,6 +7,7 @@ packages=(
   cmake ninja-build g++ clang libclang-rt-dev pkg-config libasan8 libtsan2 libubsan1
   libasio-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libssl-dev openssl libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  python3  # examples.diloco checks the example's output with a script
   iptables iproute2  # the link-cut fault test (it skips without them or without root)
 )
 missing=()
