@@ -273,13 +273,13 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
   std::vector<std::byte> buf(std::max(maxB, esz));
   nlohmann::json rows = nlohmann::json::array();
   if (rank == 0 && !o.json) {
-    const std::string streams = o.streams ? std::to_string(o.streams) : "default";
+    const std::string streams = o.streams ? std::to_string(o.streams) : "adaptive";
     std::printf("# eccl-bench %s: %d peers, %s, %s, %s streams per neighbour, codec %s%s\n",
                 o.mode.c_str(), n, o.dtype.c_str(), allreduce ? o.op.c_str() : "-",
                 streams.c_str(), o.quant.c_str(),
                 coded && o.rounding == "stochastic" ? " (stochastic)" : "");
-    std::printf("#%12s %12s %8s %6s %12s %12s %12s %6s", "size", "count", "type", "redop",
-                "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check");
+    std::printf("#%12s %12s %8s %6s %12s %12s %12s %6s %7s", "size", "count", "type", "redop",
+                "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check", "streams");
     if (coded) std::printf(" %12s %12s %10s %10s", "wire(B)", "logical(B)", "maxerr", "rmserr");
     std::printf("\n");
   }
@@ -314,11 +314,12 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
     // Timed on random normal data. Values may grow or wrap across
     // iterations; that costs the same time.
     fillNormal(buf.data(), *dt, count, static_cast<uint32_t>(rank));
+    ecclOpInfo_t timed = ECCL_OP_INFO_INIT;  // of the latest op: the streams its link used
     auto once = [&] {
       if (allreduce) {
-        CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, &opts, comm, nullptr), comm);
+        CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, &opts, comm, &timed), comm);
       } else {
-        CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, &opts, comm, nullptr), comm);
+        CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, &opts, comm, &timed), comm);
       }
     };
     for (int i = 0; i < o.warmup; ++i) once();
@@ -338,7 +339,8 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
                               {"time_us", us}, {"algbw_gbps", algbw}, {"busbw_gbps", busbw},
                               {"check", ok == 1}, {"quant", o.quant},
                               {"wire_bytes", info.bytesSent},
-                              {"logical_bytes", info.logicalBytesSent}};
+                              {"logical_bytes", info.logicalBytesSent},
+                              {"streams", timed.streams}};
         if (measured) {
           row["max_abs_error"] = err.maxAbs;
           row["rms_error"] = err.rms;
@@ -346,9 +348,9 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
         }
         rows.push_back(row);
       } else {
-        std::printf(" %12zu %12zu %8s %6s %12.1f %12.3f %12.3f %6s", count * esz, count,
+        std::printf(" %12zu %12zu %8s %6s %12.1f %12.3f %12.3f %6s %7u", count * esz, count,
                     o.dtype.c_str(), allreduce ? o.op.c_str() : "-", us, algbw, busbw,
-                    ok == 1 ? "ok" : "FAIL");
+                    ok == 1 ? "ok" : "FAIL", timed.streams);
         if (coded) {
           std::printf(" %12llu %12llu", static_cast<unsigned long long>(info.bytesSent),
                       static_cast<unsigned long long>(info.logicalBytesSent));

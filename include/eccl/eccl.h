@@ -186,7 +186,8 @@ typedef struct {
   const char* masterAddress; /* "host:port", "[v6]:port" (required) */
   uint32_t peerGroup;        /* collectives are scoped to a peer group */
   const char* transport;     /* "tcp" (NULL = "tcp") */
-  uint32_t streamsPerPeer;   /* parallel streams per neighbour link; 0 = default (4) */
+  uint32_t streamsPerPeer;   /* parallel streams per neighbour link; 0 = ECCL_STREAMS, whose
+                                default lets each link find its count (2 .. 32) */
   const char* authToken;     /* must equal the master's; NULL = ECCL_AUTH_TOKEN */
   uint32_t connectTimeoutMs; /* registering with the master */
   uint32_t opTimeoutMs;      /* a topology update or collective making no progress;
@@ -286,9 +287,11 @@ typedef struct {
   /* Fields below were added in 0.2. */
   uint64_t logicalBytesSent;     /* what bytesSent would be without a codec */
   uint64_t logicalBytesReceived; /* what bytesReceived would be without a codec */
+  uint32_t streams; /* TCP streams this member's outgoing link sent on when the op ended
+                       (the count an adaptive link chose; 0 when it sent nothing) */
 } ecclOpInfo_t;
 
-#define ECCL_OP_INFO_INIT { sizeof(ecclOpInfo_t), 0, 0, 0, 0, 0.0, 0, 0 }
+#define ECCL_OP_INFO_INIT { sizeof(ecclOpInfo_t), 0, 0, 0, 0, 0.0, 0, 0, 0 }
 
 /* Ring all-reduce of `count` elements of `sendbuf` into `recvbuf` on every
  * member of the peer group; sendbuf == recvbuf is allowed. opts and info may

@@ -60,14 +60,22 @@ class RingIo {
     return {enc, payloadFor(s.count)};
   }
 
-  Result<transport::Frame> recv(uint32_t step, uint32_t segment, size_t elems) {
+  // The step's segments of `chunk` that have not arrived yet.
+  std::vector<uint8_t> pendingOf(Range chunk) const {
+    return std::vector<uint8_t>(segmentCount(chunk.count, segElems_), 1);
+  }
+
+  // Whichever pending segment of `chunk` arrives next: its frame, and its
+  // index and range in *j and *s.
+  Result<transport::Frame> recvNext(uint32_t step, Range chunk, std::vector<uint8_t>& pending,
+                                    uint32_t* j, Range* s) {
     const wire::DataHeader& b = ctx_.base;
     const transport::Deadline giveUp = lastFrame_ + ctx_.progressTimeout;
     Result<transport::Frame> f = error(ecclTimeout, "");
     for (;;) {
       const auto now = transport::Clock::now();
-      f = ctx_.left->recv({b.tag, b.seq, step, segment}, std::min(giveUp, now + ctx_.stallReport),
-                          *ctx_.cancel);
+      f = ctx_.left->recvAny({b.tag, b.seq, step, 0}, pending,
+                             std::min(giveUp, now + ctx_.stallReport), *ctx_.cancel);
       if (f || f.status().code() != ecclTimeout || transport::Clock::now() >= giveUp) break;
       if (ctx_.onStall) {
         ctx_.onStall(ctx_.left->remotePeer(), false,
@@ -78,6 +86,10 @@ class RingIo {
     if (!f) return f;
     lastFrame_ = transport::Clock::now();
     const wire::DataHeader& h = f->header;
+    *j = h.segment;  // one of `pending`: recvAny takes no other
+    pending[*j] = 0;
+    *s = segmentRange(chunk, segElems_, *j);
+    const size_t elems = s->count;
     if (!(h.descriptor() == b.descriptor()) || h.epoch != b.epoch || h.group != b.group ||
         h.payloadBytes != payloadFor(elems)) {
       return error(ecclInvalidUsage,
@@ -175,9 +187,11 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
     const Range chunk = chunkRange(count, n, mod(r - step - 1, n));
     const bool owner = step == n - 2;  // this chunk is now complete here
     const uint32_t next = owner ? agBase : static_cast<uint32_t>(step + 1);
-    for (uint32_t j = 0; j < segmentCount(chunk.count, seg); ++j) {
-      const Range s = segmentRange(chunk, seg, j);
-      Result<transport::Frame> f = io.recv(static_cast<uint32_t>(step), j, s.count);
+    std::vector<uint8_t> pending = io.pendingOf(chunk);
+    for (size_t left = pending.size(); left > 0; --left) {
+      uint32_t j = 0;
+      Range s;
+      Result<transport::Frame> f = io.recvNext(static_cast<uint32_t>(step), chunk, pending, &j, &s);
       if (!f) return f.status();
       std::byte* dst = out + s.begin * esz;
       keep(ctx, s, esz);  // every chunk but ours is first written here
@@ -197,9 +211,11 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
   for (int step = 0; step < n - 1; ++step) {
     const Range chunk = chunkRange(count, n, mod(r - step, n));
     const uint32_t wireStep = agBase + static_cast<uint32_t>(step);
-    for (uint32_t j = 0; j < segmentCount(chunk.count, seg); ++j) {
-      const Range s = segmentRange(chunk, seg, j);
-      Result<transport::Frame> f = io.recv(wireStep, j, s.count);
+    std::vector<uint8_t> pending = io.pendingOf(chunk);
+    for (size_t left = pending.size(); left > 0; --left) {
+      uint32_t j = 0;
+      Range s;
+      Result<transport::Frame> f = io.recvNext(wireStep, chunk, pending, &j, &s);
       if (!f) return f.status();
       if (step == 0) keep(ctx, s, esz);  // our own chunk, first written now
       io.unpack(*f, s.count, out + s.begin * esz);
@@ -221,10 +237,10 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
   const size_t seg = io.segElems();
   const Range all{0, count};
   const int pos = mod(ctx.rank - root, n);  // distance from the root along the ring
-  for (uint32_t j = 0; j < segmentCount(count, seg); ++j) {
-    const Range s = segmentRange(all, seg, j);
-    std::byte* p = data + s.begin * esz;
-    if (pos == 0) {
+  if (pos == 0) {
+    for (uint32_t j = 0; j < segmentCount(count, seg); ++j) {
+      const Range s = segmentRange(all, seg, j);
+      std::byte* p = data + s.begin * esz;
       if (ctx.codec == nullptr) {
         ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, p));
       } else {
@@ -232,10 +248,16 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
         const std::span<const std::byte> enc = io.finalize(0, s, p);
         ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, enc.data(), enc.size()));
       }
-      continue;
     }
-    Result<transport::Frame> f = io.recv(0, j, s.count);
+    return Status::ok();
+  }
+  std::vector<uint8_t> pending = io.pendingOf(all);
+  for (size_t left = pending.size(); left > 0; --left) {
+    uint32_t j = 0;
+    Range s;
+    Result<transport::Frame> f = io.recvNext(0, all, pending, &j, &s);
     if (!f) return f.status();
+    std::byte* p = data + s.begin * esz;
     keep(ctx, s, esz);
     io.unpack(*f, s.count, p);
     if (pos != n - 1) {

@@ -140,6 +140,7 @@ Status Communicator::registerAndJoin() {
   topts.bindAddress = options_.bindAddress;
   topts.listenAddress = options_.bindAddress.empty() ? control_->localAddress() : options_.bindAddress;
   topts.streams = options_.streams;
+  topts.paceFirstStream = env::testPaceFirstStream();
   topts.authToken = options_.authToken;
   topts.tls = options_.tls;
   Result<std::unique_ptr<transport::Transport>> t = transport::createTransport(options_.transport, topts);
@@ -525,6 +526,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   info.bytesSent = ctx.bytesSent;
   info.bytesReceived = ctx.bytesReceived;
   info.logicalBytesSent = ctx.logicalBytesSent;
+  info.streams = ctx.right != nullptr && ctx.bytesSent > 0 ? ctx.right->streamCount() : 0;
   info.logicalBytesReceived = ctx.logicalBytesReceived;
 
   // Report, then wait for the master's verdict on the whole group.

@@ -35,7 +35,7 @@ struct CommOptions {
   std::string masterAddress;
   uint32_t peerGroup = 0;
   std::string transport = "tcp";
-  uint32_t streams = 4;
+  uint32_t streams = 0;  // per link; 0 = each link finds its count
   std::string authToken;
   std::chrono::milliseconds connectTimeout{10000};
   std::chrono::milliseconds opTimeout{60000};

@@ -16,7 +16,8 @@ constexpr Knob kKnobs[] = {
     {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864); a group uses the smallest its members announce"},
     {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
     {"ECCL_SYNC_SOURCES", "4", "at the master: most peers a shared-state sync's receiver fetches from at once (1 .. 1024)"},
-    {"ECCL_STREAMS", "4", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64)"},
+    {"ECCL_STREAMS", "0", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64); 0 = each link starts with 2 and adds streams, up to 32, while they raise its throughput"},
+    {"ECCL_TEST_PACE_STREAM0", "0", "tests only: caps stream 0 of every outgoing data link at this many bytes/s (a slow stream); 0 = off"},
     {"ECCL_TLS", "off", "TLS 1.3 on control and data connections when the config's tls is NULL: off, psk (key from the auth token) or cert"},
     {"ECCL_TLS_CA", "", "CA bundle (PEM) the other side's certificate must chain to, for tls=cert"},
     {"ECCL_TLS_CERT", "", "this process's certificate chain (PEM), for tls=cert"},
@@ -52,7 +53,8 @@ std::string logLevel() { return read("ECCL_LOG_LEVEL"); }
 std::string logSubsystems() { return read("ECCL_LOG_SUBSYS"); }
 uint64_t segmentBytes() { return readUint("ECCL_SEGMENT_BYTES", 4096, 64ull << 20); }
 uint64_t socketBufferBytes() { return readUint("ECCL_SOCKET_BUFFER", 0, 1ull << 30); }
-uint32_t defaultStreams() { return static_cast<uint32_t>(readUint("ECCL_STREAMS", 1, 64)); }
+uint32_t defaultStreams() { return static_cast<uint32_t>(readUint("ECCL_STREAMS", 0, 64)); }
+uint64_t testPaceFirstStream() { return readUint("ECCL_TEST_PACE_STREAM0", 0, 1ull << 40); }
 uint32_t syncSources() { return static_cast<uint32_t>(readUint("ECCL_SYNC_SOURCES", 1, 1024)); }
 
 uint32_t masterMaxConnections() {

@@ -22,7 +22,8 @@ uint64_t segmentBytes();
 // ECCL_SOCKET_BUFFER: SO_SNDBUF/SO_RCVBUF per data stream; 0 = kernel autotuning.
 uint64_t socketBufferBytes();
 // ECCL_STREAMS: default streams per neighbour when the config says 0 (default 4).
-uint32_t defaultStreams();
+uint32_t defaultStreams();  // 0 = adaptive
+uint64_t testPaceFirstStream();
 // ECCL_MASTER_MAX_CONNECTIONS: connections a master holds at once (default 4096).
 uint32_t masterMaxConnections();
 uint32_t syncSources();

@@ -30,10 +30,23 @@ Status Mailbox::put(Frame&& frame) {
 
 Result<Frame> Mailbox::take(const FrameKey& key, Deadline deadline, const CancelFlag& cancel,
                             uint64_t fromPeer) {
+  const uint8_t one = 1;
+  return takeAny(key, std::span<const uint8_t>(&one, 1), deadline, cancel, fromPeer);
+}
+
+Result<Frame> Mailbox::takeAny(const FrameKey& first, std::span<const uint8_t> pending,
+                               Deadline deadline, const CancelFlag& cancel, uint64_t fromPeer) {
+  const FrameKey& key = first;
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    auto it = frames_.find(key);
-    if (it != frames_.end()) {
+    // Held frames of this step from the first pending segment on, in order.
+    for (auto it = frames_.lower_bound(first); it != frames_.end(); ++it) {
+      const FrameKey& k = it->first;
+      if (k.tag != first.tag || k.seq != first.seq || k.step != first.step ||
+          k.segment - first.segment >= pending.size()) {
+        break;
+      }
+      if (pending[k.segment - first.segment] == 0) continue;
       Frame f = std::move(it->second);
       frames_.erase(it);
       return f;

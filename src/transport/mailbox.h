@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <span>
 
 #include "transport/transport.h"
 
@@ -24,6 +25,9 @@ class Mailbox {
   Status put(Frame&& frame);
   Result<Frame> take(const FrameKey& key, Deadline deadline, const CancelFlag& cancel,
                      uint64_t fromPeer);
+  // The first frame to arrive among the pending segments (Link::recvAny).
+  Result<Frame> takeAny(const FrameKey& first, std::span<const uint8_t> pending, Deadline deadline,
+                        const CancelFlag& cancel, uint64_t fromPeer);
   void retire(uint32_t tag, uint64_t seq);
   // The link broke: waiters and later takers get `status`.
   void fail(const Status& status);

@@ -30,6 +30,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "security/tls.h"
@@ -74,6 +75,12 @@ class Link {
                       const CancelFlag& cancel, const StallWatch* watch) = 0;
   // Waits for the frame with `key` from the other side.
   virtual Result<Frame> recv(const FrameKey& key, Deadline deadline, const CancelFlag& cancel) = 0;
+  // Waits for whichever frame of (first.tag, first.seq, first.step) arrives
+  // first among segments first.segment + i with pending[i] != 0, so that a
+  // step's segments are taken in arrival order (one delayed segment does not
+  // hold back those behind it).
+  virtual Result<Frame> recvAny(const FrameKey& first, std::span<const uint8_t> pending,
+                                Deadline deadline, const CancelFlag& cancel) = 0;
   // Drops held and future frames of `tag` with sequence <= seq (the op ended).
   virtual void retire(uint32_t tag, uint64_t seq) = 0;
   // Wakes recv() callers so that they re-check their cancel flags.
@@ -82,7 +89,10 @@ class Link {
   virtual void setMaxFrameBytes(uint32_t bytes) = 0;
 
   virtual uint64_t remotePeer() const = 0;
+  // Streams the link sends on now (adaptive links change it), or receives on.
   virtual uint32_t streamCount() const = 0;
+  // Frames sent on each stream so far (diagnostics and tests).
+  virtual std::vector<uint64_t> framesPerStream() const = 0;
 };
 
 struct Endpoint {
@@ -94,7 +104,16 @@ struct Endpoint {
 struct TransportOptions {
   std::string bindAddress;    // outgoing links leave from it; empty = the OS picks
   std::string listenAddress;  // the acceptor's; empty = bindAddress, or any (IPv4 and IPv6)
-  uint32_t streams = 4;
+  // Streams per link: 0 lets each link find its count (StreamController,
+  // from adaptiveStart up to adaptiveCap); otherwise that many, fixed.
+  uint32_t streams = 0;
+  uint32_t adaptiveStart = 2;
+  uint32_t adaptiveCap = 32;
+  // Test hooks (SO_MAX_PACING_RATE on outgoing streams, bytes/s; 0 = off):
+  // stream 0 of every link, a stream slower than its siblings; or every
+  // stream, a path that caps each flow (more streams, more throughput).
+  uint64_t paceFirstStream = 0;
+  uint64_t paceEveryStream = 0;
   std::string authToken;
   security::TlsOptions tls;  // TLS 1.3 on every stream after the handshake
 };

@@ -77,7 +77,7 @@ Result<LinkHello> decodeHello(std::span<const std::byte> bytes) {
   r.u32(&h.streamCount);
   r.u64(&h.channel);
   r.fixed(&h.nonce);
-  if (h.streamCount == 0 || h.streamCount > kMaxStreams || h.streamIndex >= h.streamCount) {
+  if (h.streamCount == 0 || h.streamCount > kMaxStreams || h.streamIndex >= kMaxStreams) {
     return error(ecclInvalidArgument, fmt::format("link hello with stream {} of {}",
                                                   h.streamIndex, h.streamCount));
   }

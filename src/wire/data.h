@@ -21,7 +21,7 @@ inline constexpr uint32_t kHelloMagic = 0x48434345;      // "ECCH"
 inline constexpr uint32_t kChallengeMagic = 0x43434345;  // "ECCC"
 inline constexpr uint32_t kProofMagic = 0x50434345;      // "ECCP"
 inline constexpr uint32_t kDataMagic = 0x44434345;       // "ECCD"
-inline constexpr uint16_t kDataVersion = 4;
+inline constexpr uint16_t kDataVersion = 5;
 // Magic and version lead every handshake message, so the version is checked
 // (and a readable mismatch logged) before the rest is read.
 inline constexpr size_t kHandshakePrefixBytes = 8;
@@ -40,6 +40,8 @@ struct LinkHello {
   uint64_t fromPeer = 0;
   uint64_t toPeer = 0;
   uint64_t epoch = 0;
+  // Streams 0 .. streamCount-1 open the link; a sender that finds more
+  // streams help adds more while the link lives (index >= streamCount).
   uint32_t streamIndex = 0;
   uint32_t streamCount = 0;
   // 0: the ring link the master named. Otherwise a shared-state transfer

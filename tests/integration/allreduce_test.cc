@@ -139,6 +139,43 @@ TEST(AllReduce, BitIdenticalAcrossPeers) {
   results.expectIdentical();
 }
 
+// Adaptive striping in the ring: stream 0 of every link paced to 1 MB/s
+// (ECCL_TEST_PACE_STREAM0), 64 KiB segments so that each step has many:
+// frames avoid the slow stream and segments are taken as they arrive, and
+// the results are still exact (integers) and bit-identical (floats).
+TEST(AllReduce, SlowStreamKeepsResultsExactAndIdentical) {
+  const int n = 3;
+  Results results(n);
+  ::setenv("ECCL_TEST_PACE_STREAM0", "1000000", 1);  // read when each peer connects
+  ::setenv("ECCL_SEGMENT_BYTES", "65536", 1);
+  PeerOptions options;
+  options.streams = 4;
+  spawnPeers(n, [&](ecclComm_t comm) {
+    const int rank = rankOf(comm);
+    std::vector<int32_t> ints(1 << 20);
+    for (size_t i = 0; i < ints.size(); ++i) ints[i] = static_cast<int32_t>(i % 1000) * (rank + 1);
+    ASSERT_EQ(ecclAllReduce(ints.data(), ints.data(), ints.size(), ecclInt32, ecclSum, nullptr, comm,
+                            nullptr), ecclSuccess) << ecclGetLastError(comm);
+    for (size_t i = 0; i < ints.size(); ++i) {
+      ASSERT_EQ(ints[i], static_cast<int32_t>(i % 1000) * 6) << i;  // 1 + 2 + 3
+    }
+    std::mt19937 rng(99 + rank);
+    std::normal_distribution<float> dist(0.0f, 1e3f);
+    std::vector<float> v(1 << 20);
+    for (float& x : v) x = dist(rng);
+    ASSERT_EQ(ecclAllReduce(v.data(), v.data(), v.size(), ecclFloat32, ecclSum, nullptr, comm,
+                            nullptr), ecclSuccess) << ecclGetLastError(comm);
+    ASSERT_EQ(ecclBroadcast(v.data(), v.size() / 2, ecclFloat32, 1, nullptr, comm, nullptr),
+              ecclSuccess) << ecclGetLastError(comm);
+    std::vector<std::byte> bytes(v.size() * 4);
+    std::memcpy(bytes.data(), v.data(), bytes.size());
+    results.put(rank, std::move(bytes));
+  }, options);
+  ::unsetenv("ECCL_TEST_PACE_STREAM0");
+  ::unsetenv("ECCL_SEGMENT_BYTES");
+  results.expectIdentical();
+}
+
 // 16 tags in flight at once, issued in a different order on every peer; ops
 // of one tag stay in issue order.
 TEST(AllReduce, SixteenConcurrentTags) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <thread>
+#include <vector>
 
 #include "transport/mailbox.h"
 
@@ -34,6 +35,37 @@ TEST(Mailbox, DeliversByKeyInAnyOrder) {
     EXPECT_EQ(f->header.tag, tag);
     EXPECT_EQ(f->header.segment, seg);
   }
+}
+
+TEST(Mailbox, TakesAStepsSegmentsInArrivalOrder) {
+  auto pool = BufferPool::create();
+  Mailbox mb;
+  CancelFlag go{0};
+  std::vector<uint8_t> pending(4, 1);  // segments 0..3 of step 2
+  mb.put(frame(pool, 1, 0, 2, 3));     // arrives first, though last in order
+  mb.put(frame(pool, 1, 0, 1, 0));     // another step
+  mb.put(frame(pool, 1, 0, 2, 9));     // beyond the pending range
+  Result<Frame> f = mb.takeAny({1, 0, 2, 0}, pending, Clock::now() + kSoon, go, 7);
+  ASSERT_TRUE(f.hasValue());
+  EXPECT_EQ(f->header.segment, 3u);
+  pending[3] = 0;
+  // Nothing else pending has arrived: a wait, then whatever comes next.
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    mb.put(frame(pool, 1, 0, 2, 1));
+  });
+  f = mb.takeAny({1, 0, 2, 0}, pending, Clock::now() + kSoon, go, 7);
+  late.join();
+  ASSERT_TRUE(f.hasValue());
+  EXPECT_EQ(f->header.segment, 1u);
+  pending[1] = 0;
+  // A segment no longer pending is never handed out again.
+  mb.put(frame(pool, 1, 0, 2, 1));
+  f = mb.takeAny({1, 0, 2, 0}, pending, Clock::now() + std::chrono::milliseconds(30), go, 7);
+  EXPECT_EQ(f.status().code(), ecclTimeout);
+  // The other step's frame and the one out of range are still there.
+  EXPECT_TRUE(mb.take({1, 0, 1, 0}, Clock::now() + kSoon, go, 7).hasValue());
+  EXPECT_TRUE(mb.take({1, 0, 2, 9}, Clock::now() + kSoon, go, 7).hasValue());
 }
 
 TEST(Mailbox, WaitsForALaterFrame) {

@@ -186,7 +186,9 @@ TEST(Wire, DataHeaderAndHello) {
   EXPECT_EQ(lh->streamCount, 4u);
   EXPECT_EQ(lh->nonce, hello.nonce);
   EXPECT_EQ(linkContext(*lh), linkContext(hello));
-  encodeHello({5, 6, 1, 4, 4, {}}, hb);  // index out of range
+  encodeHello({5, 6, 1, 4, 4, {}}, hb);  // a stream added to a 4-stream link
+  EXPECT_TRUE(decodeHello(hb).hasValue());
+  encodeHello({5, 6, 1, kMaxStreams, 4, {}}, hb);  // index out of range
   EXPECT_FALSE(decodeHello(hb).hasValue());
   encodeHello({5, 6, 1, 0, 1000, {}}, hb);
   EXPECT_FALSE(decodeHello(hb).hasValue());

@@ -1,26 +1,69 @@
 #include "transport/tcp/link.h"
 
 #include <fmt/format.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
+#include <climits>
+#include <future>
 
 #include "common/log.h"
 
 namespace eccl::transport::tcp {
 
-TcpLink::TcpLink(uint64_t remotePeer, std::vector<Socket> streams, bool receives)
-    : remotePeer_(remotePeer) {
-  for (Socket& s : streams) {
-    auto st = std::make_unique<Stream>();
-    st->socket = std::move(s);
-    st->socket.configureForData();
-    streams_.push_back(std::move(st));
-  }
-  if (!receives) {
+bool TcpLink::Inbox::deliver(Socket&& socket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return link_ != nullptr && link_->addStream(std::move(socket));
+}
+
+TcpLink::TcpLink(uint64_t remotePeer, std::vector<Socket> streams, bool receives,
+                 std::optional<Growth> growth)
+    : remotePeer_(remotePeer), receives_(receives), growth_(std::move(growth)) {
+  if (!receives_) {
     mailbox_.fail(error(ecclInternalError, fmt::format("the link to peer {} only sends", remotePeer)));
-    return;
   }
-  const log::Context ctx = log::threadContext();
-  for (auto& st : streams_) {
+  for (Socket& s : streams) addStream(std::move(s));
+  active_.store(count_.load());
+  inbox_->link_ = this;
+  if (growth_ && growth_->dial) {
+    controller_.emplace(growth_->config);
+    if (count_.load() < controller_->streams()) controller_->settleAt(count_.load());
+    const log::Context ctx = log::threadContext();
+    grower_ = std::thread([this, ctx] {
+      log::threadContext() = ctx;
+      growLoop();
+    });
+  }
+}
+
+TcpLink::~TcpLink() {
+  if (grower_.joinable()) {
+    stopGrowth_.store(ecclInternalError, std::memory_order_release);
+    growCv_.notify_all();
+    grower_.join();
+  }
+  {
+    std::lock_guard<std::mutex> lock(inbox_->mu_);
+    inbox_->link_ = nullptr;
+  }
+  stop_.store(true, std::memory_order_release);
+  const uint32_t n = count_.load(std::memory_order_acquire);
+  for (uint32_t i = 0; i < n; ++i) streams_[i]->socket.shutdown();
+  for (uint32_t i = 0; i < n; ++i) {
+    if (streams_[i]->reader.joinable()) streams_[i]->reader.join();
+  }
+}
+
+bool TcpLink::addStream(Socket socket) {
+  std::lock_guard<std::mutex> lock(addMu_);
+  const uint32_t i = count_.load(std::memory_order_relaxed);
+  if (i >= streams_.size()) return false;
+  auto st = std::make_unique<Stream>();
+  st->socket = std::move(socket);
+  st->socket.configureForData();
+  if (receives_) {
     Stream* raw = st.get();
+    const log::Context ctx = log::threadContext();
     st->reader = std::thread([this, raw, ctx] {
       log::threadContext() = ctx;
       try {
@@ -32,14 +75,73 @@ TcpLink::TcpLink(uint64_t remotePeer, std::vector<Socket> streams, bool receives
       }
     });
   }
+  streams_[i] = std::move(st);
+  count_.store(i + 1, std::memory_order_release);
+  return true;
 }
 
-TcpLink::~TcpLink() {
-  stop_.store(true, std::memory_order_release);
-  for (auto& st : streams_) st->socket.shutdown();
-  for (auto& st : streams_) {
-    if (st->reader.joinable()) st->reader.join();
+uint32_t TcpLink::streamCount() const {
+  const uint32_t open = count_.load(std::memory_order_acquire);
+  return receives_ && !growth_ ? open : std::min(open, active_.load(std::memory_order_acquire));
+}
+
+std::vector<uint64_t> TcpLink::framesPerStream() const {
+  std::vector<uint64_t> out(count_.load(std::memory_order_acquire));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = streams_[i]->frames.load(std::memory_order_relaxed);
+  return out;
+}
+
+double TcpLink::Stream::expectedDelay(uint64_t bytes) {
+  int q = 0;
+  if (::ioctl(socket.fd(), SIOCOUTQ, &q) != 0 || q < 0) q = 0;
+  const auto queued = static_cast<uint64_t>(q);
+  const Clock::time_point now = Clock::now();
+  const uint64_t drained = written > queued ? written - queued : 0;
+  const double dt = std::chrono::duration<double>(now - sampledAt).count();
+  if (queuedAt > 0 && queued > 0 && dt >= 1e-3 && drained >= drainedAt) {
+    // It had bytes queued throughout (it may have emptied in between, but a
+    // queue that ran dry would understate its pace): what left is its pace.
+    const double r = static_cast<double>(drained - drainedAt) / dt;
+    rate = rate == 0.0 ? r : 0.7 * rate + 0.3 * r;
   }
+  if (dt >= 1e-3 || queuedAt == 0) {
+    sampledAt = now;
+    drainedAt = drained;
+    queuedAt = queued;
+  }
+  // Not measured yet: taken as fast, so that it gets frames and a measurement.
+  return static_cast<double>(queued + bytes) / (rate > 0.0 ? rate : 1e12);
+}
+
+TcpLink::Stream& TcpLink::pick(std::unique_lock<std::mutex>& lock, uint64_t bytes) {
+  const uint32_t n = std::max<uint32_t>(1, std::min(active_.load(std::memory_order_acquire),
+                                                    count_.load(std::memory_order_acquire)));
+  const uint32_t first = next_.fetch_add(1, std::memory_order_relaxed) % n;
+  if (n == 1) {
+    lock = std::unique_lock<std::mutex>(streams_[0]->sendMu);
+    return *streams_[0];
+  }
+  // Of the streams no other op is writing to, the one expected to put this
+  // frame on the wire soonest. Ties (all drained, as on a fast path) go
+  // round-robin.
+  Stream* best = nullptr;
+  double bestDelay = 0.0;
+  for (uint32_t k = 0; k < n; ++k) {
+    Stream& c = *streams_[(first + k) % n];
+    std::unique_lock<std::mutex> l(c.sendMu, std::try_to_lock);
+    if (!l) continue;
+    const double d = c.expectedDelay(bytes);
+    if (best == nullptr || d < bestDelay) {
+      best = &c;
+      bestDelay = d;
+      lock = std::move(l);
+    }
+  }
+  if (best == nullptr) {  // every stream is busy with another op's frame: queue on one
+    best = streams_[first].get();
+    lock = std::unique_lock<std::mutex>(best->sendMu);
+  }
+  return *best;
 }
 
 Status TcpLink::send(const wire::DataHeader& header, const void* payload, Deadline deadline,
@@ -47,17 +149,118 @@ Status TcpLink::send(const wire::DataHeader& header, const void* payload, Deadli
   std::byte head[wire::kDataHeaderBytes];
   wire::encodeDataHeader(header, head);
   iovec iov[2] = {{head, sizeof(head)}, {const_cast<void*>(payload), header.payloadBytes}};
-  Stream& s = *streams_[next_.fetch_add(1, std::memory_order_relaxed) % streams_.size()];
-  std::lock_guard<std::mutex> lock(s.sendMu);
-  Status st = s.socket.writeAll(iov, header.payloadBytes > 0 ? 2 : 1, deadline, cancel, watch);
+  Clock::duration waited{};
+  Status st;
+  {
+    std::unique_lock<std::mutex> lock;
+    const uint64_t bytes = wire::kDataHeaderBytes + header.payloadBytes;
+    Stream& s = pick(lock, bytes);
+    st = s.socket.writeAll(iov, header.payloadBytes > 0 ? 2 : 1, deadline, cancel, watch, &waited);
+    if (st.isOk()) {
+      s.written += bytes;
+      s.frames.fetch_add(1, std::memory_order_relaxed);
+      written_.fetch_add(wire::kDataHeaderBytes + header.payloadBytes, std::memory_order_relaxed);
+    }
+  }
   if (!st.isOk() && st.code() == ecclPeerLost) {
     return error(ecclPeerLost, fmt::format("link to peer {}: {}", remotePeer_, st.message()));
   }
+  if (controller_) waitedNs_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count(), std::memory_order_relaxed);
   return st;
+}
+
+void TcpLink::sample() {
+  const Clock::time_point now = Clock::now();
+  // What is still queued (unsent or unacknowledged) on the streams.
+  uint64_t queued = 0;
+  const uint32_t open = count_.load(std::memory_order_acquire);
+  for (uint32_t i = 0; i < open; ++i) {
+    int q = 0;
+    if (::ioctl(streams_[i]->socket.fd(), SIOCOUTQ, &q) == 0 && q > 0) queued += static_cast<uint64_t>(q);
+  }
+  const uint64_t written = written_.load(std::memory_order_relaxed);
+  const uint64_t drained = written > queued ? written - queued : 0;
+  const uint64_t waitedNs = waitedNs_.load(std::memory_order_relaxed);
+  const bool busy = sample_.queued > 0 && queued > 0 && drained >= sample_.drained;
+  if (busy) {
+    if (now - lastBusy_ > kBusyGap) busySince_ = now;
+    lastBusy_ = now;
+  }
+  if (busy && now - busySince_ >= kWarmUp) {
+    window_.span += now - sample_.at;
+    window_.waited += std::chrono::nanoseconds(waitedNs - sample_.waitedNs);
+    window_.drained += drained - sample_.drained;
+  }
+  sample_ = Sample{now, drained, queued, waitedNs};
+  if (window_.span < kWindow) return;
+  const double secs = std::chrono::duration<double>(window_.span).count();
+  const double rate = static_cast<double>(window_.drained) / secs;
+  const double waitedShare = std::min(1.0, std::chrono::duration<double>(window_.waited).count() / secs);
+  window_ = Window{};
+  const uint32_t target = controller_->onWindow(rate, waitedShare);
+  ECCL_LOG(kDebug, kTransport, "link to peer {}: {:.1f} MB/s on {} streams, waited {:.0f}% -> {}",
+           remotePeer_, rate / 1e6, active_.load(), waitedShare * 100, target);
+  applyTarget(target);
+}
+
+void TcpLink::applyTarget(uint32_t target) {
+  if (target > count_.load(std::memory_order_acquire)) {
+    // The new streams' handshakes run at once: on a long path each costs
+    // round trips that would add up one after another.
+    const uint32_t have = count_.load(std::memory_order_acquire);
+    std::vector<std::future<Result<Socket>>> dials;
+    for (uint32_t i = have; i < target; ++i) {
+      dials.push_back(std::async(std::launch::async, [this, i] {
+        return growth_->dial(i, stopGrowth_);
+      }));
+    }
+    uint32_t failed = 0;
+    std::string why;
+    for (auto& d : dials) {
+      Result<Socket> s = d.get();
+      if (s && addStream(std::move(*s))) continue;
+      ++failed;
+      if (!s) why = s.status().message();
+    }
+    const uint32_t open = count_.load(std::memory_order_acquire);
+    if (failed > 0) {
+      if (stopGrowth_.load(std::memory_order_acquire) != 0) return;
+      ECCL_LOG(kInfo, kTransport, "link to peer {}: {} of {} added streams did not open ({}); "
+               "staying at {}", remotePeer_, failed, target - have, why, open);
+      controller_->settleAt(open);
+    }
+    ECCL_LOG(kDebug, kTransport, "link to peer {}: {} streams open", remotePeer_, open);
+    target = std::min(target, open);
+  }
+  if (target != active_.load(std::memory_order_acquire)) {  // measured afresh, after a warm-up
+    sample_ = Sample{Clock::now()};
+    window_ = Window{};
+    busySince_ = lastBusy_ = Clock::now();
+  }
+  active_.store(target, std::memory_order_release);
+  if (controller_->settled() && !reportedSettled_) {
+    reportedSettled_ = true;
+    ECCL_LOG(kInfo, kTransport, "link to peer {}: settled on {} streams", remotePeer_, target);
+    if (growth_->onSettled) growth_->onSettled(target);
+  }
+}
+
+void TcpLink::growLoop() {
+  std::unique_lock<std::mutex> lock(growMu_);
+  while (stopGrowth_.load(std::memory_order_acquire) == 0 && !controller_->settled()) {
+    growCv_.wait_for(lock, kSampleEvery);
+    if (stopGrowth_.load(std::memory_order_acquire) != 0) return;
+    sample();
+  }
 }
 
 Result<Frame> TcpLink::recv(const FrameKey& key, Deadline deadline, const CancelFlag& cancel) {
   return mailbox_.take(key, deadline, cancel, remotePeer_);
+}
+
+Result<Frame> TcpLink::recvAny(const FrameKey& first, std::span<const uint8_t> pending,
+                               Deadline deadline, const CancelFlag& cancel) {
+  return mailbox_.takeAny(first, pending, deadline, cancel, remotePeer_);
 }
 
 void TcpLink::readLoop(Stream& s) {

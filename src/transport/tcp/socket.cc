@@ -201,6 +201,11 @@ void Socket::configureForData() {
   ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
 }
 
+void Socket::pace(uint64_t bytesPerSecond) {
+  const unsigned long rate = bytesPerSecond;
+  ::setsockopt(fd_, SOL_SOCKET, SO_MAX_PACING_RATE, &rate, sizeof(rate));
+}
+
 Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline deadline,
                                const CancelFlag& cancel, const std::string& localAddress) {
   asio::ip::address local;
@@ -265,7 +270,7 @@ Result<Socket> Socket::connect(const std::string& host, uint16_t port, Deadline 
 }
 
 Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel,
-                        const StallWatch* watch) {
+                        const StallWatch* watch, Clock::duration* waited) {
   Deadline lastProgress = Clock::now();
   Deadline nextReport = lastProgress + (watch != nullptr ? watch->every : std::chrono::hours(1));
   bool started = false;             // some bytes are out: stopping now would cut the frame
@@ -317,6 +322,7 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
       }
       pollfd p{fd_, wait, 0};
       ::poll(&p, 1, pollMs(deadline, 50));
+      if (waited != nullptr) *waited += Clock::now() - now;
       continue;
     }
     started = true;

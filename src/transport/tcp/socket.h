@@ -56,6 +56,8 @@ class Socket {
   bool valid() const { return fd_ >= 0; }
   // TCP_NODELAY, non-blocking, and the ECCL_SOCKET_BUFFER sizes if set.
   void configureForData();
+  // Caps the rate this socket sends at (SO_MAX_PACING_RATE, bytes/s).
+  void pace(uint64_t bytesPerSecond);
   // How long an aborted write keeps going to finish a frame it started.
   static constexpr std::chrono::milliseconds kFinishFrameWithin{250};
 
@@ -65,8 +67,10 @@ class Socket {
   // or shuts the socket down (ecclPeerLost) so the other side sees EOF
   // instead of a cut frame. Aborts with ecclPeerLost, ecclKicked or
   // ecclMasterUnreachable shut it down at once: the links are replaced then.
+  // `waited`, when given, grows by the time spent waiting for the socket to
+  // take bytes.
   Status writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel,
-                  const StallWatch* watch = nullptr);
+                  const StallWatch* watch = nullptr, Clock::duration* waited = nullptr);
   // Reads exactly n bytes. `stop` ends the wait (returns ecclSuccess-free
   // error with code ecclInternalError), a peer close gives ecclPeerLost.
   Status readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline);

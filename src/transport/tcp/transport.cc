@@ -110,8 +110,10 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOption
     Result<std::shared_ptr<security::TlsContext>> sv =
         security::TlsContext::create(options.tls, options.authToken, /*server=*/true);
     if (!sv) return sv.status();
-    t->tlsClient_ = *c;
     t->tlsServer_ = *sv;
+    t->dialer_ = std::make_shared<StreamDialer>(options, *c);
+  } else {
+    t->dialer_ = std::make_shared<StreamDialer>(options, nullptr);
   }
   const log::Context ctx = log::threadContext();
   TcpTransport* raw = t.get();
@@ -330,43 +332,75 @@ Status TcpTransport::park(Handshake& h) {
       return error(ecclInvalidUsage, fmt::format("{} streams from {} are parked already",
                                                  kMaxParkedStreamsPerSource, h.source));
     }
-    Parked& p = parked_[{h.hello.fromPeer, h.hello.epoch, h.hello.channel}];
+    // Tell the dialler the stream is taken (one byte, through TLS when on): a
+    // dialler whose stream was refused or dropped after its proof learns so.
+    auto confirm = [&h] {
+      static const CancelFlag kNever{0};
+      std::byte accepted{1};
+      iovec iov{&accepted, 1};
+      return h.socket.writeAll(&iov, 1, Clock::now() + std::chrono::milliseconds(100), kNever);
+    };
+    const ParkKey key{h.hello.fromPeer, h.hello.epoch, h.hello.channel};
+    const bool added = h.hello.streamIndex >= h.hello.streamCount;
+    if (added) {
+      // A stream the dialler added to a link: straight into the link when it
+      // was claimed already, else parked with its first streams.
+      auto live = live_.find(key);
+      if (std::shared_ptr<TcpLink::Inbox> inbox = live != live_.end() ? live->second.lock() : nullptr) {
+        ECCL_RETURN_IF_ERROR(confirm());
+        if (!inbox->deliver(std::move(h.socket))) {
+          return error(ecclInvalidUsage, "its link is closed or has all its streams");
+        }
+        return Status::ok();
+      }
+    }
+    Parked& p = parked_[key];
     if (p.streams.size() != h.hello.streamCount) {
       parkedStreams_ -= p.arrived;
       p.streams.clear();
+      p.added.clear();
       p.streams.resize(h.hello.streamCount);
       p.arrived = 0;
     }
-    // Tell the dialler the stream is taken (one byte, through TLS when on): a
-    // dialler whose stream was refused or dropped after its proof learns so.
-    static const CancelFlag kNever{0};
-    std::byte accepted{1};
-    iovec iov{&accepted, 1};
-    ECCL_RETURN_IF_ERROR(h.socket.writeAll(&iov, 1, Clock::now() + std::chrono::milliseconds(100), kNever));
+    if (added && p.streams.size() + p.added.size() >= wire::kMaxStreams) {
+      return error(ecclInvalidUsage, fmt::format("its link has {} streams already", wire::kMaxStreams));
+    }
+    ECCL_RETURN_IF_ERROR(confirm());
     p.source = h.source;
     p.to = h.hello.toPeer;
-    if (!p.streams[h.hello.streamIndex].valid()) {
+    if (added) {
       ++p.arrived;
       ++parkedStreams_;
+      p.added.push_back(std::move(h.socket));
+    } else {
+      if (!p.streams[h.hello.streamIndex].valid()) {
+        ++p.arrived;
+        ++parkedStreams_;
+      }
+      p.streams[h.hello.streamIndex] = std::move(h.socket);
     }
-    p.streams[h.hello.streamIndex] = std::move(h.socket);
   }
   cv_.notify_all();
   return Status::ok();
 }
 
-Result<Socket> TcpTransport::dialStream(const Endpoint& to, uint64_t selfId, uint64_t epoch,
-                                        uint64_t channel, uint32_t index, Deadline deadline,
-                                        const CancelFlag& cancel) {
+Result<Socket> StreamDialer::stream(const Endpoint& to, uint64_t selfId, uint64_t epoch,
+                                    uint64_t channel, uint32_t index, uint32_t count,
+                                    Deadline deadline, const CancelFlag& cancel) const {
   auto fail = [&](ecclResult_t code, const std::string& what) {
     return error(code, fmt::format("data link to peer {} (stream {}): {}", to.peerId, index, what));
   };
   Result<Socket> s = Socket::connect(to.host, to.port, deadline, cancel, options_.bindAddress);
   if (!s) return fail(s.status().code(), s.status().message());
   s->configureForData();
+  if (options_.paceEveryStream > 0) {
+    s->pace(options_.paceEveryStream);
+  } else if (index == 0 && options_.paceFirstStream > 0) {
+    s->pace(options_.paceFirstStream);
+  }
   Result<security::Nonce> nonce = security::randomNonce();
   if (!nonce) return nonce.status();
-  const wire::LinkHello hello{selfId, to.peerId, epoch, index, options_.streams, channel, *nonce};
+  const wire::LinkHello hello{selfId, to.peerId, epoch, index, count, channel, *nonce};
   std::byte hb[wire::kHelloBytes];
   wire::encodeHello(hello, hb);
   iovec iov{hb, sizeof(hb)};
@@ -390,8 +424,8 @@ Result<Socket> TcpTransport::dialStream(const Endpoint& to, uint64_t selfId, uin
                     pb);
   iovec piov{pb, sizeof(pb)};
   ECCL_RETURN_IF_ERROR(s->writeAll(&piov, 1, deadline, cancel));
-  if (tlsClient_) {
-    ECCL_RETURN_IF_ERROR(s->startTls(tlsClient_->native(), /*server=*/false));
+  if (tls_) {
+    ECCL_RETURN_IF_ERROR(s->startTls(tls_->native(), /*server=*/false));
     Status st = s->tlsHandshake(step);
     if (!st.isOk()) return fail(st.code(), st.message());
   }
@@ -419,13 +453,21 @@ Result<std::unique_ptr<Link>> TcpTransport::connectChannel(const Endpoint& to, u
 Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t selfId,
                                                  uint64_t epoch, uint64_t channel,
                                                  Deadline deadline, const CancelFlag& cancel) {
+  const bool adaptive = options_.streams == 0;
+  uint32_t count = options_.streams;
+  if (adaptive) {
+    std::lock_guard<std::mutex> lock(learned_->mu);
+    auto it = learned_->streams.find(to.host);
+    count = std::min(options_.adaptiveCap,
+                     it != learned_->streams.end() ? it->second : options_.adaptiveStart);
+  }
   std::vector<Socket> streams;
-  for (uint32_t i = 0; i < options_.streams; ++i) {
+  for (uint32_t i = 0; i < count; ++i) {
     // A busy acceptor (a flood of handshakes) may drop a stream: try again
     // for a while, but not for the whole deadline (a refusal may be final).
     const Deadline retryUntil = std::min(deadline, Clock::now() + 2 * kHandshakeTimeout);
     for (;;) {
-      Result<Socket> s = dialStream(to, selfId, epoch, channel, i, deadline, cancel);
+      Result<Socket> s = dialer_->stream(to, selfId, epoch, channel, i, count, deadline, cancel);
       if (s) {
         streams.push_back(std::move(*s));
         break;
@@ -437,8 +479,25 @@ Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t se
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+  std::optional<TcpLink::Growth> growth;
+  if (adaptive) {
+    growth.emplace();
+    growth->config.start = count;
+    growth->config.cap = options_.adaptiveCap;
+    growth->dial = [dialer = dialer_, to, selfId, epoch, channel, count](uint32_t index,
+                                                                         const CancelFlag& stop) {
+      return dialer->stream(to, selfId, epoch, channel, index, count,
+                            Clock::now() + 4 * kHandshakeTimeout, stop);
+    };
+    growth->onSettled = [learned = learned_, host = to.host](uint32_t n) {
+      std::lock_guard<std::mutex> lock(learned->mu);
+      if (learned->streams.size() >= kMaxLearnedHosts) learned->streams.clear();
+      learned->streams[host] = n;
+    };
+  }
   // A TLS link only sends: its SSL objects are never read from another thread.
-  return std::unique_ptr<Link>(new TcpLink(to.peerId, std::move(streams), /*receives=*/!tlsClient_));
+  return std::unique_ptr<Link>(new TcpLink(to.peerId, std::move(streams),
+                                           /*receives=*/!dialer_->tls(), std::move(growth)));
 }
 
 Result<std::unique_ptr<Link>> TcpTransport::accept(uint64_t selfId, uint64_t from, uint64_t epoch,
@@ -488,11 +547,17 @@ Result<std::unique_ptr<Link>> TcpTransport::claim(std::unique_lock<std::mutex>& 
   const auto& [from, epoch, channel] = key;
   for (;;) {
     auto it = parked_.find(key);
-    if (it != parked_.end() && it->second.arrived == it->second.streams.size()) {
+    if (it != parked_.end() &&
+        std::all_of(it->second.streams.begin(), it->second.streams.end(),
+                    [](const Socket& s) { return s.valid(); })) {
       std::vector<Socket> streams = std::move(it->second.streams);
+      for (Socket& a : it->second.added) streams.push_back(std::move(a));
       parkedStreams_ -= it->second.arrived;
       parked_.erase(it);
-      return std::unique_ptr<Link>(new TcpLink(from, std::move(streams)));
+      auto link = std::make_unique<TcpLink>(from, std::move(streams));
+      std::erase_if(live_, [](const auto& e) { return e.second.expired(); });
+      live_[key] = link->inbox();
+      return std::unique_ptr<Link>(std::move(link));
     }
     const std::string what = channel == 0 ? "data link" : fmt::format("transfer channel {}", channel);
     if (int c = cancel.load(std::memory_order_acquire); c != 0) {

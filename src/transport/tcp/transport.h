@@ -17,6 +17,7 @@
 #include <thread>
 #include <tuple>
 
+#include "transport/tcp/link.h"
 #include "transport/tcp/socket.h"
 
 namespace eccl::transport::tcp {
@@ -30,6 +31,25 @@ inline constexpr size_t kMaxParkedStreamsPerSource = 2 * wire::kMaxStreams;
 // A neighbour may dial the next epoch's link before this peer asked for it;
 // streams further ahead than this are refused (they could never be claimed soon).
 inline constexpr uint64_t kMaxEpochsAhead = 2;
+
+// Opens one authenticated stream (dialler's side of the handshake). Shared
+// by a transport and its adaptive links, which dial more streams later.
+class StreamDialer {
+ public:
+  StreamDialer(TransportOptions options, std::shared_ptr<security::TlsContext> tls)
+      : options_(std::move(options)), tls_(std::move(tls)) {}
+  // Stream `index` of the link (from selfId to `to`, epoch, channel) that
+  // opened with `count` streams; ecclPeerLost when the acceptor refused it.
+  Result<Socket> stream(const Endpoint& to, uint64_t selfId, uint64_t epoch, uint64_t channel,
+                        uint32_t index, uint32_t count, Deadline deadline,
+                        const CancelFlag& cancel) const;
+  const TransportOptions& options() const { return options_; }
+  bool tls() const { return tls_ != nullptr; }
+
+ private:
+  TransportOptions options_;
+  std::shared_ptr<security::TlsContext> tls_;
+};
 
 class TcpTransport : public Transport {
  public:
@@ -54,7 +74,8 @@ class TcpTransport : public Transport {
   using ParkKey = std::tuple<uint64_t, uint64_t, uint64_t>;
   struct Parked {
     std::vector<Socket> streams;  // by stream index
-    uint32_t arrived = 0;
+    std::vector<Socket> added;    // beyond the link's opening count
+    uint32_t arrived = 0;         // of both
     std::string source;
     uint64_t to = 0;
   };
@@ -69,9 +90,13 @@ class TcpTransport : public Transport {
   void acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes, Clock::time_point& pausedUntil);
   // Advances one handshake on readable input; false when it is over (parked or refused).
   bool advance(Handshake& h);
-  // One stream's connect and handshake (ecclPeerLost when the acceptor refused it).
-  Result<Socket> dialStream(const Endpoint& to, uint64_t selfId, uint64_t epoch, uint64_t channel,
-                            uint32_t index, Deadline deadline, const CancelFlag& cancel);
+  // Where adaptive links leave the stream count they settled on, by host, so
+  // that the next link to that host (next epoch) starts there.
+  struct Learned {
+    std::mutex mu;
+    std::map<std::string, uint32_t> streams;
+  };
+  static constexpr size_t kMaxLearnedHosts = 4096;
   Result<std::unique_ptr<Link>> dial(const Endpoint& to, uint64_t selfId, uint64_t epoch,
                                      uint64_t channel, Deadline deadline, const CancelFlag& cancel);
   // Waits for the parked link `key` (under `lock`).
@@ -82,7 +107,9 @@ class TcpTransport : public Transport {
   size_t parkedFrom(const std::string& source) const;  // under mu_
 
   TransportOptions options_;
-  std::shared_ptr<security::TlsContext> tlsClient_, tlsServer_;  // null without TLS
+  std::shared_ptr<security::TlsContext> tlsServer_;  // null without TLS
+  std::shared_ptr<const StreamDialer> dialer_;
+  std::shared_ptr<Learned> learned_ = std::make_shared<Learned>();
   Socket listener_;
   uint16_t port_ = 0;
   std::thread acceptor_;
@@ -91,6 +118,8 @@ class TcpTransport : public Transport {
   std::condition_variable cv_;
   std::optional<Expected> expected_;
   std::map<ParkKey, Parked> parked_;
+  // Claimed receiving links, for the streams their diallers add later.
+  std::map<ParkKey, std::weak_ptr<TcpLink::Inbox>> live_;
   size_t parkedStreams_ = 0;
 };
 
