@@ -91,9 +91,10 @@ std::vector<uint64_t> TcpLink::framesPerStream() const {
   return out;
 }
 
-double TcpLink::Stream::expectedDelay(uint64_t bytes) {
+double TcpLink::Stream::startDelay() {
+  // Bytes not yet sent (in flight ones are on their way already).
   int q = 0;
-  if (::ioctl(socket.fd(), SIOCOUTQ, &q) != 0 || q < 0) q = 0;
+  if (::ioctl(socket.fd(), SIOCOUTQNSD, &q) != 0 || q < 0) q = 0;
   const auto queued = static_cast<uint64_t>(q);
   const Clock::time_point now = Clock::now();
   const uint64_t drained = written > queued ? written - queued : 0;
@@ -109,11 +110,13 @@ double TcpLink::Stream::expectedDelay(uint64_t bytes) {
     drainedAt = drained;
     queuedAt = queued;
   }
-  // Not measured yet: taken as fast, so that it gets frames and a measurement.
-  return static_cast<double>(queued + bytes) / (rate > 0.0 ? rate : 1e12);
+  // When it would start on a frame: at once when idle (so that an idle
+  // stream is never passed over for a busy one, whatever its last rate),
+  // else once its queue drained. Not measured yet: taken as fast.
+  return static_cast<double>(queued) / (rate > 0.0 ? rate : 1e12);
 }
 
-TcpLink::Stream& TcpLink::pick(std::unique_lock<std::mutex>& lock, uint64_t bytes) {
+TcpLink::Stream& TcpLink::pick(std::unique_lock<std::mutex>& lock) {
   const uint32_t n = std::max<uint32_t>(1, std::min(active_.load(std::memory_order_acquire),
                                                     count_.load(std::memory_order_acquire)));
   const uint32_t first = next_.fetch_add(1, std::memory_order_relaxed) % n;
@@ -121,16 +124,15 @@ TcpLink::Stream& TcpLink::pick(std::unique_lock<std::mutex>& lock, uint64_t byte
     lock = std::unique_lock<std::mutex>(streams_[0]->sendMu);
     return *streams_[0];
   }
-  // Of the streams no other op is writing to, the one expected to put this
-  // frame on the wire soonest. Ties (all drained, as on a fast path) go
-  // round-robin.
+  // Of the streams no other op is writing to, the one expected to start on
+  // this frame soonest. Ties (idle ones, as on a fast path) go round-robin.
   Stream* best = nullptr;
   double bestDelay = 0.0;
   for (uint32_t k = 0; k < n; ++k) {
     Stream& c = *streams_[(first + k) % n];
     std::unique_lock<std::mutex> l(c.sendMu, std::try_to_lock);
     if (!l) continue;
-    const double d = c.expectedDelay(bytes);
+    const double d = c.startDelay();
     if (best == nullptr || d < bestDelay) {
       best = &c;
       bestDelay = d;
@@ -154,7 +156,7 @@ Status TcpLink::send(const wire::DataHeader& header, const void* payload, Deadli
   {
     std::unique_lock<std::mutex> lock;
     const uint64_t bytes = wire::kDataHeaderBytes + header.payloadBytes;
-    Stream& s = pick(lock, bytes);
+    Stream& s = pick(lock);
     st = s.socket.writeAll(iov, header.payloadBytes > 0 ? 2 : 1, deadline, cancel, watch, &waited);
     if (st.isOk()) {
       s.written += bytes;

@@ -1,11 +1,11 @@
 // TCP Link: up to wire::kMaxStreams sockets to one neighbour, one reader
 // thread per socket feeding a Mailbox.
 //
-// Striping: send() puts each frame on the stream expected to put it on the
-// wire soonest (bytes still queued in its kernel buffer, plus the frame,
-// over the rate that stream has been draining at) among those no other
-// thread is writing to, so a slow or capped stream is given fewer frames
-// instead of holding back the ones behind it. The receiver takes frames by
+// Striping: send() puts each frame on the stream expected to start sending
+// it soonest (an idle one, else the one whose unsent bytes drain first at the
+// rate it has been sending at) among those no other thread is writing to, so
+// a slow or capped stream is given fewer frames instead of holding back the
+// ones behind it. The receiver takes frames by
 // key, in whatever order they arrive.
 //
 // Stream count: a link opened with a fixed count keeps it. An adaptive link
@@ -97,8 +97,9 @@ class TcpLink : public Link {
     uint64_t drainedAt = 0;  // written minus queued, at sampledAt
     uint64_t queuedAt = 0;
     double rate = 0.0;  // bytes/s while it had bytes queued; 0 = not known yet
-    // Seconds until `bytes` more would be on the wire (samples the queue).
-    double expectedDelay(uint64_t bytes);
+    // Seconds until it would start sending a new frame: its unsent bytes
+    // over its rate (samples the queue and updates the rate).
+    double startDelay();
   };
   // Sending measured while the link stayed busy (bytes queued in the kernel
   // at both ends of a sample interval), so that what it saw is what the
@@ -119,7 +120,7 @@ class TcpLink : public Link {
   // Publishes a stream at index count_ (and starts its reader); false when full.
   bool addStream(Socket socket);
   // The stream the next frame goes on, locked for the caller.
-  Stream& pick(std::unique_lock<std::mutex>& lock, uint64_t bytes);
+  Stream& pick(std::unique_lock<std::mutex>& lock);
   // Adaptive links: a thread samples the link every kSampleEvery, feeds the
   // controller a window at a time and dials the streams it asks for.
   void growLoop();
