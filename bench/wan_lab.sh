@@ -54,7 +54,9 @@ for line in open(sys.argv[1]):
     line=line.strip()
     if line.startswith("{"):
         d=json.loads(line); r=d["rows"][0]
-        print(r["busbw_gbps"] * 8, r["streams"]); break' "$out"
+        n=(str(r["streams_min"]) if r["streams_min"] == r["streams_max"]
+           else str(r["streams_min"]) + "-" + str(r["streams_max"]))
+        print(r["busbw_gbps"] * 8, n); break' "$out"
 }
 
 # iperf3 from host 1 to host 2 with P parallel flows -> Gbit/s.
@@ -86,7 +88,7 @@ for s in $settings; do
   m=$(echo "${bw[$s]}" | median)
   n=${chosen[$s]}
   [ "$n" = 0 ] && n=$s
-  ip=$(iperf "$n")
+  ip=$(iperf "${n%%-*}")  # as many flows as the link with the fewest streams
   python3 -c 'import sys
 s,n,m,ip,rate=sys.argv[1],sys.argv[2],float(sys.argv[3]),float(sys.argv[4]),float(sys.argv[5])
 print(f"{s:<9} {n:>8} {m:12.3f} {m/rate:9.1%} {ip:14.3f} {m/ip:11.1%}")' "$s" "$n" "$m" "$ip" "$rate_gbps"

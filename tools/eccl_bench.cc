@@ -330,6 +330,12 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
     double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() /
                 std::max(1, o.iters);
     CHECK_ECCL(ecclAllReduce(&us, &us, 1, ecclFloat64, ecclMax, nullptr, comm, nullptr), comm);
+    // Stream counts of every rank's outgoing link: the slowest link sets the pace.
+    uint32_t fewest = timed.streams, most = timed.streams;
+    CHECK_ECCL(ecclAllReduce(&fewest, &fewest, 1, ecclUint32, ecclMin, nullptr, comm, nullptr), comm);
+    CHECK_ECCL(ecclAllReduce(&most, &most, 1, ecclUint32, ecclMax, nullptr, comm, nullptr), comm);
+    const std::string streams = fewest == most ? std::to_string(fewest)
+                                               : std::to_string(fewest) + "-" + std::to_string(most);
     const double algbw = static_cast<double>(count * esz) / (us * 1e-6) / 1e9;
     const double busbw = allreduce ? algbw * 2.0 * (n - 1) / n : algbw;
     if (rank == 0) {
@@ -340,7 +346,8 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
                               {"check", ok == 1}, {"quant", o.quant},
                               {"wire_bytes", info.bytesSent},
                               {"logical_bytes", info.logicalBytesSent},
-                              {"streams", timed.streams}};
+                              {"streams", timed.streams},
+                              {"streams_min", fewest}, {"streams_max", most}};
         if (measured) {
           row["max_abs_error"] = err.maxAbs;
           row["rms_error"] = err.rms;
@@ -348,9 +355,9 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
         }
         rows.push_back(row);
       } else {
-        std::printf(" %12zu %12zu %8s %6s %12.1f %12.3f %12.3f %6s %7u", count * esz, count,
+        std::printf(" %12zu %12zu %8s %6s %12.1f %12.3f %12.3f %6s %7s", count * esz, count,
                     o.dtype.c_str(), allreduce ? o.op.c_str() : "-", us, algbw, busbw,
-                    ok == 1 ? "ok" : "FAIL", timed.streams);
+                    ok == 1 ? "ok" : "FAIL", streams.c_str());
         if (coded) {
           std::printf(" %12llu %12llu", static_cast<unsigned long long>(info.bytesSent),
                       static_cast<unsigned long long>(info.logicalBytesSent));

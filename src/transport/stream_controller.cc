@@ -25,7 +25,9 @@ uint32_t StreamController::onWindow(double bytesPerSecond, double waitedShare) {
       }
       break;
     case Phase::kRechecking:
-      if (rateTried_ >= bytesPerSecond * config_.gain) {
+      // Against the lower of the old count's two measurements: either may
+      // have been inflated (a refilled rate-limiter bucket, a lucky window).
+      if (rateTried_ >= std::min(rateBefore_, bytesPerSecond) * config_.gain) {
         // The old count is slower than it first looked: the doubling stays.
         streams_ = tried_;
         phase_ = streams_ >= config_.cap ? Phase::kSettled : Phase::kWatching;

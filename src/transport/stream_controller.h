@@ -5,8 +5,8 @@
 // doubling raises throughput by `gain`. A doubling that seems not to pay off
 // is undone and the old count measured once more (paths change: a token
 // bucket's burst or slow start can inflate the window before the doubling);
-// only if the doubling still loses does the count settle there (the extra
-// streams stay open, unused).
+// only if the doubling does not beat the lower of the two measurements by
+// `gain` does the count settle there (the extra streams stay open, unused).
 //
 // Pure logic, fed one window of sending at a time by the link (TcpLink), so
 // the unit tests drive it with simulated throughput curves.
@@ -21,7 +21,7 @@ class StreamController {
   struct Config {
     uint32_t start = 2;
     uint32_t cap = 32;
-    double gain = 1.10;         // a doubling must raise throughput by this factor to stay
+    double gain = 1.25;         // a doubling must raise throughput by this factor to stay
     double waitedToGrow = 0.1;  // the share of a window the sender waited on the network
   };
 

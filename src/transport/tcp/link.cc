@@ -5,11 +5,21 @@
 #include <sys/ioctl.h>
 
 #include <climits>
-#include <future>
 
 #include "common/log.h"
 
 namespace eccl::transport::tcp {
+namespace {
+
+// The dials of one growth step, filled by detached threads.
+struct DialBatch {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<Result<Socket>>> results;
+  size_t done = 0;
+};
+
+}  // namespace
 
 bool TcpLink::Inbox::deliver(Socket&& socket) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -38,7 +48,7 @@ TcpLink::TcpLink(uint64_t remotePeer, std::vector<Socket> streams, bool receives
 
 TcpLink::~TcpLink() {
   if (grower_.joinable()) {
-    stopGrowth_.store(ecclInternalError, std::memory_order_release);
+    stopGrowth_->store(ecclInternalError, std::memory_order_release);
     growCv_.notify_all();
     grower_.join();
   }
@@ -161,13 +171,16 @@ Status TcpLink::send(const wire::DataHeader& header, const void* payload, Deadli
     if (st.isOk()) {
       s.written += bytes;
       s.frames.fetch_add(1, std::memory_order_relaxed);
-      written_.fetch_add(wire::kDataHeaderBytes + header.payloadBytes, std::memory_order_relaxed);
+      written_.fetch_add(bytes, std::memory_order_relaxed);
     }
   }
   if (!st.isOk() && st.code() == ecclPeerLost) {
     return error(ecclPeerLost, fmt::format("link to peer {}: {}", remotePeer_, st.message()));
   }
-  if (controller_) waitedNs_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count(), std::memory_order_relaxed);
+  if (controller_) {
+    waitedNs_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count(),
+                        std::memory_order_relaxed);
+  }
   return st;
 }
 
@@ -207,26 +220,40 @@ void TcpLink::sample() {
 
 void TcpLink::applyTarget(uint32_t target) {
   if (target > count_.load(std::memory_order_acquire)) {
-    // The new streams' handshakes run at once: on a long path each costs
-    // round trips that would add up one after another.
+    // The new streams' handshakes run at once (on a long path each costs
+    // round trips that would add up one after another), on detached threads
+    // that own what they open: a link being destroyed does not wait for a
+    // handshake with a peer that stopped answering.
     const uint32_t have = count_.load(std::memory_order_acquire);
-    std::vector<std::future<Result<Socket>>> dials;
+    auto batch = std::make_shared<DialBatch>();
+    batch->results.resize(target - have);
+    const log::Context ctx = log::threadContext();
     for (uint32_t i = have; i < target; ++i) {
-      dials.push_back(std::async(std::launch::async, [this, i] {
-        return growth_->dial(i, stopGrowth_);
-      }));
+      std::thread([batch, dial = growth_->dial, stop = stopGrowth_, slot = i - have, i, ctx] {
+        log::threadContext() = ctx;
+        Result<Socket> s = dial(i, *stop);
+        std::lock_guard<std::mutex> lock(batch->mu);
+        batch->results[slot] = std::move(s);
+        ++batch->done;
+        batch->cv.notify_all();
+      }).detach();
+    }
+    {
+      std::unique_lock<std::mutex> lock(batch->mu);
+      while (batch->done < batch->results.size()) {
+        if (stopGrowth_->load(std::memory_order_acquire) != 0) return;
+        batch->cv.wait_for(lock, kSampleEvery);
+      }
     }
     uint32_t failed = 0;
     std::string why;
-    for (auto& d : dials) {
-      Result<Socket> s = d.get();
-      if (s && addStream(std::move(*s))) continue;
+    for (std::optional<Result<Socket>>& s : batch->results) {
+      if (*s && addStream(std::move(**s))) continue;
       ++failed;
-      if (!s) why = s.status().message();
+      if (!*s) why = s->status().message();
     }
     const uint32_t open = count_.load(std::memory_order_acquire);
     if (failed > 0) {
-      if (stopGrowth_.load(std::memory_order_acquire) != 0) return;
       ECCL_LOG(kInfo, kTransport, "link to peer {}: {} of {} added streams did not open ({}); "
                "staying at {}", remotePeer_, failed, target - have, why, open);
       controller_->settleAt(open);
@@ -249,9 +276,9 @@ void TcpLink::applyTarget(uint32_t target) {
 
 void TcpLink::growLoop() {
   std::unique_lock<std::mutex> lock(growMu_);
-  while (stopGrowth_.load(std::memory_order_acquire) == 0 && !controller_->settled()) {
+  while (stopGrowth_->load(std::memory_order_acquire) == 0 && !controller_->settled()) {
     growCv_.wait_for(lock, kSampleEvery);
-    if (stopGrowth_.load(std::memory_order_acquire) != 0) return;
+    if (stopGrowth_->load(std::memory_order_acquire) != 0) return;
     sample();
   }
 }

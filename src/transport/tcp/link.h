@@ -62,9 +62,9 @@ class TcpLink : public Link {
   // count: a stream that idled, or was just added, starts fast (a rate
   // limiter's bucket refilled: a second's worth on the lab's per-flow caps)
   // or slow (TCP's slow start), and neither is what the path sustains.
-  static constexpr auto kWindow = std::chrono::milliseconds(300);
+  static constexpr auto kWindow = std::chrono::milliseconds(500);
   static constexpr auto kSampleEvery = std::chrono::milliseconds(10);
-  static constexpr auto kWarmUp = std::chrono::milliseconds(1200);
+  static constexpr auto kWarmUp = std::chrono::milliseconds(1500);
   static constexpr auto kBusyGap = std::chrono::milliseconds(200);
 
   TcpLink(uint64_t remotePeer, std::vector<Socket> streams, bool receives = true,
@@ -151,7 +151,8 @@ class TcpLink : public Link {
   bool reportedSettled_ = false;
   std::atomic<uint64_t> written_{0};   // bytes handed to the kernel
   std::atomic<uint64_t> waitedNs_{0};  // sends waiting for a stream to take bytes
-  CancelFlag stopGrowth_{0};
+  // Shared with the detached threads that dial added streams.
+  std::shared_ptr<CancelFlag> stopGrowth_ = std::make_shared<CancelFlag>(0);
   std::mutex growMu_;  // for growCv_ (the destructor's wake-up)
   std::condition_variable growCv_;
   std::thread grower_;
