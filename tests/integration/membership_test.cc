@@ -105,16 +105,8 @@ TEST(Membership, PeerGroupsReduceSeparately) {
         ++admitted;
         // Topology updates are global: every member votes while anyone is
         // pending, whatever its group, until all four are in.
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-        while (admitted < 4) {
-          int pending = 0;
-          ASSERT_EQ(ecclCommArePeersPending(comm, &pending), ecclSuccess);
-          if (pending) {
-            ASSERT_EQ(ecclCommUpdateTopology(comm), ecclSuccess) << ecclGetLastError(comm);
-          }
-          ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-          std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        }
+        ASSERT_EQ(updateUntil(comm, [&] { return admitted >= 4; }), ecclSuccess)
+            << ecclGetLastError(comm);
         EXPECT_EQ(worldOf(comm), 2);
         uint32_t g = 99;
         ASSERT_EQ(ecclCommGetPeerGroup(comm, &g), ecclSuccess);

@@ -220,16 +220,8 @@ TEST(SharedState, PeerGroupsSyncIndependently) {
         ecclComm_t comm = connectPeer(master.address(), po);
         ASSERT_NE(comm, nullptr);
         ++admitted;
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-        while (admitted < 6 || worldOf(comm) < 3) {
-          int pending = 0;
-          ASSERT_EQ(ecclCommArePeersPending(comm, &pending), ecclSuccess);
-          if (pending) {
-            ASSERT_EQ(ecclCommUpdateTopology(comm), ecclSuccess) << ecclGetLastError(comm);
-          }
-          ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-          std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        }
+        ASSERT_EQ(updateUntil(comm, [&] { return admitted >= 6 && worldOf(comm) >= 3; }), ecclSuccess)
+            << ecclGetLastError(comm);
         // Group g's content has salt 10 * g; one member of each group drifted.
         Local s(i == 2 ? 55 : static_cast<int>(10 * group), 1 << 18, i, 3);
         ASSERT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr), ecclSuccess)

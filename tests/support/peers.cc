@@ -50,6 +50,20 @@ ecclComm_t connectPeer(const std::string& masterAddress, const PeerOptions& opti
   return comm;
 }
 
+ecclResult_t updateUntil(ecclComm_t comm, const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return ecclTimeout;
+    int pending = 0;
+    if (ecclResult_t r = ecclCommArePeersPending(comm, &pending); r != ecclSuccess) return r;
+    if (pending) {
+      if (ecclResult_t r = ecclCommUpdateTopology(comm); r != ecclSuccess) return r;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return ecclSuccess;
+}
+
 ecclResult_t growWorld(ecclComm_t comm, int want) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (worldOf(comm) < want) {

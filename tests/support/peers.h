@@ -44,6 +44,11 @@ ecclComm_t connectPeer(const std::string& masterAddress, const PeerOptions& opti
 // topology together until the group has `want` members.
 ecclResult_t growWorld(ecclComm_t comm, int want);
 
+// Without collectives (for members of different peer groups, which cannot
+// all-reduce together): updates the topology whenever peers are pending until
+// done() holds; ecclTimeout after 20 s.
+ecclResult_t updateUntil(ecclComm_t comm, const std::function<bool()>& done);
+
 // Runs body(comm) on n peer threads that share one world of n members.
 void spawnPeers(int n, const std::function<void(ecclComm_t)>& body, const PeerOptions& options = {});
 void spawnPeers(const std::string& masterAddress, int n,

@@ -135,10 +135,12 @@ TcpLink::Stream& TcpLink::pick(std::unique_lock<std::mutex>& lock) {
     return *streams_[0];
   }
   // Of the streams no other op is writing to, the one expected to start on
-  // this frame soonest. Ties (idle ones, as on a fast path) go round-robin.
+  // this frame soonest. Ties (idle ones, as on a fast path) go round-robin:
+  // the first idle stream from the rotating start wins, and nothing beats it,
+  // so the search (one ioctl per stream) stops there.
   Stream* best = nullptr;
   double bestDelay = 0.0;
-  for (uint32_t k = 0; k < n; ++k) {
+  for (uint32_t k = 0; k < n && (best == nullptr || bestDelay > 0.0); ++k) {
     Stream& c = *streams_[(first + k) % n];
     std::unique_lock<std::mutex> l(c.sendMu, std::try_to_lock);
     if (!l) continue;
