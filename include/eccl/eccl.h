@@ -243,6 +243,24 @@ ECCL_API ecclResult_t ecclCommConnect(ecclComm_t comm);
  * member did is removed (its calls return ecclKicked). */
 ECCL_API ecclResult_t ecclCommUpdateTopology(ecclComm_t comm);
 
+/* ecclCommUpdateTopology that first measures bandwidths and reorders each
+ * peer group's ring for them (docs/topology.md). Collective over all members
+ * of all groups, like the update (a member calling ecclCommUpdateTopology
+ * meanwhile takes part too). Each group of at most 256 members measures the
+ * pairs the master's matrix lacks: rounds of disjoint pairs, each partner
+ * sending to the other for ECCL_PROBE_MS (master side, default 1000 ms),
+ * at most n rounds for n members, over links authenticated like any data
+ * link. The master keeps the matrix by address (a peer that rejoins from the
+ * same host reuses it; with ECCL_LOG_LEVEL=info it logs the matrix and the
+ * ring), then picks the ring with the fastest slowest hop (then the most
+ * total bandwidth): exact up to 9 members, a bounded search beyond. Members
+ * that cannot reach each other are not made neighbours where any ring
+ * avoids it. A changed ring takes effect as a new epoch, links rewired; pending
+ * peers are admitted at the end of the ring. A member lost while probing
+ * fails the call on every member with ecclPeerLost (call it again: pairs
+ * already measured are kept); ecclInvalidUsage for a group of more than 256. */
+ECCL_API ecclResult_t ecclCommOptimizeTopology(ecclComm_t comm);
+
 /* Whether a newcomer is waiting to be admitted (one master round-trip). */
 ECCL_API ecclResult_t ecclCommArePeersPending(ecclComm_t comm, int* pending);
 

@@ -103,6 +103,13 @@ ECCL_API ecclResult_t ecclCommUpdateTopology(ecclComm_t comm) {
   });
 }
 
+ECCL_API ecclResult_t ecclCommOptimizeTopology(ecclComm_t comm) {
+  return guard(comm, "ecclCommOptimizeTopology", [&]() -> Status {
+    ECCL_RETURN_IF_ERROR(requireComm(comm));
+    return comm->impl->updateTopology(/*optimize=*/true);
+  });
+}
+
 ECCL_API ecclResult_t ecclCommArePeersPending(ecclComm_t comm, int* pending) {
   return guard(comm, "ecclCommArePeersPending", [&]() -> Status {
     ECCL_RETURN_IF_ERROR(requireComm(comm));

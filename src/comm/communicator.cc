@@ -260,20 +260,24 @@ Status Communicator::openLinks(const wire::Topology& t) {
   return Status::ok();
 }
 
-Status Communicator::updateTopology() {
+Status Communicator::updateTopology(bool optimize) {
+  const char* what = optimize ? "ecclCommOptimizeTopology" : "ecclCommUpdateTopology";
   const LifecycleCall call(lifecycle_);
-  ECCL_RETURN_IF_ERROR(call.check("ecclCommUpdateTopology"));
+  ECCL_RETURN_IF_ERROR(call.check(what));
   ECCL_RETURN_IF_ERROR(requireConnected());
   {
     std::lock_guard<std::mutex> lock(opsMu_);
     if (inFlight_ != 0) {
       return error(ecclInvalidUsage, fmt::format("{} collectives still in flight; wait for them "
-                                                 "before ecclCommUpdateTopology", inFlight_));
+                                                 "before {}", inFlight_, what));
     }
-    if (topologyChanging_) return error(ecclInvalidUsage, "ecclCommUpdateTopology is already running");
+    if (topologyChanging_) {
+      return error(ecclInvalidUsage, "ecclCommUpdateTopology or ecclCommOptimizeTopology is "
+                                     "already running");
+    }
     topologyChanging_ = true;  // links are replaced below: no op may start meanwhile
   }
-  Status st = voteAndApply();
+  Status st = voteAndApply(optimize);
   {
     std::lock_guard<std::mutex> lock(opsMu_);
     topologyChanging_ = false;
@@ -281,17 +285,27 @@ Status Communicator::updateTopology() {
   return st;
 }
 
-Status Communicator::voteAndApply() {
+Status Communicator::voteAndApply(bool optimize) {
   // A Topology already waiting answers a vote of ours that timed out earlier
   // and was completed afterwards: the master has moved on, so follow it.
   if (std::optional<wire::ControlMessage> late = control_->takeQueued(wire::MsgType::kTopology)) {
     return applyTopology(std::get<wire::Topology>(*late));
   }
-  control_->send(wire::Vote{epoch()});
-  Result<wire::ControlMessage> topo =
-      control_->await(wire::MsgType::kTopology, after(options_.opTimeout));
-  if (!topo) return topo.status();
-  return applyTopology(std::get<wire::Topology>(*topo));
+  // A plan of a probe that ended while we were not waiting is stale.
+  while (control_->takeQueued(wire::MsgType::kProbePlan)) {
+  }
+  control_->send(wire::Vote{epoch(), optimize});
+  // Any member may have asked to optimize: a probe plan may come first.
+  for (;;) {
+    Result<wire::ControlMessage> m = control_->awaitAny(
+        {wire::MsgType::kTopology, wire::MsgType::kProbePlan}, after(options_.opTimeout));
+    if (!m) return m.status();
+    if (const auto* plan = std::get_if<wire::ProbePlan>(&*m)) {
+      control_->send(runProbes(*plan));
+      continue;
+    }
+    return applyTopology(std::get<wire::Topology>(*m));
+  }
 }
 
 Result<bool> Communicator::arePeersPending() {

@@ -54,7 +54,8 @@ class Communicator {
   // connect and updateTopology must not overlap each other (or destroy):
   // a second concurrent call returns ecclInvalidUsage instead of racing.
   Status connect();
-  Status updateTopology();
+  // With `optimize`: ecclCommOptimizeTopology (bandwidth probes first).
+  Status updateTopology(bool optimize = false);
   // Claims the communicator for destroy: false while connect or
   // updateTopology runs (they then refuse to start: it is being destroyed).
   bool claimForDestroy() { return !lifecycle_.exchange(true, std::memory_order_acq_rel); }
@@ -94,7 +95,10 @@ class Communicator {
   Status applyTopology(const wire::Topology& t);
   // Opens this epoch's links to the ring neighbours of `t` (world > 1).
   Status openLinks(const wire::Topology& t);
-  Status voteAndApply();
+  Status voteAndApply(bool optimize);
+  // This member's rounds of a bandwidth probe (probe.cc): what it received
+  // from each partner, or why it stopped.
+  wire::ProbeReport runProbes(const wire::ProbePlan& plan);
   void workerLoop(uint32_t tag);
   void execute(Request& req);
   Status runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup);

@@ -282,18 +282,26 @@ std::optional<wire::ControlMessage> ControlClient::takeQueued(wire::MsgType type
 }
 
 Result<wire::ControlMessage> ControlClient::await(wire::MsgType type, transport::Deadline deadline) {
+  return awaitAny({type}, deadline);
+}
+
+Result<wire::ControlMessage> ControlClient::awaitAny(std::initializer_list<wire::MsgType> types,
+                                                     transport::Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    auto& q = inbox_[type];
-    if (!q.empty()) {
-      wire::ControlMessage m = std::move(q.front());
-      q.pop_front();
-      return m;
+    for (wire::MsgType type : types) {
+      auto& q = inbox_[type];
+      if (!q.empty()) {
+        wire::ControlMessage m = std::move(q.front());
+        q.pop_front();
+        return m;
+      }
     }
     if (!lost_.isOk()) return lost_;
     if (cv_.wait_until(lock, deadline) == std::cv_status::timeout &&
         transport::Clock::now() >= deadline) {
-      return error(ecclTimeout, fmt::format("no {} from the master in time", wire::typeName(type)));
+      return error(ecclTimeout, fmt::format("no {} from the master in time",
+                                            wire::typeName(*types.begin())));
     }
   }
 }

@@ -59,6 +59,9 @@ class ControlClient {
   Status authenticate(const std::string& token, transport::Deadline deadline);
   void send(const wire::ControlMessage& msg);
   Result<wire::ControlMessage> await(wire::MsgType type, transport::Deadline deadline);
+  // The next message of any of `types` (the oldest queued of the first type that has one).
+  Result<wire::ControlMessage> awaitAny(std::initializer_list<wire::MsgType> types,
+                                        transport::Deadline deadline);
   // The oldest queued message of `type`, without waiting (a late reply).
   std::optional<wire::ControlMessage> takeQueued(wire::MsgType type);
   // The local address of the connection to the master: reachable by peers

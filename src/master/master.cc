@@ -44,7 +44,8 @@ struct Master::Impl {
         membership({std::chrono::milliseconds(o.heartbeatIntervalMs),
                     std::chrono::milliseconds(o.failureTimeoutMs),
                     std::chrono::milliseconds(o.voteTimeoutMs), std::chrono::milliseconds(1000),
-                    o.trustAdvertisedAddresses, env::syncSources()}) {}
+                    o.trustAdvertisedAddresses, env::syncSources(),
+                    std::chrono::milliseconds(o.probeMs ? o.probeMs : env::probeMs())}) {}
 
   // A connection's progress through the handshake; Membership knows it only
   // once it registered.

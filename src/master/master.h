@@ -34,6 +34,7 @@ struct MasterOptions {
   uint32_t maxConnections = 0;
   uint32_t maxConnectionsPerSource = 0;
   uint32_t registerTimeoutMs = 0;
+  uint32_t probeMs = 0;  // each bandwidth probe round (ECCL_PROBE_MS)
   security::TlsOptions tls;
 };
 

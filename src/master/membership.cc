@@ -82,7 +82,7 @@ std::vector<Outgoing> Membership::onMessage(uint64_t peerId, const wire::Control
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, wire::Vote>) {
-          if (member) onVote(peerId, out);
+          if (member) onVote(peerId, m, out);
         } else if constexpr (std::is_same_v<T, wire::PendingQuery>) {
           out.push_back({peerId, wire::PendingReply{static_cast<uint32_t>(pendingCount())}});
         } else if constexpr (std::is_same_v<T, wire::OpBegin>) {
@@ -98,6 +98,8 @@ std::vector<Outgoing> Membership::onMessage(uint64_t peerId, const wire::Control
           if (member) onSuspect(peerId, m, out);
         } else if constexpr (std::is_same_v<T, wire::SyncManifest>) {
           if (member) onSyncManifest(peerId, m, out);
+        } else if constexpr (std::is_same_v<T, wire::ProbeReport>) {
+          if (member) onProbeReport(peerId, m, out);
         } else {
           ECCL_LOG(kWarn, kMaster, "peer {} sent unexpected {}", peerId,
                    wire::typeName(wire::typeOf(msg)));
@@ -131,6 +133,10 @@ void Membership::remove(uint64_t peerId, std::vector<Outgoing>& out) {
   votes_.erase(peerId);
   if (!wasMember) return;
   changedSinceEpoch_ = true;
+  if (probe_) {
+    failProbe(fmt::format("peer {} left during bandwidth probing; call "
+                          "ecclCommOptimizeTopology again", peerId), ecclPeerLost, out);
+  }
   brokenGroups_.insert(group);
   for (uint64_t id : groupMembers(group)) out.push_back({id, wire::MemberLost{epoch_, peerId}});
   // The ring lost a link: no op of the group without a verdict can finish.
@@ -181,6 +187,7 @@ std::vector<Outgoing> Membership::tick(Clock::time_point now) {
   }
   expireOps(now, out);
   expireVote(now, out);
+  expireProbe(now, out);
   return out;
 }
 
@@ -294,14 +301,15 @@ void Membership::decideSilence(const OpKey& key, OpEntry& e, Clock::time_point n
   kick(suspect, why, out);
 }
 
-void Membership::onVote(uint64_t peerId, std::vector<Outgoing>& out) {
+void Membership::onVote(uint64_t peerId, const wire::Vote& m, std::vector<Outgoing>& out) {
   if (votes_.empty()) voteDeadline_ = Clock::now() + options_.voteTimeout;
   votes_.insert(peerId);
+  optimizeAsked_ = optimizeAsked_ || m.optimize;
   maybeCompleteVote(out);
 }
 
 void Membership::expireVote(Clock::time_point now, std::vector<Outgoing>& out) {
-  if (votes_.empty() || !voteDeadline_ || now < *voteDeadline_) return;
+  if (probe_ || votes_.empty() || !voteDeadline_ || now < *voteDeadline_) return;
   std::vector<uint64_t> silent;
   for (const auto& [id, p] : peers_) {
     if (p.state == State::kMember && votes_.count(id) == 0) silent.push_back(id);
@@ -329,11 +337,15 @@ std::optional<uint64_t> Membership::neighbour(uint64_t peerId, bool right) const
 }
 
 void Membership::maybeCompleteVote(std::vector<Outgoing>& out) {
-  if (votes_.empty()) return;
+  if (votes_.empty() || probe_) return;
   for (const auto& [id, p] : peers_) {
     if (p.state == State::kMember && votes_.count(id) == 0) return;
   }
-  update(out);
+  if (optimizeAsked_) {
+    startProbe(out);
+  } else {
+    update(out);
+  }
 }
 
 void Membership::update(std::vector<Outgoing>& out) {
@@ -388,6 +400,7 @@ void Membership::update(std::vector<Outgoing>& out) {
   }
   votes_.clear();
   voteDeadline_.reset();
+  optimizeAsked_ = false;
 }
 
 std::vector<uint64_t> Membership::groupMembers(uint32_t group) const {

@@ -39,6 +39,18 @@
 //    member is done; a member lost during a sync leaves the others to finish
 //    (its receivers fetch from the other sources). A member's revision is
 //    remembered after each successful sync.
+//  - ecclCommOptimizeTopology (docs/topology.md) is an update whose vote asks
+//    to optimize: once every member voted, the master first has each group
+//    of at most wire::kMaxProbeMembers measure the bandwidths its matrix
+//    lacks, in rounds of disjoint pairs (a round-robin schedule: n members,
+//    at most n rounds). The matrix is keyed by address (host, or host:port
+//    where members share a host), so a peer that rejoins from the same host
+//    reuses its rows. With every report in, each group's ring is solved for
+//    the best bottleneck (topology/ring_order.h), logged with the matrix,
+//    and applied as an update. A member lost while probing fails the call
+//    with ecclPeerLost on every member; the next call retries (measured
+//    pairs are kept). A member that has not reported by the probe deadline
+//    (rounds x (probe time + slack) + kProbeReportGrace) is removed.
 //  - Op deadline: once a member has finished an op, the others must finish
 //    (or fail) it within the smallest op timeout of the group, counted from
 //    the latest member's finish; otherwise the op fails with ecclTimeout on
@@ -81,7 +93,13 @@ class Membership {
     std::chrono::milliseconds minOpTimeout{1000};
     bool trustAdvertisedAddresses = false;
     size_t syncSources = 4;  // most sources a sync's receiver fetches from at once
+    std::chrono::milliseconds probeTime{1000};  // each bandwidth probe round sends this long
   };
+  // A probe's members must report within its rounds (each its probe time
+  // plus wire::kProbeRoundSlackMs) and this.
+  static constexpr std::chrono::seconds kProbeReportGrace{5};
+  // Bandwidth entries kept; beyond it those of absent addresses are dropped.
+  static constexpr size_t kMaxBandwidthEntries = 1u << 16;
 
   explicit Membership(Options options) : options_(std::move(options)) {}
 
@@ -143,7 +161,15 @@ class Membership {
     std::map<uint64_t, std::pair<uint32_t, std::string>> results;
   };
 
-  void onVote(uint64_t peerId, std::vector<Outgoing>& out);
+  void onVote(uint64_t peerId, const wire::Vote& m, std::vector<Outgoing>& out);
+  // Bandwidth probing before an optimizing update.
+  void startProbe(std::vector<Outgoing>& out);
+  void onProbeReport(uint64_t peerId, const wire::ProbeReport& m, std::vector<Outgoing>& out);
+  void finishProbe(std::vector<Outgoing>& out);
+  void failProbe(const std::string& why, ecclResult_t result, std::vector<Outgoing>& out);
+  void expireProbe(Clock::time_point now, std::vector<Outgoing>& out);
+  // Matrix keys of a group's members (host, or host:port where they share one).
+  std::map<uint64_t, std::string> addressKeys(const std::vector<uint64_t>& members) const;
   void expireVote(Clock::time_point now, std::vector<Outgoing>& out);
   // The member before (left) or after (right) peerId in its group's ring.
   std::optional<uint64_t> neighbour(uint64_t peerId, bool right) const;
@@ -165,6 +191,7 @@ class Membership {
   void maybeCompleteVote(std::vector<Outgoing>& out);
   void update(std::vector<Outgoing>& out);
   std::vector<uint64_t> groupMembers(uint32_t group) const;
+  std::vector<uint64_t> ringOrder(uint32_t group) const;  // members by admission: ring order
   // The op's entry, or null when the report is stale or the reporter opened
   // more ops than any honest member could (it is then removed).
   OpEntry* opFor(uint64_t peerId, const OpKey& key, std::vector<Outgoing>& out);
@@ -176,6 +203,19 @@ class Membership {
   Options options_;
   std::map<uint64_t, Peer> peers_;
   std::set<uint64_t> votes_;
+  bool optimizeAsked_ = false;  // some vote of this update asked to optimize
+  struct Probe {
+    uint64_t session = 0;
+    Clock::time_point deadline{};
+    std::map<uint64_t, std::set<uint64_t>> partners;  // whose rates each member reports
+    std::map<uint64_t, std::string> keys;             // matrix key of every probed member
+    std::set<uint64_t> awaiting;                      // members yet to report
+    Clock::time_point started{};
+  };
+  std::optional<Probe> probe_;
+  uint64_t nextProbeSession_ = 1;
+  // Measured bytes/s from one address to another (0: could not reach it).
+  std::map<std::pair<std::string, std::string>, double> bandwidth_;
   std::optional<Clock::time_point> voteDeadline_;  // set by the first vote of an update
   std::map<OpKey, OpEntry> ops_;
   uint64_t epoch_ = 0;

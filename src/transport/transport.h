@@ -141,10 +141,12 @@ class Transport {
   // any two members of `epoch`, besides the ring link: same handshake, same
   // limits, but no neighbour rule. The acceptor parks such streams (bounded
   // per source) until acceptChannel claims them, so either side may come first.
+  // `streams` fixes the link's stream count (bandwidth probes); 0 = the
+  // transport's setting.
   virtual Result<std::unique_ptr<Link>> connectChannel(const Endpoint& to, uint64_t selfId,
                                                        uint64_t epoch, uint64_t channel,
-                                                       Deadline deadline,
-                                                       const CancelFlag& cancel) = 0;
+                                                       Deadline deadline, const CancelFlag& cancel,
+                                                       uint32_t streams = 0) = 0;
   virtual Result<std::unique_ptr<Link>> acceptChannel(uint64_t selfId, uint64_t from,
                                                       uint64_t epoch, uint64_t channel,
                                                       Deadline deadline,

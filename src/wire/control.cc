@@ -82,8 +82,65 @@ bool get(Reader& r, Topology* m) {
   return m->ring.empty() ? m->rank == 0 : m->rank < m->ring.size();
 }
 
-void put(Writer& w, const Vote& m) { w.u64(m.epoch); }
-bool get(Reader& r, Vote* m) { return r.u64(&m->epoch); }
+void put(Writer& w, const Vote& m) {
+  w.u64(m.epoch);
+  w.u8(m.optimize ? 1 : 0);
+}
+bool get(Reader& r, Vote* m) {
+  uint8_t optimize = 0;
+  if (!(r.u64(&m->epoch) && r.u8(&optimize) && optimize <= 1)) return false;
+  m->optimize = optimize == 1;
+  return true;
+}
+
+void put(Writer& w, const ProbePlan& m) {
+  w.u64(m.epoch);
+  w.u64(m.session);
+  w.u32(m.probeMs);
+  w.u32(static_cast<uint32_t>(m.rounds.size()));
+  for (const RingPeer& p : m.rounds) {
+    w.u64(p.peerId);
+    w.str(p.host);
+    w.u16(p.port);
+  }
+}
+bool get(Reader& r, ProbePlan* m) {
+  uint32_t n = 0;
+  if (!(r.u64(&m->epoch) && r.u64(&m->session) && r.u32(&m->probeMs) && m->probeMs > 0 &&
+        m->probeMs <= kMaxProbeMs && r.u32(&n) && n <= kMaxProbeMembers &&
+        n <= r.remaining() / 14)) {
+    return false;
+  }
+  m->rounds.resize(n);
+  for (RingPeer& p : m->rounds) {
+    if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxHostBytes) && r.u16(&p.port))) return false;
+  }
+  return true;
+}
+
+void put(Writer& w, const ProbeReport& m) {
+  w.u64(m.epoch);
+  w.u64(m.session);
+  w.u32(m.result);
+  w.u32(static_cast<uint32_t>(m.rates.size()));
+  for (const ProbeRate& p : m.rates) {
+    w.u64(p.from);
+    w.u64(p.bytesPerSecond);
+  }
+}
+bool get(Reader& r, ProbeReport* m) {
+  uint32_t n = 0;
+  if (!(r.u64(&m->epoch) && r.u64(&m->session) && r.u32(&m->result) &&
+        m->result < ecclNumResults && r.u32(&n) && n <= kMaxProbeMembers &&
+        n <= r.remaining() / 16)) {
+    return false;
+  }
+  m->rates.resize(n);
+  for (ProbeRate& p : m->rates) {
+    if (!(r.u64(&p.from) && r.u64(&p.bytesPerSecond))) return false;
+  }
+  return true;
+}
 
 void put(Writer&, const PendingQuery&) {}
 bool get(Reader&, PendingQuery*) { return true; }
@@ -336,6 +393,8 @@ const char* typeName(MsgType type) {
     case MsgType::kAuthProof: return "AuthProof";
     case MsgType::kSyncManifest: return "SyncManifest";
     case MsgType::kSyncPlan: return "SyncPlan";
+    case MsgType::kProbePlan: return "ProbePlan";
+    case MsgType::kProbeReport: return "ProbeReport";
   }
   return "unknown";
 }
@@ -372,7 +431,7 @@ Result<ControlHeader> decodeControlHeader(std::span<const std::byte> bytes) {
                                                   h.version, kProtocolVersion));
   }
   if (type < static_cast<uint16_t>(MsgType::kRegister) ||
-      type > static_cast<uint16_t>(MsgType::kSyncPlan)) {
+      type > static_cast<uint16_t>(MsgType::kProbeReport)) {
     return error(ecclInvalidArgument, fmt::format("unknown control message type {}", type));
   }
   if (h.payloadBytes > kMaxControlPayload) {
@@ -405,6 +464,8 @@ Result<ControlMessage> decodeControl(MsgType type, std::span<const std::byte> pa
     case MsgType::kAuthProof: return decodeAs<AuthProof>(type, payload);
     case MsgType::kSyncManifest: return decodeAs<SyncManifest>(type, payload);
     case MsgType::kSyncPlan: return decodeAs<SyncPlan>(type, payload);
+    case MsgType::kProbePlan: return decodeAs<ProbePlan>(type, payload);
+    case MsgType::kProbeReport: return decodeAs<ProbeReport>(type, payload);
   }
   return error(ecclInvalidArgument, "unknown control message type");
 }

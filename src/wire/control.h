@@ -20,7 +20,7 @@
 namespace eccl::wire {
 
 inline constexpr uint32_t kControlMagic = 0x4d434345;  // "ECCM" little-endian
-inline constexpr uint16_t kProtocolVersion = 5;
+inline constexpr uint16_t kProtocolVersion = 6;
 inline constexpr size_t kControlHeaderBytes = 12;
 // What a peer accepts from the master (a Topology of the largest group fits).
 inline constexpr uint32_t kMaxControlPayload = 1u << 20;
@@ -63,6 +63,8 @@ enum class MsgType : uint16_t {
   kAuthProof = 17,
   kSyncManifest = 18,
   kSyncPlan = 19,
+  kProbePlan = 20,
+  kProbeReport = 21,
 };
 
 struct ControlHeader {
@@ -112,8 +114,11 @@ struct Topology {
   uint32_t segmentBytes = kDefaultSegmentBytes;
 };
 
-struct Vote {  // ecclCommUpdateTopology
+// ecclCommUpdateTopology, or with `optimize` set ecclCommOptimizeTopology:
+// when any member asks for it, the update probes bandwidths first.
+struct Vote {
   uint64_t epoch = 0;
+  bool optimize = false;
 };
 struct PendingQuery {};
 struct PendingReply {
@@ -271,12 +276,44 @@ std::vector<SyncManifest> splitManifest(uint64_t epoch, uint64_t seq, uint64_t r
                                         uint8_t strategy, const std::vector<SyncEntry>& entries);
 std::vector<SyncPlan> splitPlan(const SyncPlan& whole);
 
+// Bandwidth probing (ecclCommOptimizeTopology, docs/topology.md). Once
+// every member voted, the master sends each member of a group of at most
+// kMaxProbeMembers its plan: one partner per round (peerId 0: it sits out).
+// In a round, both partners send to each other for probeMs over a transfer
+// channel (wire::probeChannel); each reports what it received.
+inline constexpr uint32_t kMaxProbeMembers = 256;
+struct ProbePlan {
+  uint64_t epoch = 0;
+  uint64_t session = 0;
+  uint32_t probeMs = 0;
+  std::vector<RingPeer> rounds;
+};
+// What a member received from one partner: bytes/s, 0 when nothing arrived
+// (the partner could not reach it).
+struct ProbeRate {
+  uint64_t from = 0;
+  uint64_t bytesPerSecond = 0;
+  bool operator==(const ProbeRate&) const = default;
+};
+// Member -> master, after its last round (or when probing stopped: `result`
+// says why, and the rates are those measured so far).
+struct ProbeReport {
+  uint64_t epoch = 0;
+  uint64_t session = 0;
+  uint32_t result = 0;
+  std::vector<ProbeRate> rates;
+};
+inline constexpr uint32_t kMaxProbeMs = 60000;
+// What a probe round may take beyond its send time (dialling, a partner still
+// finishing its previous round, the last frames draining).
+inline constexpr uint32_t kProbeRoundSlackMs = 3000;
+
 using ControlMessage = std::variant<Register, RegisterReply, Topology, Vote, PendingQuery,
                                     PendingReply, Heartbeat, OpBegin, OpDone, OpVerdict, Leave,
                                     Kick, Suspect, MemberLost, AuthHello, AuthChallenge, AuthProof,
-                                    SyncManifest, SyncPlan>;
+                                    SyncManifest, SyncPlan, ProbePlan, ProbeReport>;
 
-enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2, kSync = 3 };
+enum class OpKind : uint8_t { kAllReduce = 1, kBroadcast = 2, kSync = 3, kProbe = 4 };
 
 MsgType typeOf(const ControlMessage& msg);
 const char* typeName(MsgType type);

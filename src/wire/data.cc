@@ -182,7 +182,7 @@ Result<DataHeader> decodeDataHeader(std::span<const std::byte> bytes) {
     return error(ecclVersionMismatch, fmt::format("data frame version {}", version));
   }
   if ((h.kind < static_cast<uint8_t>(OpKind::kAllReduce) ||
-       h.kind > static_cast<uint8_t>(OpKind::kSync)) ||
+       h.kind > static_cast<uint8_t>(OpKind::kProbe)) ||
       h.dtype >= ecclNumTypes || h.redop >= ecclNumOps || !isValidCodec(h.codec, h.blockElems)) {
     return error(ecclInvalidArgument,
                  fmt::format("data frame with kind {} dtype {} op {} codec {:#x} block {}", h.kind,

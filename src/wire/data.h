@@ -21,7 +21,7 @@ inline constexpr uint32_t kHelloMagic = 0x48434345;      // "ECCH"
 inline constexpr uint32_t kChallengeMagic = 0x43434345;  // "ECCC"
 inline constexpr uint32_t kProofMagic = 0x50434345;      // "ECCP"
 inline constexpr uint32_t kDataMagic = 0x44434345;       // "ECCD"
-inline constexpr uint16_t kDataVersion = 5;
+inline constexpr uint16_t kDataVersion = 6;
 // Magic and version lead every handshake message, so the version is checked
 // (and a readable mismatch logged) before the rest is read.
 inline constexpr size_t kHandshakePrefixBytes = 8;
@@ -55,6 +55,12 @@ struct LinkHello {
 enum class SyncDirection : uint64_t { kRequests = 1, kData = 2 };
 inline uint64_t syncChannel(uint64_t seq, SyncDirection d) {
   return (seq << 2) | static_cast<uint64_t>(d);
+}
+// The channel of a bandwidth probe (ecclCommOptimizeTopology): round `round`
+// of probe session `session`, each partner sending to the other. Never 0,
+// never a sync channel (low bits 3).
+inline uint64_t probeChannel(uint64_t session, uint32_t round) {
+  return (((session & ((1ull << 40) - 1)) << 20 | (round & 0xfffff)) << 2) | 3;
 }
 struct LinkChallenge {
   security::Nonce nonce{};

@@ -26,6 +26,7 @@ Process* Cluster::spawn(const PeerSpec& s) {
   if (s.outOfPlace) argv.push_back("--out-of-place");
   if (s.noReconnect) argv.push_back("--no-reconnect");
   if (s.exitOnMasterLoss) argv.push_back("--exit-on-master-loss");
+  if (s.optimize) argv.push_back("--optimize");
   auto p = std::make_unique<Process>(id, argv);
   if (!p->ok()) {
     std::fprintf(stderr, "spawning %s: %s\n", id.c_str(), p->startError().c_str());

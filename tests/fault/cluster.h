@@ -53,6 +53,7 @@ struct PeerSpec {
   bool outOfPlace = false;
   bool noReconnect = false;
   bool exitOnMasterLoss = false;
+  bool optimize = false;       // --optimize
   std::string quant = "none";  // --quant
 };
 

@@ -19,8 +19,9 @@
 //   reconnected t id pid world rank epoch       admitted again after ecclKicked or
 //                                               ecclMasterUnreachable
 //   op          t0 t1 world rank epoch n rc ok hash [root] [failed tags rcs]
-//   kicked      t what                          an op or update returned ecclKicked
-//   error       t t0 what rc                    update or connect failed (then retried)
+//   optimized   t0 t1 world                     --optimize: ecclCommOptimizeTopology succeeded
+//   kicked      t what                          an op, update or optimize returned ecclKicked
+//   error       t t0 what rc                    update, optimize or connect failed (then retried)
 //   leave       t rc                            graceful ecclCommDestroy after --iters ops
 //   exit        t code                          about to exit (3 kicked, 4 master lost)
 //
@@ -62,6 +63,7 @@ struct Options {
   bool outOfPlace = false;
   bool noReconnect = false;
   bool exitOnMasterLoss = false;
+  bool optimize = false;
   std::string quant = "none";
 };
 
@@ -177,15 +179,25 @@ class Peer {
   bool updateTopology() {
     for (;;) {
       const int64_t t0 = nowNs();
-      const ecclResult_t rc = ecclCommUpdateTopology(comm_);
-      if (rc == ecclSuccess) return true;
+      const ecclResult_t rc =
+          o_.optimize ? ecclCommOptimizeTopology(comm_) : ecclCommUpdateTopology(comm_);
       const int64_t t1 = nowNs();
-      if (rc == ecclKicked) {
-        emit("kicked t=%" PRId64 " what=update", t1);
-      } else {
-        emit("error t=%" PRId64 " t0=%" PRId64 " what=update rc=%d", t1, t0, static_cast<int>(rc));
+      const char* what = o_.optimize ? "optimize" : "update";
+      if (rc == ecclSuccess) {
+        if (o_.optimize) {
+          int world = 0;
+          ecclCommGetWorldSize(comm_, &world);
+          emit("optimized t0=%" PRId64 " t1=%" PRId64 " world=%d", t0, t1, world);
+        }
+        return true;
       }
-      std::fprintf(stderr, "eccl-fault-peer[%s]: update: %s: %s\n", o_.id.c_str(),
+      if (rc == ecclKicked) {
+        emit("kicked t=%" PRId64 " what=%s", t1, what);
+      } else {
+        emit("error t=%" PRId64 " t0=%" PRId64 " what=%s rc=%d", t1, t0, what,
+             static_cast<int>(rc));
+      }
+      std::fprintf(stderr, "eccl-fault-peer[%s]: %s: %s: %s\n", o_.id.c_str(), what,
                    ecclGetErrorString(rc), ecclGetLastError(comm_));
       if (rc == ecclKicked || rc == ecclMasterUnreachable) {
         lost(rc);
@@ -364,6 +376,9 @@ int main(int argc, char** argv) {
   app.add_flag("--out-of-place", o.outOfPlace, "all-reduce from a separate send buffer");
   app.add_flag("--no-reconnect", o.noReconnect, "exit 3 on ecclKicked instead of reconnecting");
   app.add_flag("--exit-on-master-loss", o.exitOnMasterLoss, "exit 4 on ecclMasterUnreachable");
+  app.add_flag("--optimize", o.optimize,
+               "call ecclCommOptimizeTopology instead of ecclCommUpdateTopology (prints "
+               "`optimized t0= t1= world=` on success)");
   CLI11_PARSE(app, argc, argv);
   if (o.id.empty()) o.id = std::to_string(getpid());
   if (o.count < static_cast<size_t>(o.tags)) o.count = static_cast<size_t>(o.tags);

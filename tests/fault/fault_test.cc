@@ -536,6 +536,63 @@ TEST(Fault, NewcomerDuringAsyncOps) {
   expectNoDivergence(c);
 }
 
+// SIGKILL of a member while ecclCommOptimizeTopology probes bandwidths: a
+// newcomer joined a steady world of 3 with --optimize, so the next call
+// probes its 3 pairs (3 rounds of ECCL_PROBE_MS = 1500 ms); a member killed
+// 1 s in fails that call on every survivor with ecclPeerLost, within the
+// failure detection bound, and the retry completes at world 3 (only the
+// pairs still missing are probed) with exact ops afterwards.
+TEST(Fault, KillDuringOptimizeTopology) {
+  ::setenv("ECCL_PROBE_MS", "1500", 1);  // read by the in-process master
+  InProcessMaster master(kFailureMs);
+  ::unsetenv("ECCL_PROBE_MS");
+  ASSERT_TRUE(master.ok());
+  PeerSpec spec;
+  spec.count = size_t{1} << 18;  // 1 MiB: the probes are the point
+  spec.optimize = true;
+  Cluster c = makeCluster(master.address(), spec);
+  startPeers(c, 3);
+  if (HasFatalFailure()) return;
+  Process* newcomer = c.spawn();
+  ASSERT_NE(newcomer, nullptr);
+  const auto admitted = newcomer->waitLine(event("admitted"), Millis(60000));
+  ASSERT_TRUE(admitted) << newcomer->transcript();
+  // The members' next call after admission probes the newcomer's pairs.
+  const int64_t tAdmitted = newcomer->lineAt(*admitted).fields.num("t");
+  sleepUntilNs(tAdmitted + 1000 * kMsNs);
+  Process* victim = nullptr;
+  for (Process* p : c.alive()) {
+    if (p != newcomer) victim = p;
+  }
+  ASSERT_NE(victim, nullptr);
+  const std::map<Process*, size_t> from = c.linesNow(victim);
+  const int64_t tKill = nowNs();
+  ASSERT_TRUE(victim->signal(SIGKILL));
+  for (const auto& [p, start] : from) {
+    const auto failed = p->waitLine(
+        [](const Line& l) { return l.fields.event == "error" && l.fields.str("what") == "optimize"; },
+        Millis(30000), start);
+    ASSERT_TRUE(failed) << p->name() << ": the kill did not fail its optimize call\n"
+                        << p->transcript();
+    const Line& l = p->lineAt(*failed);
+    EXPECT_EQ(l.fields.num("rc"), ecclPeerLost) << p->name() << ": " << l.text;
+    EXPECT_LE(l.fields.num("t0"), tKill) << p->name() << ": the call began after the kill";
+    EXPECT_LE(l.fields.num("t") - tKill, int64_t{2} * kFailureMs * kMsNs + 3000 * kMsNs)
+        << p->name() << ": " << l.text;
+    const auto retried = p->waitLine(
+        [](const Line& l) { return l.fields.event == "optimized" && worldOf(l) == 3; },
+        Millis(30000), *failed);
+    ASSERT_TRUE(retried) << p->name() << ": the retry did not complete at world 3\n"
+                         << p->transcript();
+    const auto op = p->waitLine(
+        [](const Line& l) { return opSucceeded(l) && worldOf(l) == 3; }, Millis(30000), *retried);
+    ASSERT_TRUE(op) << p->name() << ": no exact op after the retry\n" << p->transcript();
+  }
+  victim->waitExit(Millis(5000));
+  expectEveryBufferChecked(c);
+  expectNoDivergence(c);
+}
+
 // ecclCommDestroy is a graceful leave: nobody's op fails, the world shrinks
 // to 3 at the next update and the survivors carry on.
 TEST(Fault, GracefulLeave) {

@@ -5,7 +5,8 @@
 //  - every message it emits encodes and decodes within the receiver's limits;
 //  - each member gets at most one verdict per (epoch, tag, seq) of the
 //    current epoch;
-//  - no peer appears in two rings, nor twice in one.
+//  - no peer appears in two rings, nor twice in one;
+//  - in every batch of probe plans, partners are mutual round by round.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -38,9 +39,26 @@ class Bytes {
 
 struct Checker {
   std::set<std::tuple<uint64_t, uint64_t, uint32_t, uint64_t>> verdicts;  // peer, epoch, tag, seq
+  std::map<uint64_t, wire::ProbePlan> lastPlan;  // each peer's newest, for reports
 
   void check(const std::vector<master::Outgoing>& out, uint64_t epoch) {
     std::map<uint64_t, uint32_t> ringOf;  // peer -> group, over this batch's Topologies
+    std::map<uint64_t, const wire::ProbePlan*> plans;
+    for (const master::Outgoing& o : out) {
+      if (const auto* p = std::get_if<wire::ProbePlan>(&o.msg)) plans[o.peerId] = p;
+    }
+    for (const auto& [id, p] : plans) {
+      for (size_t r = 0; r < p->rounds.size(); ++r) {
+        const uint64_t other = p->rounds[r].peerId;
+        if (other == 0) continue;
+        auto it = plans.find(other);
+        if (other == id || it == plans.end() || r >= it->second->rounds.size() ||
+            it->second->rounds[r].peerId != id) {
+          std::abort();  // a partner that does not probe back
+        }
+      }
+      lastPlan[id] = *p;
+    }
     for (const master::Outgoing& o : out) {
       std::vector<std::byte> bytes = wire::encodeControl(o.msg);
       Result<wire::ControlHeader> h =
@@ -83,7 +101,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint32_t tag = in.next() % 3;
     const uint64_t seq = in.next() % 4;
     std::vector<master::Outgoing> out;
-    switch (action % 9) {
+    switch (action % 10) {
       case 0:
         if (registered.insert(peer).second) {
           out = m.onRegister(peer, wire::Register{static_cast<uint32_t>(tag % 2),
@@ -93,7 +111,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           if (!m.isRegistered(peer)) registered.erase(peer);
         }
         break;
-      case 1: out = m.onMessage(peer, wire::Vote{epoch}); break;
+      case 1: out = m.onMessage(peer, wire::Vote{epoch, (seq & 1) != 0}); break;
+      case 9: {  // a probe report: of its newest plan, or a made-up one
+        wire::ProbeReport r{epoch, 1 + seq, static_cast<uint32_t>(tag == 2 ? ecclPeerLost : ecclSuccess), {}};
+        if (auto it = checker.lastPlan.find(peer); it != checker.lastPlan.end() && tag != 1) {
+          r.epoch = it->second.epoch;
+          r.session = it->second.session;
+          for (const wire::RingPeer& p : it->second.rounds) {
+            if (p.peerId != 0) r.rates.push_back({p.peerId, in.next() * 1000000ull});
+          }
+        }
+        for (uint8_t k = in.next() % 3; k > 0; --k) r.rates.push_back({1 + in.next() % kPeers, in.next()});
+        out = m.onMessage(peer, r);
+        break;
+      }
       case 2:
         out = m.onMessage(peer, wire::OpBegin{epoch, tag, seq,
                                               {static_cast<uint8_t>(1 + seq % 2), ecclFloat32,

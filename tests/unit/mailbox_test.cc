@@ -26,9 +26,9 @@ TEST(Mailbox, DeliversByKeyInAnyOrder) {
   auto pool = BufferPool::create();
   Mailbox mb;
   CancelFlag go{0};
-  mb.put(frame(pool, 1, 0, 0, 1));
-  mb.put(frame(pool, 1, 0, 0, 0));
-  mb.put(frame(pool, 2, 0, 0, 0));
+  ASSERT_TRUE(mb.put(frame(pool, 1, 0, 0, 1)).isOk());
+  ASSERT_TRUE(mb.put(frame(pool, 1, 0, 0, 0)).isOk());
+  ASSERT_TRUE(mb.put(frame(pool, 2, 0, 0, 0)).isOk());
   for (auto [tag, seg] : {std::pair{1u, 0u}, {2u, 0u}, {1u, 1u}}) {
     Result<Frame> f = mb.take({tag, 0, 0, seg}, Clock::now() + kSoon, go, 7);
     ASSERT_TRUE(f.hasValue());
@@ -42,9 +42,9 @@ TEST(Mailbox, TakesAStepsSegmentsInArrivalOrder) {
   Mailbox mb;
   CancelFlag go{0};
   std::vector<uint8_t> pending(4, 1);  // segments 0..3 of step 2
-  mb.put(frame(pool, 1, 0, 2, 3));     // arrives first, though last in order
-  mb.put(frame(pool, 1, 0, 1, 0));     // another step
-  mb.put(frame(pool, 1, 0, 2, 9));     // beyond the pending range
+  ASSERT_TRUE(mb.put(frame(pool, 1, 0, 2, 3)).isOk());     // arrives first, though last in order
+  ASSERT_TRUE(mb.put(frame(pool, 1, 0, 1, 0)).isOk());     // another step
+  ASSERT_TRUE(mb.put(frame(pool, 1, 0, 2, 9)).isOk());     // beyond the pending range
   Result<Frame> f = mb.takeAny({1, 0, 2, 0}, pending, Clock::now() + kSoon, go, 7);
   ASSERT_TRUE(f.hasValue());
   EXPECT_EQ(f->header.segment, 3u);
@@ -52,7 +52,7 @@ TEST(Mailbox, TakesAStepsSegmentsInArrivalOrder) {
   // Nothing else pending has arrived: a wait, then whatever comes next.
   std::thread late([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    mb.put(frame(pool, 1, 0, 2, 1));
+    ASSERT_TRUE(mb.put(frame(pool, 1, 0, 2, 1)).isOk());
   });
   f = mb.takeAny({1, 0, 2, 0}, pending, Clock::now() + kSoon, go, 7);
   late.join();
@@ -60,7 +60,7 @@ TEST(Mailbox, TakesAStepsSegmentsInArrivalOrder) {
   EXPECT_EQ(f->header.segment, 1u);
   pending[1] = 0;
   // A segment no longer pending is never handed out again.
-  mb.put(frame(pool, 1, 0, 2, 1));
+  ASSERT_TRUE(mb.put(frame(pool, 1, 0, 2, 1)).isOk());
   f = mb.takeAny({1, 0, 2, 0}, pending, Clock::now() + std::chrono::milliseconds(30), go, 7);
   EXPECT_EQ(f.status().code(), ecclTimeout);
   // The other step's frame and the one out of range are still there.
@@ -74,7 +74,7 @@ TEST(Mailbox, WaitsForALaterFrame) {
   CancelFlag go{0};
   std::thread t([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    mb.put(frame(pool, 3, 4, 5, 6));
+    ASSERT_TRUE(mb.put(frame(pool, 3, 4, 5, 6)).isOk());
   });
   Result<Frame> f = mb.take({3, 4, 5, 6}, Clock::now() + std::chrono::seconds(5), go, 7);
   t.join();
@@ -110,10 +110,10 @@ TEST(Mailbox, RetiredOpsDropTheirFrames) {
   auto pool = BufferPool::create();
   Mailbox mb;
   CancelFlag go{0};
-  mb.put(frame(pool, 1, 3, 0, 0));
+  ASSERT_TRUE(mb.put(frame(pool, 1, 3, 0, 0)).isOk());
   mb.retire(1, 3);
-  mb.put(frame(pool, 1, 2, 0, 0));  // straggler of an older op
-  mb.put(frame(pool, 1, 4, 0, 0));  // the next op on the tag
+  ASSERT_TRUE(mb.put(frame(pool, 1, 2, 0, 0)).isOk());  // straggler of an older op
+  ASSERT_TRUE(mb.put(frame(pool, 1, 4, 0, 0)).isOk());  // the next op on the tag
   EXPECT_FALSE(mb.take({1, 3, 0, 0}, Clock::now() + std::chrono::milliseconds(20), go, 1).hasValue());
   EXPECT_FALSE(mb.take({1, 2, 0, 0}, Clock::now() + std::chrono::milliseconds(20), go, 1).hasValue());
   EXPECT_TRUE(mb.take({1, 4, 0, 0}, Clock::now() + kSoon, go, 1).hasValue());

@@ -662,3 +662,208 @@ TEST_F(SyncMembershipTest, MalformedManifestsFailTheSync) {
 
 }  // namespace
 }  // namespace eccl::master
+
+// ---- ecclCommOptimizeTopology: probe schedule, matrix, ring ---------------------
+namespace eccl::master {
+namespace {
+
+class ProbeMembershipTest : public ::testing::Test {
+ protected:
+  // Peers 1..n on hosts 10.0.0.1..n (the master sees them there), all members.
+  void admit(int n) {
+    for (int i = 1; i <= n; ++i) m.onRegister(i, wire::Register{0, "", 4000, 0}, host(i));
+    m.onMessage(1, wire::Vote{});
+    ASSERT_EQ(m.memberCount(), static_cast<size_t>(n));
+  }
+  static std::string host(int i) { return fmt::format("10.0.0.{}", i); }
+
+  // Every member votes to optimize; returns each member's plan.
+  std::map<uint64_t, wire::ProbePlan> voteOptimize(const std::vector<uint64_t>& members) {
+    std::vector<Outgoing> out;
+    for (uint64_t id : members) out = m.onMessage(id, wire::Vote{m.epoch(), true});
+    expectAllDecode(out);
+    std::map<uint64_t, wire::ProbePlan> plans;
+    for (uint64_t id : members) {
+      auto p = sentTo<wire::ProbePlan>(out, id);
+      EXPECT_EQ(p.size(), 1u) << "peer " << id;
+      if (!p.empty()) plans[id] = *p[0];
+    }
+    return plans;
+  }
+
+  // Reports what bw(from, to) says each member received from its partners.
+  std::vector<Outgoing> report(const std::map<uint64_t, wire::ProbePlan>& plans,
+                               const std::function<uint64_t(uint64_t, uint64_t)>& bw) {
+    std::vector<Outgoing> all;
+    for (const auto& [id, plan] : plans) {
+      wire::ProbeReport r{plan.epoch, plan.session, ecclSuccess, {}};
+      for (const wire::RingPeer& p : plan.rounds) {
+        if (p.peerId != 0) r.rates.push_back({p.peerId, bw(p.peerId, id)});
+      }
+      auto out = m.onMessage(id, r);
+      all.insert(all.end(), out.begin(), out.end());
+    }
+    expectAllDecode(all);
+    return all;
+  }
+
+  Membership m{testOptions()};
+};
+
+// Slow (10x) both ways between 1 and 2, and between 3 and 4: neighbours in
+// admission order.
+uint64_t heterogeneous(uint64_t from, uint64_t to) {
+  const auto slow = [](uint64_t a, uint64_t b) {
+    return (std::min(a, b) == 1 && std::max(a, b) == 2) || (std::min(a, b) == 3 && std::max(a, b) == 4);
+  };
+  return slow(from, to) ? 10'000'000 : 100'000'000;
+}
+
+TEST_F(ProbeMembershipTest, RoundRobinPlanThenTheFastestRing) {
+  admit(4);
+  const uint64_t epoch = m.epoch();
+  auto plans = voteOptimize({1, 2, 3, 4});
+  ASSERT_EQ(plans.size(), 4u);
+  // 3 rounds; in each, partners are mutual; over all rounds every pair meets once.
+  std::set<std::pair<uint64_t, uint64_t>> pairs;
+  for (const auto& [id, plan] : plans) {
+    ASSERT_EQ(plan.rounds.size(), 3u);
+    EXPECT_EQ(plan.probeMs, 1000u);
+    for (size_t r = 0; r < plan.rounds.size(); ++r) {
+      const uint64_t other = plan.rounds[r].peerId;
+      ASSERT_NE(other, 0u);
+      EXPECT_EQ(plans[other].rounds[r].peerId, id) << "round " << r;
+      EXPECT_EQ(plan.rounds[r].host, host(static_cast<int>(other)));
+      pairs.insert({std::min(id, other), std::max(id, other)});
+    }
+  }
+  EXPECT_EQ(pairs.size(), 6u);
+  // A rate about someone who was not its partner is ignored (no such round).
+  auto out = report(plans, heterogeneous);
+  const auto t = sentTo<wire::Topology>(out, 1);
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0]->result, static_cast<uint32_t>(ecclSuccess));
+  EXPECT_EQ(t[0]->epoch, epoch + 1);  // a new ring is a new epoch
+  std::vector<uint64_t> ring;
+  for (const wire::RingPeer& p : t[0]->ring) ring.push_back(p.peerId);
+  EXPECT_TRUE(ring == (std::vector<uint64_t>{1, 3, 2, 4}) || ring == (std::vector<uint64_t>{1, 4, 2, 3}))
+      << fmt::format("{}", fmt::join(ring, " "));
+  // Every member gets the same ring, each its own rank.
+  for (uint64_t id = 1; id <= 4; ++id) {
+    auto ti = sentTo<wire::Topology>(out, id);
+    ASSERT_EQ(ti.size(), 1u);
+    EXPECT_EQ(ti[0]->ring, t[0]->ring);
+    EXPECT_EQ(ti[0]->ring[ti[0]->rank].peerId, id);
+  }
+}
+
+TEST_F(ProbeMembershipTest, KnownPairsAreNotProbedAgainAndARejoinReusesItsHostsRows) {
+  admit(4);
+  report(voteOptimize({1, 2, 3, 4}), heterogeneous);
+  const uint64_t epoch = m.epoch();
+  // Everything is measured: empty plans, the same ring, no new epoch.
+  auto plans = voteOptimize({1, 2, 3, 4});
+  for (const auto& [id, plan] : plans) EXPECT_TRUE(plan.rounds.empty());
+  auto out = report(plans, heterogeneous);
+  ASSERT_EQ(sentTo<wire::Topology>(out, 2).size(), 1u);
+  EXPECT_EQ(m.epoch(), epoch);
+  // Peer 4 leaves; peer 5 comes from its host and is admitted.
+  m.onDisconnect(4);
+  m.onRegister(5, wire::Register{0, "", 4000, 0}, host(4));
+  for (uint64_t id : {1, 2, 3}) m.onMessage(id, wire::Vote{m.epoch()});
+  ASSERT_EQ(m.memberCount(), 4u);
+  plans = voteOptimize({1, 2, 3, 5});
+  for (const auto& [id, plan] : plans) EXPECT_TRUE(plan.rounds.empty()) << "peer " << id;
+  // A newcomer from another host is measured against everyone, only it.
+  m.onDisconnect(5);
+  m.onRegister(6, wire::Register{0, "", 4000, 0}, "10.0.0.9");
+  for (uint64_t id : {1, 2, 3}) m.onMessage(id, wire::Vote{m.epoch()});
+  plans = voteOptimize({1, 2, 3, 6});
+  size_t probed = 0;
+  for (const auto& [id, plan] : plans) {
+    for (const wire::RingPeer& p : plan.rounds) {
+      if (p.peerId != 0) {
+        EXPECT_TRUE(id == 6 || p.peerId == 6) << id << " probes " << p.peerId;
+        ++probed;
+      }
+    }
+  }
+  EXPECT_EQ(probed, 6u);  // 3 pairs, both ends
+}
+
+TEST_F(ProbeMembershipTest, AMemberLostWhileProbingFailsTheCallOnEveryoneAndARetryWorks) {
+  admit(4);
+  auto plans = voteOptimize({1, 2, 3, 4});
+  // Peer 1 reports, then peer 3 dies.
+  auto out = m.onMessage(1, wire::ProbeReport{plans[1].epoch, plans[1].session, ecclSuccess,
+                                              {{plans[1].rounds[0].peerId, 5}}});
+  EXPECT_TRUE(out.empty());
+  out = m.onDisconnect(3);
+  expectAllDecode(out);
+  for (uint64_t id : {1, 2, 4}) {
+    auto t = sentTo<wire::Topology>(out, id);
+    ASSERT_EQ(t.size(), 1u) << id;
+    EXPECT_EQ(t[0]->result, static_cast<uint32_t>(ecclPeerLost));
+    EXPECT_NE(t[0]->message.find("probing"), std::string::npos) << t[0]->message;
+  }
+  // A late report of the failed probe changes nothing.
+  EXPECT_TRUE(m.onMessage(2, wire::ProbeReport{plans[2].epoch, plans[2].session, ecclSuccess, {}})
+                  .empty());
+  // The retry probes the three that are left (a new session) and succeeds.
+  auto retry = voteOptimize({1, 2, 4});
+  ASSERT_EQ(retry.size(), 3u);
+  EXPECT_NE(retry[1].session, plans[1].session);
+  out = report(retry, heterogeneous);
+  auto t = sentTo<wire::Topology>(out, 4);
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0]->result, static_cast<uint32_t>(ecclSuccess));
+  EXPECT_EQ(t[0]->ring.size(), 3u);
+}
+
+TEST_F(ProbeMembershipTest, AMemberThatNeverReportsIsRemovedAtTheProbeDeadline) {
+  Membership::Options o = testOptions();
+  o.failureTimeout = std::chrono::seconds(60);  // heartbeats stay out of it
+  m = Membership(o);
+  admit(3);
+  auto plans = voteOptimize({1, 2, 3});
+  m.onMessage(1, wire::ProbeReport{plans[1].epoch, plans[1].session, ecclSuccess, {}});
+  m.onMessage(2, wire::ProbeReport{plans[2].epoch, plans[2].session, ecclSuccess, {}});
+  // 3 rounds (3 members: one sits out each) of 1 s plus 3 s slack, plus 5 s.
+  auto out = m.tick(Membership::Clock::now() + std::chrono::seconds(12));
+  EXPECT_TRUE(sentTo<wire::Kick>(out, 3).empty());
+  out = m.tick(Membership::Clock::now() + std::chrono::seconds(18));
+  ASSERT_EQ(sentTo<wire::Kick>(out, 3).size(), 1u);
+  auto t = sentTo<wire::Topology>(out, 1);
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0]->result, static_cast<uint32_t>(ecclPeerLost));
+}
+
+TEST_F(ProbeMembershipTest, APlainVoteJoinsTheOptimizingUpdateAndGroupsProbeApart) {
+  m.onRegister(1, wire::Register{0, "", 4000, 0}, host(1));
+  m.onRegister(2, wire::Register{1, "", 4000, 0}, host(2));
+  m.onRegister(3, wire::Register{0, "", 4000, 0}, host(3));
+  m.onRegister(4, wire::Register{1, "", 4000, 0}, host(4));
+  m.onMessage(1, wire::Vote{});
+  ASSERT_EQ(m.memberCount(), 4u);
+  std::vector<Outgoing> out;
+  out = m.onMessage(1, wire::Vote{m.epoch(), true});
+  out = m.onMessage(2, wire::Vote{m.epoch(), false});
+  out = m.onMessage(3, wire::Vote{m.epoch(), false});
+  EXPECT_TRUE(out.empty());
+  out = m.onMessage(4, wire::Vote{m.epoch(), false});
+  std::map<uint64_t, wire::ProbePlan> plans;
+  for (uint64_t id = 1; id <= 4; ++id) {
+    auto p = sentTo<wire::ProbePlan>(out, id);
+    ASSERT_EQ(p.size(), 1u) << id;
+    plans[id] = *p[0];
+  }
+  // Partners only within the group.
+  EXPECT_EQ(plans[1].rounds.at(0).peerId, 3u);
+  EXPECT_EQ(plans[2].rounds.at(0).peerId, 4u);
+  out = report(plans, heterogeneous);
+  EXPECT_EQ(sentTo<wire::Topology>(out, 2).at(0)->ring.size(), 2u);
+  EXPECT_EQ(sentTo<wire::Topology>(out, 3).at(0)->ring.size(), 2u);
+}
+
+}  // namespace
+}  // namespace eccl::master

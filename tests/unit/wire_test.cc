@@ -119,6 +119,51 @@ TEST(Wire, RejectsBadHeaders) {
             std::string::npos) << old.status().message();
 }
 
+TEST(Wire, ProbeMessagesRoundTripAndRejectMalformed) {
+  EXPECT_TRUE(std::get<Vote>(roundTrip(Vote{4, true})).optimize);
+  EXPECT_FALSE(std::get<Vote>(roundTrip(Vote{4, false})).optimize);
+  ProbePlan plan{3, 9, 250, {{2, "10.0.0.2", 7000}, {0, "", 0}, {5, "h5", 1}}};
+  auto back = std::get<ProbePlan>(roundTrip(plan));
+  EXPECT_EQ(back.epoch, 3u);
+  EXPECT_EQ(back.session, 9u);
+  EXPECT_EQ(back.probeMs, 250u);
+  EXPECT_EQ(back.rounds, plan.rounds);
+  ProbeReport rep{3, 9, ecclSuccess, {{2, 123456789}, {5, 0}}};
+  auto rback = std::get<ProbeReport>(roundTrip(rep));
+  EXPECT_EQ(rback.rates, rep.rates);
+  EXPECT_EQ(rback.session, 9u);
+  const auto payloadOf = [](const ControlMessage& m) {
+    std::vector<std::byte> b = encodeControl(m);
+    return std::vector<std::byte>(b.begin() + kControlHeaderBytes, b.end());
+  };
+  // A vote flag other than 0 or 1.
+  std::vector<std::byte> v = payloadOf(Vote{1, true});
+  v.back() = std::byte{2};
+  EXPECT_FALSE(decodeControl(MsgType::kVote, v).hasValue());
+  // Probe times of 0 or beyond the limit.
+  EXPECT_FALSE(decodeControl(MsgType::kProbePlan, payloadOf(ProbePlan{1, 1, 0, {}})).hasValue());
+  EXPECT_FALSE(
+      decodeControl(MsgType::kProbePlan, payloadOf(ProbePlan{1, 1, kMaxProbeMs + 1, {}})).hasValue());
+  // More rounds than any group may have, or than the input holds.
+  Writer w;
+  w.u64(1); w.u64(1); w.u32(100); w.u32(kMaxProbeMembers + 1);
+  EXPECT_FALSE(decodeControl(MsgType::kProbePlan, w.bytes()).hasValue());
+  Writer r;
+  r.u64(1); r.u64(1); r.u32(0); r.u32(1000);
+  EXPECT_FALSE(decodeControl(MsgType::kProbeReport, r.bytes()).hasValue());
+  // A result code out of range; truncation anywhere.
+  EXPECT_FALSE(decodeControl(MsgType::kProbeReport, payloadOf(ProbeReport{1, 1, 999, {}})).hasValue());
+  const std::vector<std::byte> full = payloadOf(rep);
+  for (size_t n = 0; n < full.size(); ++n) {
+    EXPECT_FALSE(decodeControl(MsgType::kProbeReport, std::span(full).first(n)).hasValue()) << n;
+  }
+  // Probe channels never collide with sync channels or the ring link.
+  EXPECT_NE(probeChannel(1, 0), 0u);
+  EXPECT_EQ(probeChannel(7, 3) & 3, 3u);
+  EXPECT_NE(probeChannel(7, 3), probeChannel(7, 4));
+  EXPECT_NE(probeChannel(7, 3), probeChannel(8, 3));
+}
+
 TEST(Wire, RejectsMalformedPayloads) {
   std::vector<std::byte> reg = encodeControl(Register{0, "h", 1, 0});
   std::span<const std::byte> payload = std::span(reg).subspan(kControlHeaderBytes);

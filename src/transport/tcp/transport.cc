@@ -445,16 +445,18 @@ Result<std::unique_ptr<Link>> TcpTransport::connect(const Endpoint& to, uint64_t
 Result<std::unique_ptr<Link>> TcpTransport::connectChannel(const Endpoint& to, uint64_t selfId,
                                                            uint64_t epoch, uint64_t channel,
                                                            Deadline deadline,
-                                                           const CancelFlag& cancel) {
+                                                           const CancelFlag& cancel,
+                                                           uint32_t streams) {
   if (channel == 0) return error(ecclInternalError, "channel 0 is the ring link");
-  return dial(to, selfId, epoch, channel, deadline, cancel);
+  return dial(to, selfId, epoch, channel, deadline, cancel, streams);
 }
 
 Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t selfId,
                                                  uint64_t epoch, uint64_t channel,
-                                                 Deadline deadline, const CancelFlag& cancel) {
-  const bool adaptive = options_.streams == 0;
-  uint32_t count = options_.streams;
+                                                 Deadline deadline, const CancelFlag& cancel,
+                                                 uint32_t fixedStreams) {
+  uint32_t count = fixedStreams != 0 ? fixedStreams : options_.streams;
+  const bool adaptive = count == 0;
   if (adaptive) {
     std::lock_guard<std::mutex> lock(learned_->mu);
     auto it = learned_->streams.find(to.host);

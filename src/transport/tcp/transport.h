@@ -63,7 +63,8 @@ class TcpTransport : public Transport {
                                        Deadline deadline, const CancelFlag& cancel) override;
   Result<std::unique_ptr<Link>> connectChannel(const Endpoint& to, uint64_t selfId, uint64_t epoch,
                                                uint64_t channel, Deadline deadline,
-                                               const CancelFlag& cancel) override;
+                                               const CancelFlag& cancel,
+                                               uint32_t streams = 0) override;
   Result<std::unique_ptr<Link>> acceptChannel(uint64_t selfId, uint64_t from, uint64_t epoch,
                                               uint64_t channel, Deadline deadline,
                                               const CancelFlag& cancel) override;
@@ -97,8 +98,10 @@ class TcpTransport : public Transport {
     std::map<std::string, uint32_t> streams;
   };
   static constexpr size_t kMaxLearnedHosts = 4096;
+  // fixedStreams: that many; 0 = options_.streams (0 there: adaptive).
   Result<std::unique_ptr<Link>> dial(const Endpoint& to, uint64_t selfId, uint64_t epoch,
-                                     uint64_t channel, Deadline deadline, const CancelFlag& cancel);
+                                     uint64_t channel, Deadline deadline, const CancelFlag& cancel,
+                                     uint32_t fixedStreams = 0);
   // Waits for the parked link `key` (under `lock`).
   Result<std::unique_ptr<Link>> claim(std::unique_lock<std::mutex>& lock, const ParkKey& key,
                                       Deadline deadline, const CancelFlag& cancel);
