@@ -6,7 +6,9 @@
 #
 #   lab_bench OUT HOSTS [VAR=VALUE...] -- [eccl-bench allreduce options]
 # runs one benchmark with the environment VAR=VALUE on master and peers and
-# writes every peer's JSON line to OUT.
+# writes every peer's JSON line to OUT (the master's log to OUT.master).
+# Peers start 0.2 s apart, host 1 first: the admission order (the ring before
+# any ecclCommOptimizeTopology) is the host order.
 lab_bench() {
   local out=$1 hosts=$2
   shift 2
@@ -19,19 +21,22 @@ lab_bench() {
     scripts/lab/lab.sh exec "$i" env "${envs[@]}" "$build/tools/eccl-bench" allreduce \
       --master "198.18.0.1:$port" --world "$hosts" --json "$@" > "$work/out.$i" &
     pids+=($!)
+    sleep 0.2
   done
   local rc=0
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   lab_master_stop
   cat "$work"/out.* > "$out"
   rm -f "$work"/out.*
+  cp "$work/master" "$out.master"
   return $rc
 }
 
-# Starts eccl-master in the root namespace with the environment VAR=VALUE...;
-# sets master_pid and port.
+# Starts eccl-master in the root namespace with the environment VAR=VALUE...
+# (its log at info level unless they say otherwise, in $work/master); sets
+# master_pid and port.
 lab_master_start() {
-  env "$@" "$build/tools/eccl-master" --listen 198.18.0.1:0 > "$work/master" 2>&1 &
+  env ECCL_LOG_LEVEL=info "$@" "$build/tools/eccl-master" --listen 198.18.0.1:0 > "$work/master" 2>&1 &
   master_pid=$!
   port=""
   for _ in $(seq 100); do
