@@ -27,14 +27,7 @@ while (($#)); do
   esac
 done
 source bench/lab_common.sh
-export ECCL_AUTH_TOKEN=${ECCL_AUTH_TOKEN:-codec-lab-bench}
-work=$(mktemp -d)
-cleanup() {
-  [ -n "${master_pid:-}" ] && kill "$master_pid" 2>/dev/null || true
-  scripts/lab/lab.sh down
-  rm -rf "$work"
-}
-trap cleanup EXIT
+lab_session codec-lab-bench
 scripts/lab/lab.sh up "$hosts" --rate "$rate"
 
 # One run -> "time_us wire_bytes max_abs_error rms_error" of rank 0's row.

@@ -1,4 +1,4 @@
-# Sourced by the lab benchmarks (tls_cost.sh, codec_lab.sh): one eccl-bench
+# Sourced by the lab benchmarks (codec_lab.sh, topology_lab.sh, ...) and tests/lab/: one eccl-bench
 # peer per host of the namespace lab (scripts/lab/lab.sh), the master in the
 # root namespace at 198.18.0.1 (tls_cost.sh, codec_lab.sh, sync_lab.sh).
 # Expects $build (binaries) and $work (a scratch directory); sets master_pid
@@ -30,6 +30,21 @@ lab_bench() {
   rm -f "$work"/out.*
   cp "$work/master" "$out.master"
   return $rc
+}
+
+# Exports ECCL_AUTH_TOKEN (unless set: DEFAULT), makes $work and, on exit,
+# stops a master still running, takes the lab down and removes $work.
+#
+#   lab_session DEFAULT_TOKEN
+lab_session() {
+  export ECCL_AUTH_TOKEN=${ECCL_AUTH_TOKEN:-$1}
+  work=$(mktemp -d)
+  trap lab_session_end EXIT
+}
+lab_session_end() {
+  [ -n "${master_pid:-}" ] && kill "$master_pid" 2>/dev/null || true
+  scripts/lab/lab.sh down
+  rm -rf "$work"
 }
 
 # Starts eccl-master in the root namespace with the environment VAR=VALUE...

@@ -28,14 +28,7 @@ while (($#)); do
   esac
 done
 source bench/lab_common.sh
-export ECCL_AUTH_TOKEN=${ECCL_AUTH_TOKEN:-topology-lab-bench}
-work=$(mktemp -d)
-cleanup() {
-  [ -n "${master_pid:-}" ] && kill "$master_pid" 2>/dev/null || true
-  scripts/lab/lab.sh down
-  rm -rf "$work"
-}
-trap cleanup EXIT
+lab_session topology-lab-bench
 scripts/lab/lab.sh up "$hosts" --rate "$rate" --pair-rate 1 2 "$slow" --pair-rate 2 1 "$slow" \
   --pair-rate 3 4 "$slow" --pair-rate 4 3 "$slow"
 

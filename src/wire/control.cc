@@ -49,31 +49,39 @@ bool get(Reader& r, RegisterReply* m) {
          r.str(&m->message, kMaxStringBytes);
 }
 
+// A list of (peer id, host, port): a ring, or a probe plan's partners.
+void putPeers(Writer& w, const std::vector<RingPeer>& peers) {
+  w.u32(static_cast<uint32_t>(peers.size()));
+  for (const RingPeer& p : peers) {
+    w.u64(p.peerId);
+    w.str(p.host);
+    w.u16(p.port);
+  }
+}
+bool getPeers(Reader& r, std::vector<RingPeer>* peers, size_t most) {
+  uint32_t n = 0;
+  // Each entry takes at least 14 bytes: refuse counts the input cannot hold.
+  if (!r.u32(&n) || n > most || n > r.remaining() / 14) return false;
+  peers->resize(n);
+  for (RingPeer& p : *peers) {
+    if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxHostBytes) && r.u16(&p.port))) return false;
+  }
+  return true;
+}
+
 void put(Writer& w, const Topology& m) {
   w.u32(m.result);
   w.u64(m.epoch);
   w.u32(m.peerGroup);
   w.u32(m.rank);
-  w.u32(static_cast<uint32_t>(m.ring.size()));
-  for (const RingPeer& p : m.ring) {
-    w.u64(p.peerId);
-    w.str(p.host);
-    w.u16(p.port);
-  }
+  putPeers(w, m.ring);
   w.str(clip(m.message));
   w.u32(m.segmentBytes);
 }
 bool get(Reader& r, Topology* m) {
-  uint32_t n = 0;
   if (!(r.u32(&m->result) && m->result < ecclNumResults && r.u64(&m->epoch) &&
-        r.u32(&m->peerGroup) && r.u32(&m->rank) && r.u32(&n))) {
+        r.u32(&m->peerGroup) && r.u32(&m->rank) && getPeers(r, &m->ring, kMaxRingPeers))) {
     return false;
-  }
-  // Each entry takes at least 14 bytes: refuse counts the input cannot hold.
-  if (n > kMaxRingPeers || n > r.remaining() / 14) return false;
-  m->ring.resize(n);
-  for (RingPeer& p : m->ring) {
-    if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxHostBytes) && r.u16(&p.port))) return false;
   }
   if (!r.str(&m->message, kMaxStringBytes) || !r.u32(&m->segmentBytes) ||
       !segmentInRange(m->segmentBytes)) {
@@ -97,25 +105,11 @@ void put(Writer& w, const ProbePlan& m) {
   w.u64(m.epoch);
   w.u64(m.session);
   w.u32(m.probeMs);
-  w.u32(static_cast<uint32_t>(m.rounds.size()));
-  for (const RingPeer& p : m.rounds) {
-    w.u64(p.peerId);
-    w.str(p.host);
-    w.u16(p.port);
-  }
+  putPeers(w, m.rounds);
 }
 bool get(Reader& r, ProbePlan* m) {
-  uint32_t n = 0;
-  if (!(r.u64(&m->epoch) && r.u64(&m->session) && r.u32(&m->probeMs) && m->probeMs > 0 &&
-        m->probeMs <= kMaxProbeMs && r.u32(&n) && n <= kMaxProbeMembers &&
-        n <= r.remaining() / 14)) {
-    return false;
-  }
-  m->rounds.resize(n);
-  for (RingPeer& p : m->rounds) {
-    if (!(r.u64(&p.peerId) && r.str(&p.host, kMaxHostBytes) && r.u16(&p.port))) return false;
-  }
-  return true;
+  return r.u64(&m->epoch) && r.u64(&m->session) && r.u32(&m->probeMs) && m->probeMs > 0 &&
+         m->probeMs <= kMaxProbeMs && getPeers(r, &m->rounds, kMaxProbeMembers);
 }
 
 void put(Writer& w, const ProbeReport& m) {

@@ -17,14 +17,7 @@ if ! ip netns add eccl-lab-probe 2>/dev/null; then
 fi
 ip netns del eccl-lab-probe
 source bench/lab_common.sh
-export ECCL_AUTH_TOKEN=optimize-topology-lab-test
-work=$(mktemp -d)
-cleanup() {
-  [ -n "${master_pid:-}" ] && kill "$master_pid" 2>/dev/null || true
-  scripts/lab/lab.sh down
-  rm -rf "$work"
-}
-trap cleanup EXIT
+lab_session optimize-topology-lab-test
 scripts/lab/lab.sh up 4 --rate 400mbit --pair-rate 1 2 40mbit --pair-rate 2 1 40mbit \
   --pair-rate 3 4 40mbit --pair-rate 4 3 40mbit
 # Every peer checks its all-reduce result (eccl-bench exits non-zero otherwise).
