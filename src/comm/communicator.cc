@@ -291,17 +291,21 @@ Status Communicator::voteAndApply(bool optimize) {
   if (std::optional<wire::ControlMessage> late = control_->takeQueued(wire::MsgType::kTopology)) {
     return applyTopology(std::get<wire::Topology>(*late));
   }
-  // A plan of a probe that ended while we were not waiting is stale.
-  while (control_->takeQueued(wire::MsgType::kProbePlan)) {
-  }
-  control_->send(wire::Vote{epoch(), optimize});
+  // A probe plan already waiting answers that earlier vote too: the master
+  // still counts it, so probe now instead of voting again.
+  std::optional<wire::ControlMessage> m = control_->takeQueued(wire::MsgType::kProbePlan);
+  if (!m) control_->send(wire::Vote{epoch(), optimize});
   // Any member may have asked to optimize: a probe plan may come first.
   for (;;) {
-    Result<wire::ControlMessage> m = control_->awaitAny(
-        {wire::MsgType::kTopology, wire::MsgType::kProbePlan}, after(options_.opTimeout));
-    if (!m) return m.status();
+    if (!m) {
+      Result<wire::ControlMessage> next = control_->awaitAny(
+          {wire::MsgType::kTopology, wire::MsgType::kProbePlan}, after(options_.opTimeout));
+      if (!next) return next.status();
+      m = std::move(*next);
+    }
     if (const auto* plan = std::get_if<wire::ProbePlan>(&*m)) {
       control_->send(runProbes(*plan));
+      m.reset();
       continue;
     }
     return applyTopology(std::get<wire::Topology>(*m));
