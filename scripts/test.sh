@@ -7,7 +7,7 @@
 #      reconnects)
 #   3. ThreadSanitizer build; the integration and security tests
 #   4. libFuzzer targets for every network decoder and the master's membership state
-#      machine, ECCL_FUZZ_SECONDS each (default 20), starting from the committed seeds
+#      machine, ECCL_FUZZ_SECONDS each (default 15), starting from the committed seeds
 # Exits non-zero when any test fails. ECCL_TEST_STAGES picks stages (default "1 2 3 4").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +72,7 @@ if has 4; then
   for f in fuzz_control fuzz_data fuzz_membership fuzz_codec; do
     corpus=$(mktemp -d)
     cp tests/fuzz/corpus/$f/* "$corpus"/ 2>/dev/null || true
-    if ! build-fuzz/tests/fuzz/$f -max_total_time="${ECCL_FUZZ_SECONDS:-20}" -max_len=4096 \
+    if ! build-fuzz/tests/fuzz/$f -max_total_time="${ECCL_FUZZ_SECONDS:-15}" -max_len=4096 \
         "$corpus" > "$corpus.log" 2>&1; then
       tail -n 40 "$corpus.log"
       echo "fuzzer $f found a crash"

@@ -398,14 +398,14 @@ Process* randomPeer(const Cluster& c, std::mt19937& rng) {
 // SIGKILL of one of 4 peers mid all-reduce (64 MiB float32 sum): every
 // survivor's op returns ecclPeerLost within 2x the failure timeout with its
 // input restored; the retry on 3 succeeds; a replacement brings the world
-// back to 4.
+// back to 4. 12 rounds that hit (of at most 24).
 TEST(Fault, KillDuringAllReduce) {
   InProcessMaster master(kFailureMs);
   ASSERT_TRUE(master.ok());
   Cluster c = makeCluster(master.address(), PeerSpec{});
   startPeers(c, 4);
   if (HasFatalFailure()) return;
-  killRounds("KillDuringAllReduce", c, 4, SIGKILL, 0, 20, 40,
+  killRounds("KillDuringAllReduce", c, 4, SIGKILL, 0, 12, 24,
              [&](std::mt19937& rng) { return randomPeer(c, rng); });
 }
 
