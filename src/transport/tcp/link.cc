@@ -298,7 +298,8 @@ void TcpLink::readLoop(Stream& s) {
   const Deadline never = Clock::time_point::max();
   for (;;) {
     std::byte head[wire::kDataHeaderBytes];
-    Status st = s.socket.readAll(head, sizeof(head), stop_, never);
+    bool closedFirst = false;
+    Status st = s.socket.readAll(head, sizeof(head), stop_, never, &closedFirst);
     Result<Frame> frame = error(ecclInternalError, "");
     if (st.isOk()) {
       Result<wire::DataHeader> h = wire::decodeDataHeader(head);
@@ -318,6 +319,14 @@ void TcpLink::readLoop(Stream& s) {
       }
     }
     if (stop_.load(std::memory_order_acquire)) return;
+    // A stream the other side closed between two frames: the frames it sent
+    // last on the other streams may still be on their way (a closing link
+    // ends all its streams, not in order). The link breaks when every
+    // stream has ended so, or at once on an error or a frame cut short.
+    if (closedFirst && ended_.fetch_add(1, std::memory_order_acq_rel) + 1 <
+                           count_.load(std::memory_order_acquire)) {
+      return;
+    }
     ECCL_LOG(kInfo, kTransport, "link from peer {} broke: {}", remotePeer_, st.message());
     mailbox_.fail(error(ecclPeerLost, fmt::format("link with peer {} broke: {}", remotePeer_,
                                                   st.message())));

@@ -136,6 +136,7 @@ class TcpLink : public Link {
   std::mutex addMu_;
   std::atomic<uint32_t> next_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<uint32_t> ended_{0};  // streams the other side closed between frames
   std::atomic<uint32_t> maxFrame_{wire::kMaxSegmentBytes};
   std::shared_ptr<BufferPool> pool_ = BufferPool::create();
   Mailbox mailbox_;

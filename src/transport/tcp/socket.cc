@@ -342,7 +342,8 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
   return abandoned ? *abandoned : Status::ok();
 }
 
-Status Socket::readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline) {
+Status Socket::readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline,
+                       bool* closedFirst) {
   auto* p = static_cast<char*>(buf);
   short wait = POLLIN;
   while (n > 0) {
@@ -352,7 +353,10 @@ Status Socket::readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadl
       n -= static_cast<size_t>(r);
       continue;
     }
-    if (r == 0) return error(ecclPeerLost, "connection closed by peer");
+    if (r == 0) {
+      if (closedFirst != nullptr) *closedFirst = p == static_cast<char*>(buf);
+      return error(ecclPeerLost, "connection closed by peer");
+    }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return sysError("recv");
     if (stop.load(std::memory_order_acquire)) return error(ecclInternalError, "stopped");

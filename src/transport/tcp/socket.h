@@ -72,8 +72,10 @@ class Socket {
   Status writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelFlag& cancel,
                   const StallWatch* watch = nullptr, Clock::duration* waited = nullptr);
   // Reads exactly n bytes. `stop` ends the wait (returns ecclSuccess-free
-  // error with code ecclInternalError), a peer close gives ecclPeerLost.
-  Status readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline);
+  // error with code ecclInternalError), a peer close gives ecclPeerLost;
+  // `closedFirst`, when given, says whether that close came before any byte.
+  Status readAll(void* buf, size_t n, const std::atomic<bool>& stop, Deadline deadline,
+                 bool* closedFirst = nullptr);
   void shutdown();
   std::string peerName() const;
 
