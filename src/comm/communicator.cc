@@ -115,6 +115,7 @@ void Communicator::dropSession() {
   {
     std::lock_guard<std::mutex> setup(linkSetupMu_);
     lostEpoch_ = 0;  // a restarted master counts epochs afresh
+    lostPeers_.clear();
   }
   std::lock_guard<std::mutex> ops(opsMu_);
   masterLost_ = Status::ok();
@@ -521,11 +522,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   ctx.progressTimeout = options_.opTimeout;
   ctx.stallReport = std::max(std::chrono::milliseconds(1), options_.failureTimeout / 2);
   ctx.onStall = [&](uint64_t neighbour, bool sending, std::chrono::milliseconds stuck) {
-    ECCL_LOG(kWarn, kComm, "tag {} op #{}: {} peer {} for {} ms; told the master", a.tag, req.seq,
-             sending ? "cannot send to" : "nothing from", neighbour, stuck.count());
-    control_->send(wire::Suspect{req.epoch, a.tag, req.seq, neighbour,
-                                 static_cast<uint32_t>(std::min<int64_t>(stuck.count(), UINT32_MAX)),
-                                 sending});
+    reportStall(req.epoch, a.tag, req.seq, neighbour, sending, stuck);
   };
   ctx.cancel = &req.cancel;
   if (overwritesInput) {
@@ -605,8 +602,24 @@ void Communicator::onVerdict(const wire::OpVerdict& v) {
 void Communicator::onMemberLost(const wire::MemberLost& m) {
   ECCL_LOG(kInfo, kComm, "peer {} left the group in epoch {}", m.peerId, m.epoch);
   std::lock_guard<std::mutex> setup(linkSetupMu_);
+  if (m.epoch > lostEpoch_) lostPeers_.clear();
+  if (m.epoch >= lostEpoch_) lostPeers_.insert(m.peerId);
   lostEpoch_ = std::max(lostEpoch_, m.epoch);
   if (settingUpEpoch_ != 0 && settingUpEpoch_ <= m.epoch) linkSetupCancel_.store(ecclPeerLost);
+}
+
+bool Communicator::peerLost(uint64_t epoch, uint64_t peer) {
+  std::lock_guard<std::mutex> setup(linkSetupMu_);
+  return lostEpoch_ == epoch && lostPeers_.count(peer) != 0;
+}
+
+void Communicator::reportStall(uint64_t epoch, uint32_t tag, uint64_t seq, uint64_t peer,
+                               bool sending, std::chrono::milliseconds stuck) {
+  ECCL_LOG(kWarn, kComm, "tag {} op #{}: {} peer {} for {} ms; told the master", tag, seq,
+           sending ? "cannot send to" : "nothing from", peer, stuck.count());
+  control_->send(wire::Suspect{epoch, tag, seq, peer,
+                               static_cast<uint32_t>(std::min<int64_t>(stuck.count(), UINT32_MAX)),
+                               sending});
 }
 
 void Communicator::onMasterLost(const Status& st) {

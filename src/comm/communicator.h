@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -112,6 +113,11 @@ class Communicator {
   void onVerdict(const wire::OpVerdict& v);
   void onMasterLost(const Status& st);
   void onMemberLost(const wire::MemberLost& m);
+  // Whether the master reported `peer` lost in `epoch`.
+  bool peerLost(uint64_t epoch, uint64_t peer);
+  // Tells the master this op has been stuck on `peer` for `stuck` (Suspect).
+  void reportStall(uint64_t epoch, uint32_t tag, uint64_t seq, uint64_t peer, bool sending,
+                   std::chrono::milliseconds stuck);
 
   // Held by connect/updateTopology while they run.
   class LifecycleCall;
@@ -137,6 +143,7 @@ class Communicator {
   // member (its links may never open).
   std::mutex linkSetupMu_;
   uint64_t lostEpoch_ = 0;          // newest epoch that lost a member
+  std::set<uint64_t> lostPeers_;    // the members it lost (a sync stops waiting for them)
   uint64_t settingUpEpoch_ = 0;     // epoch whose links are being opened, 0 if none
   transport::CancelFlag linkSetupCancel_{0};
 

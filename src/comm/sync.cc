@@ -107,6 +107,10 @@ Status Communicator::runSync(Request& req) {
   tctx.chunkBytes = segment;
   tctx.progressTimeout = options_.opTimeout;
   tctx.stallReport = std::max(std::chrono::milliseconds(1), options_.failureTimeout / 2);
+  tctx.onStall = [&](uint64_t peer, bool sending, std::chrono::milliseconds stuck) {
+    reportStall(req.epoch, wire::kSyncTag, req.seq, peer, sending, stuck);
+  };
+  tctx.isLost = [&](uint64_t peer) { return peerLost(req.epoch, peer); };
   tctx.cancel = &req.cancel;
   auto endpoint = [&](uint64_t peer) -> std::optional<transport::Endpoint> {
     for (const wire::RingPeer& r : ring) {

@@ -230,9 +230,17 @@ void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<
   if (m.epoch != epoch_) return;
   auto suspect = peers_.find(m.suspect);
   if (suspect == peers_.end() || suspect->second.state != State::kMember) return;  // already gone
-  // Evidence counts only about the reporter's own neighbour in its own ring:
-  // no member can get a peer of another group (or a far one) removed.
-  if (neighbour(peerId, m.sending) != m.suspect) {
+  // Evidence counts only about the reporter's own neighbour in its own ring,
+  // or in a shared-state sync (whose transfers run between any two members)
+  // about a member of its own group: no member can get a peer of another
+  // group (or, in a collective, a far one) removed.
+  if (m.tag == wire::kSyncTag) {
+    if (m.suspect == peerId || suspect->second.group != peers_.at(peerId).group) {
+      ECCL_LOG(kInfo, kMaster, "peer {} reported peer {} in a sync, not a member of its group; "
+               "ignored", peerId, m.suspect);
+      return;
+    }
+  } else if (neighbour(peerId, m.sending) != m.suspect) {
     ECCL_LOG(kInfo, kMaster, "peer {} reported peer {}, which is not its {} neighbour; ignored",
              peerId, m.suspect, m.sending ? "right" : "left");
     return;
@@ -297,7 +305,9 @@ void Membership::decideSilence(const OpKey& key, OpEntry& e, Clock::time_point n
   const std::string why = fmt::format("peer {} exchanged no data with peer {} for {} ms during tag "
                                       "{} op #{} while every member was alive and stuck (cut "
                                       "link?)", reporter, suspect, ms.count(), key.tag, key.seq);
-  sendVerdict(key, e, ecclPeerLost, why, out);
+  // A sync goes on without the removed member (its receivers fetch from the
+  // other sources); any other op has lost a ring link and fails.
+  if (key.tag != wire::kSyncTag) sendVerdict(key, e, ecclPeerLost, why, out);
   kick(suspect, why, out);
 }
 

@@ -27,7 +27,8 @@
 //    stall, nearest the break, is kicked.
 //  - Insiders (docs/security.md): a Suspect counts only from a member about
 //    its own ring neighbour (left when receiving, right when sending) in an
-//    op it began; an announced op timeout below minOpTimeout is raised to
+//    op it began, or in a sync about another member of its group (transfers
+//    run between any two; a sync goes on without the member removed); an announced op timeout below minOpTimeout is raised to
 //    it; a member that has not voted voteTimeout after the first vote of an
 //    update is removed, so no member blocks every group's epochs; a peer
 //    may advertise only the address the master sees it at (unless

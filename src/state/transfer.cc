@@ -52,9 +52,10 @@ Status checkFrame(const TransferContext& ctx, const transport::Frame& f, uint64_
   return Status::ok();
 }
 
-// Waits for frame `step` on `link`, reporting a stall every stallReport.
+// Waits for frame `step` on `link`; every stallReport without it, checks
+// whether the master removed the peer and (with `report`) reports a stall.
 Result<transport::Frame> recvFrame(const TransferContext& ctx, transport::Link& link,
-                                   uint64_t peer, uint64_t step) {
+                                   uint64_t peer, uint64_t step, bool report) {
   const auto start = Clock::now();
   const Deadline giveUp = start + ctx.progressTimeout;
   for (;;) {
@@ -62,7 +63,10 @@ Result<transport::Frame> recvFrame(const TransferContext& ctx, transport::Link& 
         link.recv({wire::kSyncTag, 0, static_cast<uint32_t>(step), 0},
                   std::min(giveUp, Clock::now() + ctx.stallReport), *ctx.cancel);
     if (f || f.status().code() != ecclTimeout || Clock::now() >= giveUp) return f;
-    if (ctx.onStall) {
+    if (ctx.isLost && ctx.isLost(peer)) {
+      return error(ecclPeerLost, fmt::format("the master removed peer {}", peer));
+    }
+    if (report && ctx.onStall) {
       ctx.onStall(peer, false,
                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
     }
@@ -223,7 +227,7 @@ class Fetcher {
       }
       if (outstanding.empty()) break;  // everything verified, failed or cancelled
       const auto [step, c] = outstanding.front();
-      Result<transport::Frame> f = recvFrame(ctx_, *s.data, s.peer, step);
+      Result<transport::Frame> f = recvFrame(ctx_, *s.data, s.peer, step, /*report=*/true);
       Status st = f ? checkFrame(ctx_, *f, s.peer, c.length) : f.status();
       if (!st.isOk()) {
         giveBack(worker, outstanding, s.peer, st);
@@ -278,9 +282,10 @@ Result<uint64_t> serve(const TransferContext& ctx, uint64_t receiver,
   }
   std::vector<std::byte> copy;  // for the test hook only
   for (uint64_t step = 0;; ++step) {
-    // The receiver may be busy with other sources for a while; the op's
-    // progress timeout and the master's verdict bound the wait.
-    Result<transport::Frame> f = recvFrame(ctx, requests, receiver, step);
+    // The receiver may be busy with other sources for a while (idle, not a
+    // stall); its removal, the op's progress timeout and the master's
+    // verdict bound the wait.
+    Result<transport::Frame> f = recvFrame(ctx, requests, receiver, step, /*report=*/false);
     if (!f) return f.status();
     ECCL_RETURN_IF_ERROR(checkFrame(ctx, *f, receiver, wire::kSyncRequestBytes));
     Result<wire::SyncRequest> q = wire::decodeSyncRequest(f->bytes());

@@ -10,9 +10,9 @@
 // up to kWindow requests outstanding and writes each arriving chunk in place,
 // so every source carries a share and a fast one carries more. When a tensor's last chunk lands its hash is checked: a mismatch puts
 // all its chunks back (at most kMaxRefetches times, then ecclStateMismatch).
-// A source whose link breaks or stalls past the progress timeout hands its
-// outstanding chunks back to the others; with no source left the fetch fails
-// with ecclPeerLost. Tensors being fetched then hold a mix of old and new
+// A source whose link breaks, that the master removed (isLost), or that
+// stalls past the progress timeout hands its outstanding chunks back to the
+// others; with no source left the fetch fails with ecclPeerLost. Tensors being fetched then hold a mix of old and new
 // chunks.
 //
 // A source serves one receiver per call: it answers requests in order until
@@ -48,7 +48,13 @@ struct TransferContext {
   size_t chunkBytes = 1 << 20;  // at most the group's segment size
   std::chrono::milliseconds progressTimeout{60000};  // per chunk waited for
   std::chrono::milliseconds stallReport{1000};
+  // Reports a stall (every stallReport while it lasts): nothing from a source
+  // (sending false), or a receiver that takes no data (sending true). A source
+  // waiting for requests is idle, not stalled: not reported.
   std::function<void(uint64_t peer, bool sending, std::chrono::milliseconds stuck)> onStall;
+  // Whether the master removed `peer` (checked every stallReport while
+  // waiting on it): a lost source's chunks go to the others at once.
+  std::function<bool(uint64_t peer)> isLost;
   const transport::CancelFlag* cancel = nullptr;
 };
 

@@ -1,8 +1,11 @@
-// Shared-state sync under a real SIGKILL: a newcomer fetches 192 MiB striped
-// from several sources, one of which is killed mid-transfer. The others
-// finish its chunks, the newcomer ends with the members' exact bits, and the
-// round counts only when the fault fired mid-transfer (the newcomer reports a
-// source lost during its fetch); rounds try other delays until one does.
+// Shared-state sync under a real SIGKILL or SIGSTOP: a newcomer fetches 192
+// MiB striped from several sources, one of which is killed (or stopped)
+// mid-transfer. The others finish its chunks, the newcomer ends with the
+// members' exact bits, and the round counts only when the fault fired
+// mid-transfer (the newcomer reports a source lost during its fetch); rounds
+// try other delays until one does. A stopped source keeps its connections
+// open: the master removes it for its silent heartbeats and the newcomer
+// drops it then (MemberLost), not after the op's 60 s progress timeout.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -33,7 +36,7 @@ std::unique_ptr<Process> spawnSyncPeer(const std::string& master, const std::str
 
 bool isSynced(const Line& l) { return l.fields.event == "synced"; }
 
-TEST(Fault, SourceKilledMidSync) {
+void sourceLostMidSync(const char* name, int sig) {
   InProcessMaster master(kFailureMs);
   ASSERT_TRUE(master.ok());
   std::vector<std::unique_ptr<Process>> members;
@@ -53,7 +56,7 @@ TEST(Fault, SourceKilledMidSync) {
   bool hit = false;
   int round = 0;
   for (int64_t delayMs : delaysMs) {
-    if (hit || HasFailure()) break;
+    if (hit || ::testing::Test::HasFailure()) break;
     auto newcomer = spawnSyncPeer(master.address(), "newcomer" + std::to_string(round), 1, false);
     const auto admitted = newcomer->waitLine([](const Line& l) { return l.fields.event == "admitted"; },
                                              Millis(60000));
@@ -64,12 +67,21 @@ TEST(Fault, SourceKilledMidSync) {
       if (!m->reaped()) alive.push_back(m.get());
     }
     Process* victim = alive[std::uniform_int_distribution<size_t>(0, alive.size() - 1)(rng)];
-    ASSERT_TRUE(victim->signal(SIGKILL));
-    victim->waitExit(Millis(5000));
+    const int64_t tFault = nowNs();
+    ASSERT_TRUE(victim->signal(sig));
+    if (sig == SIGKILL) victim->waitExit(Millis(5000));
     const auto got = newcomer->waitLine(
         [](const Line& l) { return isSynced(l) && l.fields.num("recv") > 0; }, Millis(60000));
     ASSERT_TRUE(got) << newcomer->transcript();
     const Fields f = newcomer->lineAt(*got).fields;
+    if (sig == SIGSTOP) {
+      // Removal after the 2 s failure timeout, noticed within a stall report
+      // (1 s), then the rest of 192 MiB: far below the 60 s progress timeout.
+      EXPECT_LT(newcomer->lineAt(*got).arrivalNs - tFault, int64_t{20000} * 1000000)
+          << newcomer->transcript();
+      ASSERT_TRUE(victim->signal(SIGKILL));  // it is out of the group; reap it
+      victim->waitExit(Millis(5000));
+    }
     // The newcomer holds the members' bits: a survivor's hash at that revision.
     for (Process* m : alive) {
       if (m == victim) continue;
@@ -80,13 +92,13 @@ TEST(Fault, SourceKilledMidSync) {
       EXPECT_EQ(m->lineAt(*same).fields.str("hash"), f.str("hash"));
     }
     hit = f.num("lost") >= 1;
-    std::printf("[SourceKilledMidSync] round %d: kill %lld ms after admission: %s -> %s\n", round,
+    std::printf("[%s] round %d: signal %lld ms after admission: %s -> %s\n", name, round,
                 static_cast<long long>(delayMs), newcomer->lineAt(*got).text.c_str(),
                 hit ? "a source was lost mid-transfer" : "missed the transfer");
     members.push_back(std::move(newcomer));  // it holds the state now: a source next round
     ++round;
   }
-  EXPECT_TRUE(hit) << "no round killed a source mid-transfer";
+  EXPECT_TRUE(hit) << "no round hit a source mid-transfer";
   // After the churn (joins and kills), every member holds the same bits.
   int64_t rev = -1;
   for (auto& m : members) {
@@ -105,6 +117,10 @@ TEST(Fault, SourceKilledMidSync) {
     EXPECT_EQ(m->lineAt(*at).fields.str("hash"), hash) << m->name();
   }
 }
+
+TEST(Fault, SourceKilledMidSync) { sourceLostMidSync("SourceKilledMidSync", SIGKILL); }
+
+TEST(Fault, SourceStoppedMidSync) { sourceLostMidSync("SourceStoppedMidSync", SIGSTOP); }
 
 }  // namespace
 }  // namespace eccl::fault

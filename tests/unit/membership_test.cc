@@ -622,6 +622,37 @@ TEST_F(SyncMembershipTest, PlansOnceEveryManifestIsInThenVerdictsPerMember) {
   EXPECT_EQ(sentTo<wire::OpVerdict>(out, 3)[0]->result, static_cast<uint32_t>(ecclSuccess));
 }
 
+// A transfer stalls between a receiver and a source that are not ring
+// neighbours (a cut path; both alive): the stall reports count in a sync, the
+// source is removed like a collective's suspect, and the sync goes on for the
+// others (no failure verdict) while a report about another group is ignored.
+TEST_F(SyncMembershipTest, StalledTransferRemovesTheSourceAndTheSyncGoesOn) {
+  admit(5);  // ring 1-2-3-4-5: 5's neighbours are 4 and 1
+  m.onRegister(9, wire::Register{1, "127.0.0.1", 4000, 0}, "127.0.0.1");
+  for (uint64_t p = 1; p <= 5; ++p) m.onMessage(p, wire::Vote{m.epoch()});
+  ASSERT_EQ(m.memberCount(), 6u);
+  for (uint64_t p = 1; p <= 5; ++p) m.onMessage(p, begin(0));
+  for (uint64_t p = 1; p <= 4; ++p) manifest(p, 0, 3, 1);
+  auto out = manifest(5, 0, 3, 2);
+  ASSERT_EQ(sentTo<wire::SyncPlan>(out, 5).size(), 1u);
+  for (uint64_t p : {1, 3, 4}) done(p, 0);
+  const auto now = Membership::Clock::now();
+  // Nothing from source 2 for a second; 2 cannot hand its data to 5 since later.
+  m.onMessage(5, wire::Suspect{m.epoch(), wire::kSyncTag, 0, 2, 1000, false});
+  m.onMessage(2, wire::Suspect{m.epoch(), wire::kSyncTag, 0, 5, 400, true});
+  m.onMessage(5, wire::Suspect{m.epoch(), wire::kSyncTag, 0, 9, 1000, false});  // another group
+  EXPECT_TRUE(m.tick(now + std::chrono::milliseconds(1000)).empty());
+  out = m.tick(now + std::chrono::milliseconds(1600));
+  expectAllDecode(out);
+  ASSERT_EQ(sentTo<wire::Kick>(out, 2).size(), 1u);
+  EXPECT_TRUE(sentTo<wire::Kick>(out, 9).empty());
+  EXPECT_TRUE(sentTo<wire::OpVerdict>(out, 5).empty());  // the sync goes on
+  ASSERT_EQ(sentTo<wire::MemberLost>(out, 5).size(), 1u);  // 5 stops waiting for 2
+  out = done(5, 0);
+  ASSERT_EQ(sentTo<wire::OpVerdict>(out, 5).size(), 1u);
+  EXPECT_EQ(sentTo<wire::OpVerdict>(out, 5)[0]->result, static_cast<uint32_t>(ecclSuccess));
+}
+
 TEST_F(SyncMembershipTest, RevisionIsRememberedAndSkipsAreRefused) {
   admit(2);
   for (uint64_t p = 1; p <= 2; ++p) m.onMessage(p, begin(0));
