@@ -3,7 +3,7 @@
 #   1. Release build; ctest: unit, integration, fault (multi-process, serial; a 75 s churn),
 #      c_api, examples, install, lab (network namespaces; skipped without root)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest without install
-#      and lab, and of the timed multi-process fault tests only a 45 s churn (kills, joins,
+#      and lab, and of the timed multi-process fault tests only a 35 s churn (kills, joins,
 #      reconnects)
 #   3. ThreadSanitizer build; the integration and security tests
 #   4. libFuzzer targets for every network decoder and the master's membership state
@@ -45,7 +45,7 @@ if has 2; then
   # -O1 -g1: sanitizer builds compile about twice as fast as RelWithDebInfo.
   configure build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
     -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE="address;undefined" -DECCL_BUILD_BENCH=OFF \
-    -DECCL_CHURN_SECONDS=45
+    -DECCL_CHURN_SECONDS=35
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan -LE "install|fault|lab"
