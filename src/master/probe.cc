@@ -154,6 +154,16 @@ void Membership::finishProbe(std::vector<Outgoing>& out) {
   for (const auto& [id, p] : peers_) {
     if (p.state == State::kMember) groups.insert(p.group);
   }
+  // The search runs on the master's thread, which also reads heartbeats:
+  // all groups' searches together take at most a quarter failure timeout.
+  size_t searched = 0;
+  for (uint32_t g : groups) searched += groupMembers(g).size() > topology::kExactUpTo ? 1 : 0;
+  topology::SolveOptions solve;
+  if (searched > 0) {
+    solve.budget = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  options_.failureTimeout / 4) / static_cast<int64_t>(searched),
+                              std::chrono::milliseconds(5), solve.budget);
+  }
   bool reordered = false;
   for (uint32_t g : groups) {
     const std::vector<uint64_t> members = ringOrder(g);
@@ -175,7 +185,7 @@ void Membership::finishProbe(std::vector<Outgoing>& out) {
     ECCL_LOG(kInfo, kMaster, "{}", table);
     std::vector<int> identity(n);
     for (size_t i = 0; i < n; ++i) identity[i] = static_cast<int>(i);
-    const std::vector<int> order = topology::bestRing(bw);
+    const std::vector<int> order = topology::bestRing(bw, solve);
     const topology::RingScore before = topology::score(bw, identity);
     const topology::RingScore after = topology::score(bw, order);
     std::string ring;

@@ -788,6 +788,33 @@ TEST_F(ProbeMembershipTest, RoundRobinPlanThenTheFastestRing) {
   }
 }
 
+// Beyond 9 members the master searches (bounded) instead of trying every
+// ring: 12 members where one "far" pair per member is slow still get a ring
+// of all of them without a slow hop, the same for every member.
+TEST_F(ProbeMembershipTest, LargeGroupsAreSearchedAndAvoidSlowHops) {
+  admit(12);
+  auto plans = voteOptimize({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+  ASSERT_EQ(plans.size(), 12u);
+  EXPECT_EQ(plans[1].rounds.size(), 11u);
+  // Slow between i and i+1 (mod 12): admission order is the worst ring.
+  const auto bw = [](uint64_t from, uint64_t to) -> uint64_t {
+    const uint64_t d = from > to ? from - to : to - from;
+    return d == 1 || d == 11 ? 1'000'000 : 100'000'000;
+  };
+  auto out = report(plans, bw);
+  const auto t = sentTo<wire::Topology>(out, 1);
+  ASSERT_EQ(t.size(), 1u);
+  ASSERT_EQ(t[0]->ring.size(), 12u);
+  std::set<uint64_t> seen;
+  for (size_t k = 0; k < 12; ++k) {
+    const uint64_t a = t[0]->ring[k].peerId, b = t[0]->ring[(k + 1) % 12].peerId;
+    seen.insert(a);
+    EXPECT_EQ(bw(a, b), 100'000'000u) << a << " -> " << b;
+  }
+  EXPECT_EQ(seen.size(), 12u);
+  for (uint64_t id = 2; id <= 12; ++id) EXPECT_EQ(sentTo<wire::Topology>(out, id).at(0)->ring, t[0]->ring);
+}
+
 TEST_F(ProbeMembershipTest, KnownPairsAreNotProbedAgainAndARejoinReusesItsHostsRows) {
   admit(4);
   report(voteOptimize({1, 2, 3, 4}), heterogeneous);
