@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds ECCL and runs every test, installing what it needs first:
-#   1. Release build; ctest: unit, integration, fault (multi-process, serial; a 75 s churn),
+#   1. Release build; ctest: unit, integration, fault (multi-process, serial; a 60 s churn),
 #      c_api, examples, install, lab (network namespaces; skipped without root)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest without install
 #      and lab, and of the timed multi-process fault tests only a 35 s churn (kills, joins,
 #      reconnects)
-#   3. ThreadSanitizer build; the integration and security tests
+#   3. ThreadSanitizer build; the integration and security tests (but the 64 MiB all-reduce)
 #   4. libFuzzer targets for every network decoder and the master's membership state
 #      machine, ECCL_FUZZ_SECONDS each (default 15), starting from the committed seeds
 # Exits non-zero when any test fails. ECCL_TEST_STAGES picks stages (default "1 2 3 4").
@@ -35,7 +35,7 @@ run_ctest() {  # dir, extra ctest args...
 
 if has 1; then
   stage "1/4 release build and tests"
-  configure build -DCMAKE_BUILD_TYPE=Release -DECCL_BUILD_BENCH=ON -DECCL_CHURN_SECONDS=75
+  configure build -DCMAKE_BUILD_TYPE=Release -DECCL_BUILD_BENCH=ON -DECCL_CHURN_SECONDS=60
   cmake --build build -j "$jobs"
   run_ctest build
 fi
@@ -59,7 +59,10 @@ if has 3; then
     -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE=thread -DECCL_BUILD_BENCH=OFF
   cmake --build build-tsan -j "$jobs" --target eccl_integration_tests eccl_security_tests eccl-demo \
     eccl-diloco
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest build-tsan -L "integration|security"
+  # The 64 MiB all-reduce (a minute under TSan) runs in stages 1 and 2; here the same ring
+  # code runs in every other all-reduce test, at sizes of many segments too.
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest build-tsan -L "integration|security" \
+    -E '^AllReduce[.]Large64MiBFloat32$'
 fi
 
 if has 4; then
