@@ -8,7 +8,7 @@ packages=(
   libasio-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libssl-dev openssl libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3  # examples.diloco checks the example's output with a script
-  iptables iproute2  # the link-cut fault test (it skips without them or without root)
+  iptables iproute2  # the link-cut fault test and the lab test (ip, tc; they skip without root)
 )
 missing=()
 for p in "${packages[@]}"; do

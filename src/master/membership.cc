@@ -335,15 +335,10 @@ void Membership::expireVote(Clock::time_point now, std::vector<Outgoing>& out) {
 std::optional<uint64_t> Membership::neighbour(uint64_t peerId, bool right) const {
   auto it = peers_.find(peerId);
   if (it == peers_.end() || it->second.state != State::kMember) return std::nullopt;
-  std::map<uint64_t, uint64_t> ring;  // admission order -> id, as update() orders rings
-  for (uint64_t id : groupMembers(it->second.group)) ring[peers_.at(id).admitted] = id;
+  const std::vector<uint64_t> ring = ringOrder(it->second.group);
   if (ring.size() < 2) return std::nullopt;
-  auto pos = ring.find(it->second.admitted);
-  if (right) {
-    ++pos;
-    return pos == ring.end() ? ring.begin()->second : pos->second;
-  }
-  return pos == ring.begin() ? ring.rbegin()->second : std::prev(pos)->second;
+  const size_t pos = static_cast<size_t>(std::find(ring.begin(), ring.end(), peerId) - ring.begin());
+  return ring[(pos + (right ? 1 : ring.size() - 1)) % ring.size()];
 }
 
 void Membership::maybeCompleteVote(std::vector<Outgoing>& out) {

@@ -193,6 +193,7 @@ class Membership {
   void update(std::vector<Outgoing>& out);
   std::vector<uint64_t> groupMembers(uint32_t group) const;
   std::vector<uint64_t> ringOrder(uint32_t group) const;  // members by admission: ring order
+  std::set<uint32_t> memberGroups() const;                // groups with at least one member
   // The op's entry, or null when the report is stale or the reporter opened
   // more ops than any honest member could (it is then removed).
   OpEntry* opFor(uint64_t peerId, const OpKey& key, std::vector<Outgoing>& out);

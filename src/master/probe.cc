@@ -54,6 +54,14 @@ std::map<uint64_t, std::string> Membership::addressKeys(const std::vector<uint64
   return keys;
 }
 
+std::set<uint32_t> Membership::memberGroups() const {
+  std::set<uint32_t> groups;
+  for (const auto& [id, p] : peers_) {
+    if (p.state == State::kMember) groups.insert(p.group);
+  }
+  return groups;
+}
+
 std::vector<uint64_t> Membership::ringOrder(uint32_t group) const {
   std::vector<uint64_t> ids = groupMembers(group);
   std::sort(ids.begin(), ids.end(),
@@ -63,10 +71,7 @@ std::vector<uint64_t> Membership::ringOrder(uint32_t group) const {
 
 void Membership::startProbe(std::vector<Outgoing>& out) {
   const auto now = Clock::now();
-  std::set<uint32_t> groups;
-  for (const auto& [id, p] : peers_) {
-    if (p.state == State::kMember) groups.insert(p.group);
-  }
+  const std::set<uint32_t> groups = memberGroups();
   for (uint32_t g : groups) {
     if (const size_t n = groupMembers(g).size(); n > wire::kMaxProbeMembers) {
       failProbe(fmt::format("peer group {} has {} members; ecclCommOptimizeTopology probes groups "
@@ -150,10 +155,7 @@ void Membership::onProbeReport(uint64_t peerId, const wire::ProbeReport& m,
 void Membership::finishProbe(std::vector<Outgoing>& out) {
   const Probe probe = std::move(*probe_);
   probe_.reset();
-  std::set<uint32_t> groups;
-  for (const auto& [id, p] : peers_) {
-    if (p.state == State::kMember) groups.insert(p.group);
-  }
+  const std::set<uint32_t> groups = memberGroups();
   // The search runs on the master's thread, which also reads heartbeats:
   // all groups' searches together take at most a quarter failure timeout.
   size_t searched = 0;
