@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side all-reduce comparison: ECCL (eccl-bench) vs torch.distributed gloo.
+# Side-by-side all-reduce comparison: ECCL (eccl-bench) vs torch.distributed gloo,
+# ECCL twice: as it runs by default (local peers share memory) and as eccl-tcp
+# (ECCL_SHM=0, loopback TCP, how it ran before the shared-memory path).
 #
 # Two cases, both float32 sum with --peers local processes (default 4):
 #   large: 64 MiB  -> compares bus bandwidth, ratio = eccl/gloo   (>1: ECCL faster)
@@ -140,8 +142,10 @@ run_one() {
     local tool="$1" case="$2" bytes="$3" iters="$4" warmup="$5" round="$6"
     local out="$work/${case}.${tool}.${round}.json" err="$work/${case}.${tool}.${round}.err"
     local -a cmd
-    if [[ "$tool" == eccl ]]; then
-        cmd=("$ECCL_BENCH" allreduce --peers "$peers" -b "$bytes" -e "$bytes"
+    if [[ "$tool" == eccl* ]]; then
+        local shm=1
+        [[ "$tool" == eccl-tcp ]] && shm=0
+        cmd=(env ECCL_SHM="$shm" "$ECCL_BENCH" allreduce --peers "$peers" -b "$bytes" -e "$bytes"
              --dtype float32 --op sum --iters "$iters" --warmup "$warmup" --json)
     else
         cmd=("$PY" "$GLOO_BENCH" --peers "$peers" -b "$bytes" -e "$bytes"
@@ -153,14 +157,14 @@ run_one() {
         exit 1
     fi
     local vals
-    if ! vals="$(extract "$out" "$tool" "$bytes")"; then
+    if ! vals="$(extract "$out" "${tool%-tcp}" "$bytes")"; then
         echo "compare_gloo.sh: error: bad output from: ${cmd[*]}" >&2
         exit 1
     fi
     echo "$vals" >"$work/${case}.${tool}.${round}.vals"
     local t bw
     read -r t bw <<<"$vals"
-    printf '#   round %d/%d  %-5s %-6s time %12.2f us  busbw %9.4f GB/s\n' \
+    printf '#   round %d/%d  %-8s %-6s time %12.2f us  busbw %9.4f GB/s\n' \
         "$round" "$rounds" "$tool" "$case" "$t" "$bw"
 }
 
@@ -173,7 +177,7 @@ echo "# gloo: $PY $GLOO_BENCH (torch $("$PY" -c 'import torch; print(torch.__ver
 echo "# host: $(uname -n), $(nproc) cpu(s)"
 for ((r = 1; r <= rounds; r++)); do
     # Alternate which tool goes first so neither always gets the "fresh" slot.
-    if ((r % 2)); then order=(eccl gloo); else order=(gloo eccl); fi
+    if ((r % 2)); then order=(eccl eccl-tcp gloo); else order=(gloo eccl-tcp eccl); fi
     for tool in "${order[@]}"; do
         run_one "$tool" large "$large_bytes" "$iters_large" "$warmup_large" "$r"
     done
@@ -198,10 +202,14 @@ def ratio(num, den):
 
 e_bw, g_bw = med("large", "eccl", 1), med("large", "gloo", 1)
 e_t, g_t = med("small", "eccl", 0), med("small", "gloo", 0)
+t_bw, t_t = med("large", "eccl-tcp", 1), med("small", "eccl-tcp", 0)
 print()
-print("%-24s %-12s %14s %14s %10s   %s" % ("case", "metric", "eccl", "gloo", "ratio", "note"))
-print("%-24s %-12s %14.4f %14.4f %10s   %s" % (
-    "allreduce 64MiB f32 sum", "busbw(GB/s)", e_bw, g_bw, ratio(e_bw, g_bw), "eccl/gloo, >1: ECCL faster"))
-print("%-24s %-12s %14.2f %14.2f %10s   %s" % (
-    "allreduce 8B f32 sum", "time(us)", e_t, g_t, ratio(g_t, e_t), "gloo/eccl, >1: ECCL faster"))
+print("%-24s %-12s %14s %14s %14s %10s %10s   %s" % ("case", "metric", "eccl", "eccl-tcp", "gloo",
+                                                   "ratio", "tcp ratio", "note"))
+print("%-24s %-12s %14.4f %14.4f %14.4f %10s %10s   %s" % (
+    "allreduce 64MiB f32 sum", "busbw(GB/s)", e_bw, t_bw, g_bw, ratio(e_bw, g_bw), ratio(t_bw, g_bw),
+    "x/gloo, >1: ECCL faster"))
+print("%-24s %-12s %14.2f %14.2f %14.2f %10s %10s   %s" % (
+    "allreduce 8B f32 sum", "time(us)", e_t, t_t, g_t, ratio(g_t, e_t), ratio(g_t, t_t),
+    "gloo/x, >1: ECCL faster"))
 EOF

@@ -307,9 +307,12 @@ typedef struct {
   uint64_t logicalBytesReceived; /* what bytesReceived would be without a codec */
   uint32_t streams; /* TCP streams this member's outgoing link sent on when the op ended
                        (the count an adaptive link chose; 0 when it sent nothing) */
+  /* Fields below were added in 0.3. */
+  uint32_t sharedMemory; /* 1 when this member's outgoing link moved the op's bytes through
+                            shared memory (a peer on the same host, ECCL_SHM), else 0 */
 } ecclOpInfo_t;
 
-#define ECCL_OP_INFO_INIT { sizeof(ecclOpInfo_t), 0, 0, 0, 0, 0.0, 0, 0, 0 }
+#define ECCL_OP_INFO_INIT { sizeof(ecclOpInfo_t), 0, 0, 0, 0, 0.0, 0, 0, 0, 0 }
 
 /* Ring all-reduce of `count` elements of `sendbuf` into `recvbuf` on every
  * member of the peer group; sendbuf == recvbuf is allowed. opts and info may

@@ -142,6 +142,7 @@ Status Communicator::registerAndJoin() {
   topts.listenAddress = options_.bindAddress.empty() ? control_->localAddress() : options_.bindAddress;
   topts.streams = options_.streams;
   topts.paceFirstStream = env::testPaceFirstStream();
+  topts.sharedMemory = env::sharedMemory();
   topts.authToken = options_.authToken;
   topts.tls = options_.tls;
   Result<std::unique_ptr<transport::Transport>> t = transport::createTransport(options_.transport, topts);
@@ -542,6 +543,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   info.bytesReceived = ctx.bytesReceived;
   info.logicalBytesSent = ctx.logicalBytesSent;
   info.streams = ctx.right != nullptr && ctx.bytesSent > 0 ? ctx.right->streamCount() : 0;
+  info.sharedMemory = ctx.right != nullptr && ctx.bytesSent > 0 && ctx.right->sharedMemory() ? 1 : 0;
   info.logicalBytesReceived = ctx.logicalBytesReceived;
 
   // Report, then wait for the master's verdict on the whole group.

@@ -15,6 +15,7 @@ constexpr Knob kKnobs[] = {
     {"ECCL_MASTER_REGISTER_TIMEOUT_MS", "5000", "a connection must authenticate and register within this (100 .. 600000)"},
     {"ECCL_PROBE_MS", "1000", "at the master: how long each round of ecclCommOptimizeTopology's bandwidth probes sends, in ms (50 .. 60000)"},
     {"ECCL_SEGMENT_BYTES", "1048576", "pipelining unit of ring collectives, in bytes (4096 .. 67108864); a group uses the smallest its members announce"},
+    {"ECCL_SHM", "1", "data links between peers on the same host (same boot id, network and pid namespace, user) move frames through shared memory: 1 (default) or 0 (loopback TCP)"},
     {"ECCL_SOCKET_BUFFER", "0", "SO_SNDBUF/SO_RCVBUF of each data stream in bytes; 0 keeps kernel autotuning"},
     {"ECCL_STREAMS", "0", "streams per neighbour link when ecclCommConfig_t.streamsPerPeer is 0 (1 .. 64); 0 = each link starts with 2 and adds streams, up to 32, while they raise its throughput"},
     {"ECCL_SYNC_SOURCES", "4", "at the master: most peers a shared-state sync's receiver fetches from at once (1 .. 1024)"},
@@ -57,6 +58,7 @@ uint64_t socketBufferBytes() { return readUint("ECCL_SOCKET_BUFFER", 0, 1ull << 
 uint32_t defaultStreams() { return static_cast<uint32_t>(readUint("ECCL_STREAMS", 0, 64)); }
 uint64_t testPaceFirstStream() { return readUint("ECCL_TEST_PACE_STREAM0", 0, 1ull << 40); }
 uint32_t probeMs() { return static_cast<uint32_t>(readUint("ECCL_PROBE_MS", 50, 60000)); }
+bool sharedMemory() { return readUint("ECCL_SHM", 0, 1) != 0; }
 uint32_t syncSources() { return static_cast<uint32_t>(readUint("ECCL_SYNC_SOURCES", 1, 1024)); }
 
 uint32_t masterMaxConnections() {

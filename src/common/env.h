@@ -27,6 +27,8 @@ uint64_t testPaceFirstStream();
 // ECCL_MASTER_MAX_CONNECTIONS: connections a master holds at once (default 4096).
 uint32_t masterMaxConnections();
 uint32_t syncSources();
+// ECCL_SHM: shared memory between peers on one host (default 1).
+bool sharedMemory();
 // ECCL_PROBE_MS: at the master, the send time of each bandwidth probe round (default 1000).
 uint32_t probeMs();
 // ECCL_MASTER_MAX_CONNECTIONS_PER_SOURCE: of those, from one IP address (default 256).

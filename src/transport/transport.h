@@ -1,5 +1,6 @@
 // Transport and Link: the data-path interface every backend implements
-// (tcp/ now; ibverbs/ and nccl/ later as siblings with the same file names).
+// (tcp/, with shm/ for links between peers on one host that the TCP transport
+// sets up; ibverbs/ and nccl/ later as siblings with the same file names).
 //
 // Link: an ordered, reliable channel to one neighbour made of N parallel
 // streams. A sender cuts large transfers into frames (one pipelining segment
@@ -93,6 +94,8 @@ class Link {
   virtual uint32_t streamCount() const = 0;
   // Frames sent on each stream so far (diagnostics and tests).
   virtual std::vector<uint64_t> framesPerStream() const = 0;
+  // Whether frames move through memory shared with a peer on this host.
+  virtual bool sharedMemory() const { return false; }
 };
 
 struct Endpoint {
@@ -114,6 +117,9 @@ struct TransportOptions {
   // stream, a path that caps each flow (more streams, more throughput).
   uint64_t paceFirstStream = 0;
   uint64_t paceEveryStream = 0;
+  // Links between peers on this host run through shared memory (shm/link.h),
+  // unless TLS is on.
+  bool sharedMemory = true;
   std::string authToken;
   security::TlsOptions tls;  // TLS 1.3 on every stream after the handshake
 };

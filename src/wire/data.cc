@@ -63,6 +63,7 @@ void encodeHello(const LinkHello& hello, std::byte* out) {
   w.u32(hello.streamCount);
   w.u64(hello.channel);
   w.fixed(hello.nonce);
+  w.u32(hello.flags);
   copyOut(w, out, kHelloBytes);
 }
 
@@ -77,6 +78,11 @@ Result<LinkHello> decodeHello(std::span<const std::byte> bytes) {
   r.u32(&h.streamCount);
   r.u64(&h.channel);
   r.fixed(&h.nonce);
+  r.u32(&h.flags);
+  if ((h.flags & ~kHelloOffersShm) != 0 || ((h.flags & kHelloOffersShm) != 0 && h.streamIndex != 0)) {
+    return error(ecclInvalidArgument, fmt::format("link hello with flags {:#x} on stream {}", h.flags,
+                                                  h.streamIndex));
+  }
   if (h.streamCount == 0 || h.streamCount > kMaxStreams || h.streamIndex >= kMaxStreams) {
     return error(ecclInvalidArgument, fmt::format("link hello with stream {} of {}",
                                                   h.streamIndex, h.streamCount));
@@ -119,7 +125,7 @@ Result<LinkProof> decodeProof(std::span<const std::byte> bytes) {
   return p;
 }
 
-std::array<std::byte, 40> linkContext(const LinkHello& hello) {
+std::array<std::byte, 44> linkContext(const LinkHello& hello) {
   Writer w;
   w.u64(hello.fromPeer);
   w.u64(hello.toPeer);
@@ -127,9 +133,47 @@ std::array<std::byte, 40> linkContext(const LinkHello& hello) {
   w.u32(hello.streamIndex);
   w.u32(hello.streamCount);
   w.u64(hello.channel);
-  std::array<std::byte, 40> out{};
+  w.u32(hello.flags);
+  std::array<std::byte, 44> out{};
   std::copy(w.bytes().begin(), w.bytes().end(), out.begin());
   return out;
+}
+
+void encodeShmOffer(const ShmOffer& o, std::byte* out) {
+  Writer w;
+  putPrefix(w, kShmOfferMagic);
+  w.fixed(o.host.bootId);
+  w.u64(o.host.netNamespace);
+  w.u64(o.host.pidNamespace);
+  w.u32(o.host.uid);
+  w.u32(o.pid);
+  w.u32(o.fd);
+  w.u64(o.ringBytes);
+  w.fixed(o.nonce);
+  copyOut(w, out, kShmOfferBytes);
+}
+
+Result<ShmOffer> decodeShmOffer(std::span<const std::byte> bytes) {
+  Reader r({});
+  ECCL_RETURN_IF_ERROR(openMessage(bytes, kShmOfferBytes, kShmOfferMagic, "shared-memory offer", &r));
+  ShmOffer o;
+  r.fixed(&o.host.bootId);
+  r.u64(&o.host.netNamespace);
+  r.u64(&o.host.pidNamespace);
+  r.u32(&o.host.uid);
+  r.u32(&o.pid);
+  r.u32(&o.fd);
+  r.u64(&o.ringBytes);
+  r.fixed(&o.nonce);
+  if (o.ringBytes < kMinShmRingBytes || o.ringBytes > kMaxShmRingBytes ||
+      (o.ringBytes & (o.ringBytes - 1)) != 0) {
+    return error(ecclInvalidArgument, fmt::format("shared-memory offer of a {}-byte ring", o.ringBytes));
+  }
+  if (o.pid == 0 || o.fd > static_cast<uint32_t>(INT32_MAX)) {
+    return error(ecclInvalidArgument, fmt::format("shared-memory offer naming descriptor {} of "
+                                                  "process {}", o.fd, o.pid));
+  }
+  return o;
 }
 
 void encodeDataHeader(const DataHeader& h, std::byte* out) {

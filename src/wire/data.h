@@ -21,13 +21,15 @@ inline constexpr uint32_t kHelloMagic = 0x48434345;      // "ECCH"
 inline constexpr uint32_t kChallengeMagic = 0x43434345;  // "ECCC"
 inline constexpr uint32_t kProofMagic = 0x50434345;      // "ECCP"
 inline constexpr uint32_t kDataMagic = 0x44434345;       // "ECCD"
-inline constexpr uint16_t kDataVersion = 6;
+inline constexpr uint32_t kShmOfferMagic = 0x53434345;   // "ECCS"
+inline constexpr uint16_t kDataVersion = 7;
 // Magic and version lead every handshake message, so the version is checked
 // (and a readable mismatch logged) before the rest is read.
 inline constexpr size_t kHandshakePrefixBytes = 8;
-inline constexpr size_t kHelloBytes = 80;
+inline constexpr size_t kHelloBytes = 84;
 inline constexpr size_t kChallengeBytes = 72;
 inline constexpr size_t kProofBytes = 40;
+inline constexpr size_t kShmOfferBytes = 80;
 inline constexpr size_t kDataHeaderBytes = 64;
 inline constexpr uint32_t kMaxStreams = 64;
 
@@ -48,7 +50,36 @@ struct LinkHello {
   // channel (syncChannel): links of one sync op between two peers.
   uint64_t channel = 0;
   security::Nonce nonce{};
+  // kHelloOffersShm on stream 0: once the stream is accepted, the dialler
+  // sends a ShmOffer and the acceptor answers one byte (1: the link runs
+  // through the shared ring, and stream 0 only watches that both live; 0: a
+  // TCP link as usual).
+  uint32_t flags = 0;
 };
+inline constexpr uint32_t kHelloOffersShm = 1;
+
+// Where peers on one host meet: the same kernel (boot id), network and pid
+// namespace (so /proc/<pid> names the dialler) and user.
+struct HostIdentity {
+  std::array<std::byte, 16> bootId{};
+  uint64_t netNamespace = 0;
+  uint64_t pidNamespace = 0;
+  uint32_t uid = 0;
+  bool operator==(const HostIdentity&) const = default;
+};
+
+// The dialler's shared-memory ring for a link (transport/shm/ring.h): a
+// sealed memfd, open as descriptor `fd` of process `pid`, of a 4 KiB header
+// (which starts with `nonce`) and `ringBytes` of data.
+struct ShmOffer {
+  HostIdentity host;
+  uint32_t pid = 0;
+  uint32_t fd = 0;
+  uint64_t ringBytes = 0;
+  std::array<std::byte, 16> nonce{};
+};
+inline constexpr uint64_t kMinShmRingBytes = 64 << 10;
+inline constexpr uint64_t kMaxShmRingBytes = 256ull << 20;
 
 // The channel of a shared-state transfer link: sync op `seq`, requests
 // (receiver -> source) or data (source -> receiver). Never 0.
@@ -100,7 +131,10 @@ Result<LinkChallenge> decodeChallenge(std::span<const std::byte> bytes);
 void encodeProof(const LinkProof& p, std::byte* out /* kProofBytes */);
 Result<LinkProof> decodeProof(std::span<const std::byte> bytes);
 // What both proofs of a stream are bound to: every field of the hello but its nonce.
-std::array<std::byte, 40> linkContext(const LinkHello& hello);
+std::array<std::byte, 44> linkContext(const LinkHello& hello);
+// The ring size must be a power of two in [kMinShmRingBytes, kMaxShmRingBytes].
+void encodeShmOffer(const ShmOffer& offer, std::byte* out /* kShmOfferBytes */);
+Result<ShmOffer> decodeShmOffer(std::span<const std::byte> bytes);
 
 // A shared-state transfer request (receiver -> source, the payload of a
 // kSync frame on the requests channel): `length` bytes at `offset` of tensor

@@ -319,9 +319,11 @@ class Peer {
       }
       ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
       opts.quantization = quantOf(o_.quant);
+      ecclOpInfo_t info = ECCL_OP_INFO_INIT;
       t0 = nowNs();
-      rc = ecclAllReduce(send, buf_.data(), o_.count, ecclFloat32, ecclSum, &opts, comm_, nullptr);
+      rc = ecclAllReduce(send, buf_.data(), o_.count, ecclFloat32, ecclSum, &opts, comm_, &info);
       t1 = nowNs();
+      extra = " shm=" + std::to_string(info.sharedMemory);
       ok = sameFloats(buf_.data(), rc == ecclSuccess ? expected_.data() : own_.data(), o_.count);
     }
     if (rc != ecclSuccess) {

@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <set>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -399,14 +401,66 @@ Process* randomPeer(const Cluster& c, std::mt19937& rng) {
 // survivor's op returns ecclPeerLost within 2x the failure timeout with its
 // input restored; the retry on 3 succeeds; a replacement brings the world
 // back to 4. 12 rounds that hit (of at most 24).
+// Whether the peers' completed all-reduces at a world of 2 or more moved
+// their bytes through shared memory (ecclOpInfo_t.sharedMemory): all of them
+// when `want`, none otherwise; and there were some.
+void expectSharedMemory(const Cluster& c, bool want) {
+  size_t ops = 0;
+  for (const Process* p : c.all()) {
+    for (const Line& l : p->lines()) {
+      if (l.fields.event != "op" || rcOf(l) != 0 || worldOf(l) < 2 || !l.fields.has("shm")) continue;
+      ++ops;
+      EXPECT_EQ(l.fields.num("shm"), want ? 1 : 0) << p->name() << ": " << l.text;
+    }
+  }
+  EXPECT_GT(ops, 0u) << "no completed all-reduce to check";
+}
+
+std::set<std::string> devShmEntries() {
+  std::set<std::string> names;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm", ec)) names.insert(e.path().filename());
+  return names;
+}
+
+// Peers on one host, so their links run through shared memory (and that is
+// checked): a SIGKILLed peer is still found within the bound, every survivor
+// gets ecclPeerLost with its input restored, and nothing is left in /dev/shm.
 TEST(Fault, KillDuringAllReduce) {
-  InProcessMaster master(kFailureMs);
-  ASSERT_TRUE(master.ok());
-  Cluster c = makeCluster(master.address(), PeerSpec{});
-  startPeers(c, 4);
-  if (HasFatalFailure()) return;
-  killRounds("KillDuringAllReduce", c, 4, SIGKILL, 0, 12, 24,
-             [&](std::mt19937& rng) { return randomPeer(c, rng); });
+  const std::set<std::string> shmBefore = devShmEntries();
+  {
+    InProcessMaster master(kFailureMs);
+    ASSERT_TRUE(master.ok());
+    Cluster c = makeCluster(master.address(), PeerSpec{});
+    startPeers(c, 4);
+    if (HasFatalFailure()) return;
+    killRounds("KillDuringAllReduce", c, 4, SIGKILL, 0, 12, 24,
+               [&](std::mt19937& rng) { return randomPeer(c, rng); });
+    expectSharedMemory(c, true);
+  }
+  std::vector<std::string> leaked;
+  for (const std::string& n : devShmEntries()) {
+    if (shmBefore.count(n) == 0) leaked.push_back(n);
+  }
+  EXPECT_TRUE(leaked.empty()) << "left in /dev/shm: " << leaked.front();
+}
+
+// The same over loopback TCP (ECCL_SHM=0 in every peer): the TCP path keeps
+// its own fault coverage.
+TEST(Fault, KillDuringAllReduceOverTcp) {
+  ::setenv("ECCL_SHM", "0", 1);
+  {
+    InProcessMaster master(kFailureMs);
+    ASSERT_TRUE(master.ok());
+    Cluster c = makeCluster(master.address(), PeerSpec{});
+    startPeers(c, 4);
+    if (!HasFatalFailure()) {
+      killRounds("KillDuringAllReduceOverTcp", c, 4, SIGKILL, 0, 4, 10,
+                 [&](std::mt19937& rng) { return randomPeer(c, rng); });
+      expectSharedMemory(c, false);
+    }
+  }
+  ::unsetenv("ECCL_SHM");
 }
 
 // The same over TLS (psk), through the environment every process inherits:
@@ -422,6 +476,7 @@ TEST(Fault, KillDuringAllReduceOverTls) {
     if (!HasFatalFailure()) {
       killRounds("KillDuringAllReduceOverTls", c, 4, SIGKILL, 0, 5, 12,
                  [&](std::mt19937& rng) { return randomPeer(c, rng); });
+      expectSharedMemory(c, false);  // TLS links stay on TCP
     }
   }
   ::unsetenv("ECCL_TLS");
@@ -453,6 +508,7 @@ TEST(Fault, StopDuringAllReduce) {
   if (HasFatalFailure()) return;
   killRounds("StopDuringAllReduce", c, 4, SIGSTOP, 0, 2, 4,
              [&](std::mt19937& rng) { return randomPeer(c, rng); });
+  expectSharedMemory(c, true);
 }
 
 // The root of a pipelined broadcast dies: non-roots get back what they held
@@ -694,7 +750,9 @@ class IptablesRules {
 // Runs in a fresh network namespace, peers bound to 127.0.0.2.. so their
 // traffic can be told apart: data links listen on and dial from the bind
 // address, so two address rules drop both directions between the pair (and
-// nothing else, the master being on 127.0.0.1).
+// nothing else, the master being on 127.0.0.1). They stand for peers on
+// different hosts, so their links are TCP (ECCL_SHM=0): a ring in shared
+// memory has no network path to cut.
 TEST(Fault, LinkCut) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root: a network namespace and iptables rules";
   const std::string iptables = findProgram("iptables");
@@ -710,6 +768,7 @@ TEST(Fault, LinkCut) {
     GTEST_SKIP() << "iptables does not work in a fresh network namespace";
   }
 
+  ::setenv("ECCL_SHM", "0", 1);  // this test's process only (CTest runs each in its own)
   InProcessMaster master(kFailureMs);
   ASSERT_TRUE(master.ok());
   PeerSpec spec;

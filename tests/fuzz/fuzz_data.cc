@@ -1,4 +1,5 @@
-// libFuzzer target: the data-link handshake (hello, challenge, proof), data
+// libFuzzer target: the data-link handshake (hello, challenge, proof,
+// shared-memory offer), data
 // frame headers and shared-state transfer requests. Any input must decode or
 // fail cleanly; what decodes must re-encode to what decodes the same.
 #include <cstddef>
@@ -36,6 +37,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   roundTrip<kHelloBytes>(in, decodeHello, encodeHello, [](const LinkHello& a, const LinkHello& b) {
     return linkContext(a) == linkContext(b) && a.nonce == b.nonce;
   });
+  roundTrip<kShmOfferBytes>(in, decodeShmOffer, encodeShmOffer,
+                            [](const ShmOffer& a, const ShmOffer& b) {
+                              return a.host == b.host && a.pid == b.pid && a.fd == b.fd &&
+                                     a.ringBytes == b.ringBytes && a.nonce == b.nonce;
+                            });
   roundTrip<kChallengeBytes>(in, decodeChallenge, encodeChallenge,
                              [](const LinkChallenge& a, const LinkChallenge& b) {
                                return a.nonce == b.nonce && a.proof == b.proof;

@@ -1,6 +1,9 @@
 // Ring all-reduce on a master and N peer threads over loopback TCP.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
+
 #include <algorithm>
 #include <mutex>
 #include <numeric>
@@ -43,6 +46,12 @@ void checkAllReduce(ecclComm_t comm, size_t count, ecclDataType_t dt, ecclRedOp_
   EXPECT_TRUE(got == expectedAllReduce(world, count, dt, op))
       << dtypeName(dt) << " " << opName(op) << " count " << count << " rank " << rank;
   EXPECT_EQ(info.worldSize, world);
+  // Peers of one process share a host: their links run through shared
+  // memory unless ECCL_SHM=0 (the tcp.* run of this suite).
+  if (world > 1 && count > 0) {
+    const char* shm = std::getenv("ECCL_SHM");
+    EXPECT_EQ(info.sharedMemory, shm != nullptr && std::string(shm) == "0" ? 0u : 1u);
+  }
   if (!inPlace) {
     EXPECT_TRUE(in == makeInput(rank, count, dt)) << "sendbuf was modified";
   }

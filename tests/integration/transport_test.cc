@@ -1,4 +1,5 @@
-// The TCP transport on its own: links, and a neighbour that goes away.
+// The TCP transport on its own: links, and a neighbour that goes away; and
+// its shared-memory links between peers of one host (ShmLink.*).
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -13,9 +14,11 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "transport/shm/link.h"
 #include "transport/tcp/socket.h"
 #include "transport/transport.h"
 
@@ -47,9 +50,18 @@ Pair connectPair(TransportOptions o) {
   return p;
 }
 
+// A TCP link of `streams` streams (shared memory off: these are in one process).
 Pair connectPair(uint32_t streams) {
   TransportOptions o;
   o.streams = streams;
+  o.sharedMemory = false;
+  return connectPair(o);
+}
+
+// Whatever link two transports of this host make by default: shared memory.
+Pair connectShmPair() {
+  TransportOptions o;
+  o.streams = 4;
   return connectPair(o);
 }
 
@@ -305,6 +317,7 @@ TEST(TcpTransport, ASlowStreamCarriesFewerFrames) {
   TransportOptions o;
   o.streams = 4;
   o.paceFirstStream = 256 << 10;
+  o.sharedMemory = false;  // a TCP matter
   Pair p = connectPair(o);
   ASSERT_TRUE(p.aToB && p.bFromA);
   constexpr uint32_t kFrames = 128, kBytes = 64 << 10, kAhead = 16;
@@ -354,6 +367,7 @@ TEST(TcpTransport, AdaptiveLinkGrowsWhereEachFlowIsCapped) {
   o.adaptiveStart = 1;
   o.adaptiveCap = 4;
   o.paceEveryStream = 4 << 20;
+  o.sharedMemory = false;  // a TCP matter
   Pair p = connectPair(o);
   ASSERT_TRUE(p.aToB && p.bFromA);
   EXPECT_EQ(p.aToB->streamCount(), 1u);
@@ -385,6 +399,195 @@ TEST(TcpTransport, AdaptiveLinkGrowsWhereEachFlowIsCapped) {
   const std::vector<uint64_t> frames = p.aToB->framesPerStream();
   ASSERT_EQ(frames.size(), 4u);
   EXPECT_GT(frames[2] + frames[3], 0u);  // the added streams carried frames that arrived
+}
+
+
+// Two transports of one process are on one host: their link runs through a
+// shared ring (whatever stream count was asked for), frames of any size up to
+// the segment arrive by key, many times the ring's size in all.
+TEST(ShmLink, SameHostLinksRunThroughSharedMemory) {
+  Pair p = connectShmPair();
+  ASSERT_TRUE(p.aToB && p.bFromA);
+  EXPECT_TRUE(p.aToB->sharedMemory());
+  EXPECT_TRUE(p.bFromA->sharedMemory());
+  EXPECT_EQ(p.aToB->streamCount(), 1u);
+  CancelFlag go{0};
+  constexpr uint32_t kFrames = 48;  // 48 MiB through a 4 MiB ring
+  std::vector<uint8_t> data(1 << 20);
+  auto sender = std::async(std::launch::async, [&] {
+    std::vector<uint8_t> d(data.size());
+    for (uint32_t seg = 0; seg < kFrames; ++seg) {
+      for (size_t i = 0; i < d.size(); i += 4096) d[i] = static_cast<uint8_t>(i / 4096 + seg);
+      Status st = p.aToB->send(header(seg, static_cast<uint32_t>(d.size() - seg)), d.data(), soon(), go,
+                               nullptr);
+      if (!st.isOk()) return st;
+    }
+    return Status::ok();
+  });
+  for (uint32_t seg = 0; seg < kFrames; ++seg) {
+    // Every other frame is asked for out of order (the one after it first).
+    const uint32_t want = seg % 2 == 0 && seg + 1 < kFrames ? seg + 1 : seg % 2 == 1 ? seg - 1 : seg;
+    Result<Frame> f = p.bFromA->recv({5, 0, 0, want}, soon(), go);
+    ASSERT_TRUE(f.hasValue()) << f.status().message();
+    ASSERT_EQ(f->bytes().size(), data.size() - want);
+    EXPECT_EQ(static_cast<uint8_t>(f->bytes()[4096 * 7]), static_cast<uint8_t>(7 + want));
+  }
+  ASSERT_TRUE(sender.get().isOk());
+  EXPECT_EQ(p.aToB->framesPerStream(), std::vector<uint64_t>{kFrames});
+}
+
+// The acceptor decides: with shared memory off on its side the link is TCP,
+// with the streams asked for.
+TEST(ShmLink, AnAcceptorWithoutSharedMemoryKeepsTcp) {
+  TransportOptions o;
+  o.bindAddress = "127.0.0.1";
+  o.streams = 3;
+  auto a = createTransport("tcp", o).value();
+  o.sharedMemory = false;
+  auto b = createTransport("tcp", o).value();
+  auto dial = std::async(std::launch::async,
+                         [&] { return a->connect({2, "127.0.0.1", b->port()}, 1, 7, soon(), kNever); });
+  Result<std::unique_ptr<Link>> in = b->accept(2, 1, 7, soon(), kNever);
+  Result<std::unique_ptr<Link>> out = dial.get();
+  ASSERT_TRUE(in.hasValue() && out.hasValue());
+  EXPECT_FALSE((*out)->sharedMemory());
+  EXPECT_FALSE((*in)->sharedMemory());
+  EXPECT_EQ((*out)->streamCount(), 3u);
+  std::vector<uint8_t> bytes(5000, 9);
+  ASSERT_TRUE((*out)->send(header(0, 5000), bytes.data(), soon(), kNever, nullptr).isOk());
+  EXPECT_TRUE((*in)->recv({5, 0, 0, 0}, soon(), kNever).hasValue());
+}
+
+TEST(ShmLink, FrameOverTheSegmentSizeBreaksTheLink) {
+  Pair p = connectShmPair();
+  ASSERT_TRUE(p.aToB && p.bFromA && p.aToB->sharedMemory());
+  p.bFromA->setMaxFrameBytes(4096);
+  std::vector<uint8_t> fits(4096), over(4097);
+  ASSERT_TRUE(p.aToB->send(header(0, 4096), fits.data(), soon(), kNever, nullptr).isOk());
+  ASSERT_TRUE(p.bFromA->recv({5, 0, 0, 0}, soon(), kNever).hasValue());
+  ASSERT_TRUE(p.aToB->send(header(1, 4097), over.data(), soon(), kNever, nullptr).isOk());
+  Result<Frame> f = p.bFromA->recv({5, 0, 0, 1}, soon(), kNever);
+  EXPECT_EQ(f.status().code(), ecclPeerLost);
+  EXPECT_NE(f.status().message().find("segment size of 4096"), std::string::npos) << f.status().message();
+}
+
+// A receiver that goes away (its process ends: its socket closes): the
+// sender, once the ring is full, fails with ecclPeerLost instead of waiting
+// for ever, and every later send fails fast.
+TEST(ShmLink, SendToAPeerThatWentAwayFails) {
+  Pair p = connectShmPair();
+  ASSERT_TRUE(p.aToB && p.bFromA && p.aToB->sharedMemory());
+  p.bFromA.reset();
+  p.b.reset();
+  std::vector<uint8_t> data(1 << 20);
+  Status st;
+  const auto start = Clock::now();
+  for (uint32_t seg = 0; seg < 200 && st.isOk(); ++seg) {
+    st = p.aToB->send(header(seg, static_cast<uint32_t>(data.size())), data.data(), soon(), kNever, nullptr);
+  }
+  EXPECT_EQ(st.code(), ecclPeerLost) << st.message();
+  EXPECT_NE(st.message().find("peer 2"), std::string::npos) << st.message();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+  EXPECT_EQ(p.aToB->send(header(0, 10), data.data(), soon(), kNever, nullptr).code(), ecclPeerLost);
+}
+
+// A sender that goes away: what it sent before is still received, then the
+// link breaks (ecclPeerLost) for whoever waits on it.
+TEST(ShmLink, ReceiverDrainsThenSeesTheSenderGo) {
+  Pair p = connectShmPair();
+  ASSERT_TRUE(p.aToB && p.bFromA && p.aToB->sharedMemory());
+  std::vector<uint8_t> data(3000, 4);
+  ASSERT_TRUE(p.aToB->send(header(0, 3000), data.data(), soon(), kNever, nullptr).isOk());
+  p.aToB.reset();
+  p.a.reset();
+  Result<Frame> f = p.bFromA->recv({5, 0, 0, 0}, soon(), kNever);
+  ASSERT_TRUE(f.hasValue()) << f.status().message();
+  EXPECT_EQ(f->bytes().size(), 3000u);
+  const auto start = Clock::now();
+  Result<Frame> g = p.bFromA->recv({5, 0, 0, 1}, soon(), kNever);
+  EXPECT_EQ(g.status().code(), ecclPeerLost);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(1));
+}
+
+// A receiver that takes nothing (a stopped process, played here by a ring
+// nobody reads and the other end of a socket pair as its watch): a send that
+// fills the ring reports the stall, and the op's abort ends it. Aborted
+// before its frame started, the link stays usable; aborted mid-frame for a
+// peer loss, the link breaks (it would be replaced anyway) and its watch
+// socket closes, which is how the receiver would learn it.
+struct StuckReceiver {
+  std::optional<shm::Ring> reader;
+  int watchPeer = -1;
+  std::unique_ptr<shm::ShmLink> link;
+  StuckReceiver() {
+    wire::ShmOffer offer;
+    Result<shm::Ring> w = shm::Ring::create(shm::kRingBytes, &offer);
+    Result<shm::Ring> r = shm::Ring::open(offer);
+    int sv[2];
+    if (!w || !r || ::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return;
+    reader = std::move(*r);
+    watchPeer = sv[1];
+    link = std::make_unique<shm::ShmLink>(2, shm::ShmLink::Role::kSender, std::move(*w), tcp::Socket(sv[0]));
+  }
+  ~StuckReceiver() {
+    link.reset();
+    if (watchPeer >= 0) ::close(watchPeer);
+  }
+  bool watchClosed() const {
+    pollfd p{watchPeer, POLLIN, 0};
+    return ::poll(&p, 1, 200) == 1;
+  }
+};
+
+TEST(ShmLink, AFullRingReportsTheStallAndHonoursTheAbort) {
+  StuckReceiver r;
+  ASSERT_TRUE(r.link);
+  std::vector<uint8_t> data(1 << 20);
+  std::atomic<int> stalls{0};
+  StallWatch watch{std::chrono::milliseconds(50), [&](std::chrono::milliseconds) { ++stalls; }};
+  CancelFlag cancel{0};
+  // Four 1 MiB frames fill the 4 MiB ring but for their headers: the fourth
+  // waits mid-frame.
+  auto stuck = std::async(std::launch::async, [&] {
+    Status st;
+    for (uint32_t seg = 0; seg < 5 && st.isOk(); ++seg) {
+      st = r.link->send(header(seg, static_cast<uint32_t>(data.size())), data.data(), soon(), cancel, &watch);
+    }
+    return st;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_GE(stalls.load(), 2);
+  cancel.store(ecclPeerLost);
+  const auto start = Clock::now();
+  const Status st = stuck.get();
+  EXPECT_EQ(st.code(), ecclPeerLost) << st.message();
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(500));
+  EXPECT_TRUE(r.watchClosed());
+  EXPECT_EQ(r.link->send(header(9, 10), data.data(), soon(), kNever, nullptr).code(), ecclPeerLost);
+}
+
+TEST(ShmLink, ATimeoutBeforeAFrameStartsLeavesTheLinkUsable) {
+  StuckReceiver r;
+  ASSERT_TRUE(r.link);
+  std::vector<uint8_t> big(shm::kRingBytes);
+  // Header and payload exactly fill the ring.
+  ASSERT_TRUE(r.link->send(header(0, static_cast<uint32_t>(big.size() - wire::kDataHeaderBytes)),
+                           big.data(), soon(), kNever, nullptr).isOk());
+  const Status late = r.link->send(header(1, 10), big.data(), Clock::now() + std::chrono::milliseconds(100),
+                                   kNever, nullptr);
+  EXPECT_EQ(late.code(), ecclTimeout) << late.message();
+  CancelFlag aborted{ecclTimeout};
+  EXPECT_EQ(r.link->send(header(1, 10), big.data(), soon(), aborted, nullptr).code(), ecclTimeout);
+  // The receiver takes the first frame: the next one goes through.
+  std::vector<std::byte> sink(big.size());
+  size_t got = 0;
+  while (got < sink.size()) {
+    Result<size_t> k = r.reader->read(sink.data() + got, sink.size() - got);
+    ASSERT_TRUE(k.hasValue());
+    got += *k;
+  }
+  EXPECT_TRUE(r.link->send(header(1, 10), big.data(), soon(), kNever, nullptr).isOk());
+  EXPECT_FALSE(r.watchClosed());
 }
 
 }  // namespace

@@ -245,8 +245,22 @@ TEST(Wire, DataHeaderAndHello) {
   EXPECT_EQ(checkHandshakePrefix(std::span(hb).first(kHandshakePrefixBytes), kHelloMagic, "hello")
                 .code(),
             ecclVersionMismatch);
+  // The shared-memory flag: only on stream 0, no unknown bits.
+  LinkHello offers = hello;
+  offers.streamIndex = 0;
+  offers.flags = kHelloOffersShm;
+  encodeHello(offers, hb);
+  ASSERT_TRUE(decodeHello(hb).hasValue());
+  EXPECT_EQ(decodeHello(hb)->flags, kHelloOffersShm);
+  offers.streamIndex = 1;
+  encodeHello(offers, hb);
+  EXPECT_FALSE(decodeHello(hb).hasValue());
+  offers.streamIndex = 0;
+  offers.flags = 2;
+  encodeHello(offers, hb);
+  EXPECT_FALSE(decodeHello(hb).hasValue());
   // Every field but the nonce changes the context the proofs are bound to.
-  for (int field = 0; field < 6; ++field) {
+  for (int field = 0; field < 7; ++field) {
     LinkHello other = hello;
     switch (field) {
       case 0: other.fromPeer++; break;
@@ -255,6 +269,7 @@ TEST(Wire, DataHeaderAndHello) {
       case 3: other.streamIndex++; break;
       case 4: other.streamCount++; break;
       case 5: other.channel++; break;
+      case 6: other.flags ^= kHelloOffersShm; break;
     }
     EXPECT_NE(linkContext(other), linkContext(hello)) << field;
   }
@@ -277,6 +292,45 @@ TEST(Wire, DataHeaderAndHello) {
   ASSERT_TRUE(pback.hasValue());
   EXPECT_EQ(pback->proof, pr.proof);
   EXPECT_FALSE(decodeProof(std::span(pb).first(kProofBytes - 1)).hasValue());
+}
+
+TEST(Wire, ShmOfferRoundTripsAndRejectsBadRings) {
+  ShmOffer o;
+  o.host.bootId[3] = std::byte{7};
+  o.host.netNamespace = 4026531833;
+  o.host.pidNamespace = 4026531836;
+  o.host.uid = 1000;
+  o.pid = 4242;
+  o.fd = 17;
+  o.ringBytes = 4 << 20;
+  o.nonce[5] = std::byte{9};
+  std::byte b[kShmOfferBytes];
+  encodeShmOffer(o, b);
+  Result<ShmOffer> d = decodeShmOffer(b);
+  ASSERT_TRUE(d.hasValue()) << d.status().message();
+  EXPECT_EQ(d->host, o.host);
+  EXPECT_EQ(d->pid, 4242u);
+  EXPECT_EQ(d->fd, 17u);
+  EXPECT_EQ(d->ringBytes, o.ringBytes);
+  EXPECT_EQ(d->nonce, o.nonce);
+  EXPECT_FALSE(decodeShmOffer(std::span(b).first(kShmOfferBytes - 1)).hasValue());
+  for (uint64_t bad : {uint64_t{0}, kMinShmRingBytes / 2, kMaxShmRingBytes * 2, (uint64_t{4} << 20) + 4096}) {
+    ShmOffer x = o;
+    x.ringBytes = bad;
+    encodeShmOffer(x, b);
+    EXPECT_FALSE(decodeShmOffer(b).hasValue()) << bad;
+  }
+  ShmOffer x = o;
+  x.pid = 0;
+  encodeShmOffer(x, b);
+  EXPECT_FALSE(decodeShmOffer(b).hasValue());
+  x = o;
+  x.fd = 0x80000000u;
+  encodeShmOffer(x, b);
+  EXPECT_FALSE(decodeShmOffer(b).hasValue());
+  encodeShmOffer(o, b);
+  b[4] = std::byte{6};  // a version-6 peer
+  EXPECT_EQ(decodeShmOffer(b).status().code(), ecclVersionMismatch);
 }
 
 }  // namespace

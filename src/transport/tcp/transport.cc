@@ -18,6 +18,7 @@
 #include "common/guarded.h"
 #include "common/log.h"
 #include "security/auth.h"
+#include "transport/shm/link.h"
 #include "transport/tcp/link.h"
 
 namespace eccl::transport::tcp {
@@ -44,16 +45,17 @@ Status readHandshake(Socket& s, void* buf, size_t n, Deadline deadline) {
 }  // namespace
 
 struct TcpTransport::Handshake {
-  enum class Phase { kPrefix, kHello, kProof, kTls };
+  enum class Phase { kPrefix, kHello, kProof, kTls, kShmOffer };
   Socket socket;
   std::string peer;    // address:port, for log lines
   std::string source;  // address alone: the unit of the per-source bounds
   Deadline deadline{};
   Phase phase = Phase::kPrefix;
-  std::array<std::byte, wire::kHelloBytes> in{};
+  std::array<std::byte, std::max(wire::kHelloBytes, wire::kShmOfferBytes)> in{};
   size_t have = 0;
   wire::LinkHello hello;
   security::Nonce nonce{};
+  std::optional<shm::Ring> ring;  // the dialler's shared-memory ring, when it offered one here
 
   size_t need() const {
     switch (phase) {
@@ -61,6 +63,7 @@ struct TcpTransport::Handshake {
       case Phase::kHello: return wire::kHelloBytes;
       case Phase::kProof: return wire::kProofBytes;
       case Phase::kTls: return 0;
+      case Phase::kShmOffer: return wire::kShmOfferBytes;
     }
     return 0;
   }
@@ -273,6 +276,15 @@ bool TcpTransport::advance(Handshake& h) {
         st = error(ecclAuthFailed, "wrong auth token (its proof does not match)");
         break;
       }
+      if ((h.hello.flags & wire::kHelloOffersShm) != 0) {
+        if (tlsServer_) {
+          st = error(ecclInvalidUsage, "shared memory offered on a TLS link");
+          break;
+        }
+        h.phase = Handshake::Phase::kShmOffer;  // the offer follows the proof
+        h.have = 0;
+        return true;
+      }
       if (tlsServer_) {
         // TLS next, stepped by the poll loop like the rest of the handshake.
         st = h.socket.startTls(tlsServer_->native(), /*server=*/true);
@@ -282,6 +294,27 @@ bool TcpTransport::advance(Handshake& h) {
       }
       st = park(h);
       if (st.isOk()) return false;  // parked: the socket moved on
+      break;
+    }
+    case Handshake::Phase::kShmOffer: {
+      Result<wire::ShmOffer> offer = wire::decodeShmOffer(got);
+      if (!offer) {
+        st = offer.status();
+        break;
+      }
+      // Where the ring cannot be had (another host after all, or /proc
+      // closed to this process), the link runs on TCP: the answer says which.
+      if (!options_.sharedMemory) {
+        ECCL_LOG(kInfo, kTransport, "peer {} offered shared memory; ECCL_SHM=0 here: TCP",
+                 h.hello.fromPeer);
+      } else if (Result<shm::Ring> ring = shm::Ring::open(*offer); ring) {
+        h.ring = std::move(*ring);
+      } else {
+        ECCL_LOG(kInfo, kTransport, "link from peer {} stays on TCP: {}", h.hello.fromPeer,
+                 ring.status().message());
+      }
+      st = park(h);
+      if (st.isOk()) return false;
       break;
     }
     case Handshake::Phase::kTls:
@@ -336,7 +369,7 @@ Status TcpTransport::park(Handshake& h) {
     // dialler whose stream was refused or dropped after its proof learns so.
     auto confirm = [&h] {
       static const CancelFlag kNever{0};
-      std::byte accepted{1};
+      std::byte accepted{h.ring ? kAcceptedShm : kAcceptedTcp};
       iovec iov{&accepted, 1};
       return h.socket.writeAll(&iov, 1, Clock::now() + std::chrono::milliseconds(100), kNever);
     };
@@ -361,6 +394,7 @@ Status TcpTransport::park(Handshake& h) {
       p.added.clear();
       p.streams.resize(h.hello.streamCount);
       p.arrived = 0;
+      p.ring.reset();
     }
     if (added && p.streams.size() + p.added.size() >= wire::kMaxStreams) {
       return error(ecclInvalidUsage, fmt::format("its link has {} streams already", wire::kMaxStreams));
@@ -378,6 +412,7 @@ Status TcpTransport::park(Handshake& h) {
         ++parkedStreams_;
       }
       p.streams[h.hello.streamIndex] = std::move(h.socket);
+      if (h.hello.streamIndex == 0) p.ring = std::move(h.ring);
     }
   }
   cv_.notify_all();
@@ -386,7 +421,8 @@ Status TcpTransport::park(Handshake& h) {
 
 Result<Socket> StreamDialer::stream(const Endpoint& to, uint64_t selfId, uint64_t epoch,
                                     uint64_t channel, uint32_t index, uint32_t count,
-                                    Deadline deadline, const CancelFlag& cancel) const {
+                                    Deadline deadline, const CancelFlag& cancel,
+                                    std::optional<shm::Ring>* ring) const {
   auto fail = [&](ecclResult_t code, const std::string& what) {
     return error(code, fmt::format("data link to peer {} (stream {}): {}", to.peerId, index, what));
   };
@@ -400,7 +436,21 @@ Result<Socket> StreamDialer::stream(const Endpoint& to, uint64_t selfId, uint64_
   }
   Result<security::Nonce> nonce = security::randomNonce();
   if (!nonce) return nonce.status();
-  const wire::LinkHello hello{selfId, to.peerId, epoch, index, count, channel, *nonce};
+  // Peers on one host share a ring instead (the acceptor checks that they are).
+  std::optional<shm::Ring> offered;
+  std::byte offer[wire::kShmOfferBytes];
+  if (ring != nullptr && index == 0 && !tls_ && options_.sharedMemory) {
+    wire::ShmOffer o;
+    if (Result<shm::Ring> r = shm::Ring::create(shm::kRingBytes, &o); r) {
+      offered = std::move(*r);
+      wire::encodeShmOffer(o, offer);
+    } else {
+      ECCL_LOG(kInfo, kTransport, "no shared-memory ring for the link to peer {}: {}", to.peerId,
+               r.status().message());
+    }
+  }
+  const wire::LinkHello hello{selfId, to.peerId, epoch, index, count, channel, *nonce,
+                              offered ? wire::kHelloOffersShm : 0u};
   std::byte hb[wire::kHelloBytes];
   wire::encodeHello(hello, hb);
   iovec iov{hb, sizeof(hb)};
@@ -422,16 +472,21 @@ Result<Socket> StreamDialer::stream(const Endpoint& to, uint64_t selfId, uint64_
   wire::encodeProof({security::makeProof(options_.authToken, Role::kClient, Purpose::kData, ctx,
                                          hello.nonce, c->nonce)},
                     pb);
-  iovec piov{pb, sizeof(pb)};
-  ECCL_RETURN_IF_ERROR(s->writeAll(&piov, 1, deadline, cancel));
+  iovec piov[2] = {{pb, sizeof(pb)}, {offer, sizeof(offer)}};
+  ECCL_RETURN_IF_ERROR(s->writeAll(piov, offered ? 2 : 1, deadline, cancel));
   if (tls_) {
     ECCL_RETURN_IF_ERROR(s->startTls(tls_->native(), /*server=*/false));
     Status st = s->tlsHandshake(step);
     if (!st.isOk()) return fail(st.code(), st.message());
   }
   std::byte accepted{0};
-  if (Status st = readHandshake(*s, &accepted, 1, step); !st.isOk() || accepted != std::byte{1}) {
+  if (Status st = readHandshake(*s, &accepted, 1, step);
+      !st.isOk() || (accepted != kAcceptedTcp && !(offered && accepted == kAcceptedShm))) {
     return fail(ecclPeerLost, "the acceptor did not take the stream (see the peer's log)");
+  }
+  if (accepted == kAcceptedShm) {
+    offered->closeDescriptor();  // mapped on both sides now
+    *ring = std::move(offered);
   }
   return s;
 }
@@ -464,12 +519,13 @@ Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t se
                      it != learned_->streams.end() ? it->second : options_.adaptiveStart);
   }
   std::vector<Socket> streams;
-  for (uint32_t i = 0; i < count; ++i) {
+  std::optional<shm::Ring> ring;
+  for (uint32_t i = 0; i < count && !ring; ++i) {
     // A busy acceptor (a flood of handshakes) may drop a stream: try again
     // for a while, but not for the whole deadline (a refusal may be final).
     const Deadline retryUntil = std::min(deadline, Clock::now() + 2 * kHandshakeTimeout);
     for (;;) {
-      Result<Socket> s = dialer_->stream(to, selfId, epoch, channel, i, count, deadline, cancel);
+      Result<Socket> s = dialer_->stream(to, selfId, epoch, channel, i, count, deadline, cancel, &ring);
       if (s) {
         streams.push_back(std::move(*s));
         break;
@@ -480,6 +536,12 @@ Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t se
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+  }
+  if (ring) {
+    ECCL_LOG(kDebug, kTransport, "link to peer {} (epoch {}, channel {}): shared memory", to.peerId,
+             epoch, channel);
+    return std::unique_ptr<Link>(new shm::ShmLink(to.peerId, shm::ShmLink::Role::kSender,
+                                                  std::move(*ring), std::move(streams[0])));
   }
   std::optional<TcpLink::Growth> growth;
   if (adaptive) {
@@ -549,6 +611,15 @@ Result<std::unique_ptr<Link>> TcpTransport::claim(std::unique_lock<std::mutex>& 
   const auto& [from, epoch, channel] = key;
   for (;;) {
     auto it = parked_.find(key);
+    if (it != parked_.end() && it->second.ring && it->second.streams[0].valid()) {
+      // Shared memory: stream 0 is all the link has, and only watches.
+      auto link = std::make_unique<shm::ShmLink>(from, shm::ShmLink::Role::kReceiver,
+                                                 std::move(*it->second.ring),
+                                                 std::move(it->second.streams[0]));
+      parkedStreams_ -= it->second.arrived;
+      parked_.erase(it);
+      return std::unique_ptr<Link>(std::move(link));
+    }
     if (it != parked_.end() &&
         std::all_of(it->second.streams.begin(), it->second.streams.end(),
                     [](const Socket& s) { return s.valid(); })) {

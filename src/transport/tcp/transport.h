@@ -17,6 +17,7 @@
 #include <thread>
 #include <tuple>
 
+#include "transport/shm/ring.h"
 #include "transport/tcp/link.h"
 #include "transport/tcp/socket.h"
 
@@ -28,6 +29,11 @@ inline constexpr size_t kMaxHandshakes = 256;
 inline constexpr size_t kMaxHandshakesPerSource = 32;
 inline constexpr size_t kMaxParkedStreams = 1024;
 inline constexpr size_t kMaxParkedStreamsPerSource = 2 * wire::kMaxStreams;
+// The acceptor's last handshake byte: the stream is taken, as a TCP stream or
+// (stream 0 of a link that offered a ring the acceptor mapped) as the watch of
+// a shared-memory link.
+inline constexpr std::byte kAcceptedTcp{1};
+inline constexpr std::byte kAcceptedShm{2};
 // A neighbour may dial the next epoch's link before this peer asked for it;
 // streams further ahead than this are refused (they could never be claimed soon).
 inline constexpr uint64_t kMaxEpochsAhead = 2;
@@ -40,9 +46,11 @@ class StreamDialer {
       : options_(std::move(options)), tls_(std::move(tls)) {}
   // Stream `index` of the link (from selfId to `to`, epoch, channel) that
   // opened with `count` streams; ecclPeerLost when the acceptor refused it.
+  // With `ring` given (stream 0, no TLS), it offers the acceptor a
+  // shared-memory ring and leaves it there when the acceptor took it.
   Result<Socket> stream(const Endpoint& to, uint64_t selfId, uint64_t epoch, uint64_t channel,
                         uint32_t index, uint32_t count, Deadline deadline,
-                        const CancelFlag& cancel) const;
+                        const CancelFlag& cancel, std::optional<shm::Ring>* ring = nullptr) const;
   const TransportOptions& options() const { return options_; }
   bool tls() const { return tls_ != nullptr; }
 
@@ -76,6 +84,7 @@ class TcpTransport : public Transport {
   struct Parked {
     std::vector<Socket> streams;  // by stream index
     std::vector<Socket> added;    // beyond the link's opening count
+    std::optional<shm::Ring> ring;  // set: a shared-memory link, complete with stream 0
     uint32_t arrived = 0;         // of both
     std::string source;
     uint64_t to = 0;
