@@ -199,7 +199,9 @@ TEST(Codec, AffineErrorWithinHalfAScale) {
             }
             // The block's ends decode exactly (up to the source rounding, none for these).
             for (size_t i = b0; i < b0 + len; ++i) {
-              if (load(dt, in, i) == hi) ASSERT_EQ(load(dt, c.decoded, i), hi);
+              if (load(dt, in, i) == hi) {
+                ASSERT_EQ(load(dt, c.decoded, i), hi);
+              }
             }
           }
         }

@@ -137,7 +137,9 @@ TEST(StateElection, StrategyRules) {
   EXPECT_EQ(fetched(e, 2), std::vector<uint32_t>{0});
   EXPECT_EQ(e.byPeer.at(2).fetch[0].hash, 8u);
   for (const auto& [peer, a] : e.byPeer) {
-    if (peer != 1) EXPECT_TRUE(a.receivers.empty()) << peer;
+    if (peer != 1) {
+      EXPECT_TRUE(a.receivers.empty()) << peer;
+    }
   }
   // Nobody who could serve: everyone is refused.
   e = elect({member(1, 1, x, {}, ecclSyncReceiveOnly), member(2, 1, y, {}, ecclSyncReceiveOnly)}, 4);

@@ -7,15 +7,10 @@
 #include <optional>
 
 #include "common/log.h"
+#include "transport/link_rules.h"
 
 namespace eccl::transport::shm {
 namespace {
-
-// Aborts after which the group's links are replaced anyway: finishing a frame
-// for them buys nothing (as tcp::Socket::writeAll).
-bool linksAreReplaced(int code) {
-  return code == ecclPeerLost || code == ecclKicked || code == ecclMasterUnreachable;
-}
 
 std::chrono::milliseconds until(Deadline d, std::chrono::milliseconds cap) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(d - Clock::now());
@@ -100,13 +95,7 @@ Status ShmLink::send(const wire::DataHeader& header, const void* payload, Deadli
         ring_.waitForSpace(until(finishBy, kPoll));
         continue;
       }
-      std::optional<Status> stop;
-      if (int c = cancel.load(std::memory_order_acquire); c != 0) {
-        stop = error(static_cast<ecclResult_t>(c), "op aborted");
-      } else if (now >= deadline) {
-        stop = error(ecclTimeout, "peer did not take data within the op timeout");
-      }
-      if (stop) {
+      if (std::optional<Status> stop = sendAbort(cancel, deadline, now)) {
         if (!started) return *stop;
         // The receiver reads frames whole: finish this one unless the links
         // are replaced anyway.
@@ -157,12 +146,7 @@ void ShmLink::readLoop() {
     bool closedFirst = false;
     Status st = readExact(head, sizeof(head), &closedFirst);
     if (st.isOk()) {
-      Result<wire::DataHeader> h = wire::decodeDataHeader(head);
-      if (h && h->payloadBytes > maxFrame_.load(std::memory_order_relaxed)) {
-        h = error(ecclInvalidArgument, fmt::format("frame of {} bytes exceeds the group's segment "
-                                                   "size of {}", h->payloadBytes,
-                                                   maxFrame_.load(std::memory_order_relaxed)));
-      }
+      Result<wire::DataHeader> h = decodeFrameHeader(head, maxFrame_.load(std::memory_order_relaxed));
       if (!h) {
         st = error(h.status().code(), fmt::format("bad frame from peer {} (shared memory): {}",
                                                   remotePeer_, h.status().message()));

@@ -7,6 +7,7 @@
 #include <climits>
 
 #include "common/log.h"
+#include "transport/link_rules.h"
 
 namespace eccl::transport::tcp {
 namespace {
@@ -302,12 +303,7 @@ void TcpLink::readLoop(Stream& s) {
     Status st = s.socket.readAll(head, sizeof(head), stop_, never, &closedFirst);
     Result<Frame> frame = error(ecclInternalError, "");
     if (st.isOk()) {
-      Result<wire::DataHeader> h = wire::decodeDataHeader(head);
-      if (h && h->payloadBytes > maxFrame_.load(std::memory_order_relaxed)) {
-        h = error(ecclInvalidArgument, fmt::format("frame of {} bytes exceeds the group's segment "
-                                                   "size of {}", h->payloadBytes,
-                                                   maxFrame_.load(std::memory_order_relaxed)));
-      }
+      Result<wire::DataHeader> h = decodeFrameHeader(head, maxFrame_.load(std::memory_order_relaxed));
       if (!h) {
         st = error(h.status().code(), fmt::format("bad frame from peer {} ({}): {}", remotePeer_,
                                                   s.socket.peerName(), h.status().message()));

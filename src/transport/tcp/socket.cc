@@ -22,6 +22,7 @@
 
 #include "common/env.h"
 #include "security/tls.h"
+#include "transport/link_rules.h"
 
 namespace eccl::transport::tcp {
 namespace {
@@ -30,12 +31,6 @@ int pollMs(Deadline deadline, int capMs) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   if (left < 0) left = 0;
   return static_cast<int>(std::min<long long>(left, capMs));
-}
-
-// Aborts after which the group's links are torn down in any case (a member is
-// gone, or this peer left the group): finishing a frame for them buys nothing.
-bool linksAreReplaced(ecclResult_t code) {
-  return code == ecclPeerLost || code == ecclKicked || code == ecclMasterUnreachable;
 }
 
 Status sysError(const char* what) {
@@ -296,13 +291,7 @@ Status Socket::writeAll(iovec* iov, int iovcnt, Deadline deadline, const CancelF
                                                abandoned->message()));
       }
       if (!abandoned) {
-        std::optional<Status> stop;
-        if (int c = cancel.load(std::memory_order_acquire); c != 0) {
-          stop = error(static_cast<ecclResult_t>(c), "op aborted");
-        } else if (now >= deadline) {
-          stop = error(ecclTimeout, "peer did not take data within the op timeout");
-        }
-        if (stop) {
+        if (std::optional<Status> stop = sendAbort(cancel, deadline, now)) {
           if (!started) return *stop;
           // The receiver reads frames whole: finish this one so that the
           // stream stays aligned for the ops that follow on it, unless the
