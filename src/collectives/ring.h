@@ -29,6 +29,7 @@
 
 #include <chrono>
 #include <functional>
+#include <vector>
 
 #include "codec/codec.h"
 #include "eccl/eccl.h"
@@ -41,6 +42,9 @@ struct RingContext {
   int world = 1;
   transport::Link* right = nullptr;  // we send to it
   transport::Link* left = nullptr;   // we receive from it
+  // [k]: to and from the members 2^k places on and back (k = 0: right, left),
+  // for 2^k < world; the small-message collectives' links.
+  std::vector<transport::Link*> hopOut, hopIn;
   wire::DataHeader base;             // epoch, group, tag, seq and the op descriptor
   std::chrono::milliseconds progressTimeout{60000};  // per frame waited for
   std::chrono::milliseconds stallReport{1000};

@@ -6,6 +6,7 @@
 #include <future>
 
 #include "collectives/ring.h"
+#include "collectives/small.h"
 #include "common/dtype.h"
 #include "common/env.h"
 #include "common/log.h"
@@ -39,8 +40,7 @@ Communicator::~Communicator() {
   opsCv_.notify_all();
   {
     std::lock_guard<std::mutex> lock(viewMu_);
-    if (right_) right_->interrupt();
-    if (left_) left_->interrupt();
+    interruptLinks();
   }
   for (auto& [tag, q] : tags_) {
     if (q.worker.joinable()) q.worker.join();
@@ -49,8 +49,7 @@ Communicator::~Communicator() {
     control_->send(wire::Leave{});
     control_.reset();  // flushes the Leave, closes, joins
   }
-  right_.reset();
-  left_.reset();
+  dropLinks();
   transport_.reset();
 }
 
@@ -103,8 +102,7 @@ void Communicator::dropSession() {
   control_.reset();  // may report the loss once more; cleared below
   {
     std::lock_guard<std::mutex> lock(viewMu_);
-    right_.reset();
-    left_.reset();
+    dropLinks();
     connected_ = false;
     epoch_ = 0;
     rank_ = 0;
@@ -193,8 +191,7 @@ Status Communicator::applyTopology(const wire::Topology& t) {
     std::lock_guard<std::mutex> lock(viewMu_);
     const bool linksUp = n <= 1 || (right_ && left_);
     if (connected_ && t.epoch == epoch_ && t.ring == ring_ && linksUp) return Status::ok();  // nothing moved
-    right_.reset();
-    left_.reset();
+    dropLinks();
     epoch_ = t.epoch;
     rank_ = static_cast<int>(t.rank);
     ring_ = t.ring;
@@ -241,25 +238,74 @@ Status Communicator::openLinks(const wire::Topology& t) {
     if (!masterLost_.isOk()) cancel = masterLost_.code();
     linkSetupCancel_.store(cancel);
   }
-  // Dial the right neighbour while the left one dials us.
+  // Dial the right neighbour while the left one dials us; and the small
+  // collectives' links to the members 2^k places on, one stream each.
+  using LinkResult = Result<std::unique_ptr<transport::Link>>;
   auto dial = std::async(std::launch::async, [&] {
     return transport_->connect({r.peerId, r.host, r.port}, peerId_, t.epoch, deadline,
                                linkSetupCancel_);
   });
-  Result<std::unique_ptr<transport::Link>> in =
-      transport_->accept(peerId_, l.peerId, t.epoch, deadline, linkSetupCancel_);
-  Result<std::unique_ptr<transport::Link>> out = dial.get();
+  std::vector<std::future<LinkResult>> hopDials;
+  for (size_t d = 2, k = 1; d < n; d *= 2, ++k) {
+    const wire::RingPeer& to = t.ring[(t.rank + d) % n];
+    hopDials.push_back(std::async(std::launch::async, [&, to, k] {
+      return transport_->connectChannel({to.peerId, to.host, to.port}, peerId_, t.epoch,
+                                        wire::hopChannel(static_cast<uint32_t>(k)), deadline,
+                                        linkSetupCancel_, /*streams=*/1);
+    }));
+  }
+  LinkResult in = transport_->accept(peerId_, l.peerId, t.epoch, deadline, linkSetupCancel_);
+  std::vector<LinkResult> hopIns;
+  for (size_t d = 2, k = 1; d < n && in; d *= 2, ++k) {
+    const wire::RingPeer& from = t.ring[(t.rank + n - d % n) % n];
+    hopIns.push_back(transport_->acceptChannel(peerId_, from.peerId, t.epoch,
+                                               wire::hopChannel(static_cast<uint32_t>(k)),
+                                               deadline, linkSetupCancel_));
+    if (!hopIns.back()) break;
+  }
+  if (!in || (!hopIns.empty() && !hopIns.back())) {
+    // The dials give up too: nobody will take them.
+    linkSetupCancel_.store(ecclPeerLost);
+  }
+  LinkResult out = dial.get();
+  std::vector<LinkResult> hopOuts;
+  for (auto& f : hopDials) hopOuts.push_back(f.get());
   {
     std::lock_guard<std::mutex> setup(linkSetupMu_);
     settingUpEpoch_ = 0;
   }
-  if (!out) return out.status();
   if (!in) return in.status();
+  if (!out) return out.status();
+  for (LinkResult& h : hopIns) {
+    if (!h) return h.status();
+  }
+  for (LinkResult& h : hopOuts) {
+    if (!h) return h.status();
+  }
   (*in)->setMaxFrameBytes(t.segmentBytes);
   std::lock_guard<std::mutex> lock(viewMu_);
   right_ = std::move(*out);
   left_ = std::move(*in);
+  for (LinkResult& h : hopIns) {
+    (*h)->setMaxFrameBytes(t.segmentBytes);
+    hopIn_.push_back(std::move(*h));
+  }
+  for (LinkResult& h : hopOuts) hopOut_.push_back(std::move(*h));
   return Status::ok();
+}
+
+void Communicator::interruptLinks() {
+  if (right_) right_->interrupt();
+  if (left_) left_->interrupt();
+  for (auto& l : hopOut_) l->interrupt();
+  for (auto& l : hopIn_) l->interrupt();
+}
+
+void Communicator::dropLinks() {
+  right_.reset();
+  left_.reset();
+  hopOut_.clear();
+  hopIn_.clear();
 }
 
 Status Communicator::updateTopology(bool optimize) {
@@ -460,6 +506,10 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     ctx.segmentBytes = segmentBytes_;
     ctx.right = right_.get();
     ctx.left = left_.get();
+    ctx.hopOut = {ctx.right};
+    ctx.hopIn = {ctx.left};
+    for (const auto& l : hopOut_) ctx.hopOut.push_back(l.get());
+    for (const auto& l : hopIn_) ctx.hopIn.push_back(l.get());
     if (ctx.world > 1 && (ctx.right == nullptr || ctx.left == nullptr)) {
       missing = linksError_.isOk() ? error(ecclInternalError, "no data links in this epoch")
                                    : linksError_;
@@ -534,7 +584,11 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   }
   ctx.codec = codec::find(a.quant);
   ctx.codecParams = {a.dtype, a.rounding, a.blockElems};
-  if (ringRuns) {
+  if (ringRuns && collectives::takesSmallPath(ctx, bytes)) {
+    local = a.kind == wire::OpKind::kAllReduce
+                ? collectives::gatherAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
+                : collectives::treeBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
+  } else if (ringRuns) {
     local = a.kind == wire::OpKind::kAllReduce
                 ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
                 : collectives::ringBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
@@ -553,8 +607,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   // op that the other members complete (the master's op deadline bounds it).
   const Status verdict = req.awaitVerdict();
   unregisterActive(req);
-  ctx.right->retire(a.tag, req.seq);
-  ctx.left->retire(a.tag, req.seq);
+  for (transport::Link* l : ctx.hopOut) l->retire(a.tag, req.seq);
+  for (transport::Link* l : ctx.hopIn) l->retire(a.tag, req.seq);
   if (!verdict.isOk()) {
     restoreInput();
     // Our own error says more when it caused the verdict rather than
@@ -596,8 +650,7 @@ void Communicator::onVerdict(const wire::OpVerdict& v) {
   it->second->setVerdict(static_cast<ecclResult_t>(v.result), v.message);
   if (v.result != ecclSuccess) {
     std::lock_guard<std::mutex> view(viewMu_);
-    if (right_) right_->interrupt();
-    if (left_) left_->interrupt();
+    interruptLinks();
   }
 }
 
@@ -635,8 +688,7 @@ void Communicator::onMasterLost(const Status& st) {
     if (settingUpEpoch_ != 0) linkSetupCancel_.store(st.code());
   }
   std::lock_guard<std::mutex> view(viewMu_);
-  if (right_) right_->interrupt();
-  if (left_) left_->interrupt();
+  interruptLinks();
 }
 
 void Communicator::setLastError(const std::string& message) {

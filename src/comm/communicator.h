@@ -96,6 +96,9 @@ class Communicator {
   Status applyTopology(const wire::Topology& t);
   // Opens this epoch's links to the ring neighbours of `t` (world > 1).
   Status openLinks(const wire::Topology& t);
+  // Under viewMu_: wakes every link's waiters, or drops every link.
+  void interruptLinks();
+  void dropLinks();
   Status voteAndApply(bool optimize);
   // This member's rounds of a bandwidth probe (probe.cc): what it received
   // from each partner, or why it stopped.
@@ -137,6 +140,9 @@ class Communicator {
   uint32_t segmentBytes_ = wire::kDefaultSegmentBytes;  // the group's, from the master
   std::unique_ptr<transport::Link> right_;
   std::unique_ptr<transport::Link> left_;
+  // Small-message collectives' links (collectives/small.h): [k - 1] to and
+  // from the members 2^k places on and back along the ring, k >= 1.
+  std::vector<std::unique_ptr<transport::Link>> hopOut_, hopIn_;
   Status linksError_;  // why this epoch's links are missing (ops fail with it)
 
   // Link setup of an epoch stops when the master reports that epoch lost a

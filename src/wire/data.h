@@ -93,6 +93,10 @@ inline uint64_t syncChannel(uint64_t seq, SyncDirection d) {
 inline uint64_t probeChannel(uint64_t session, uint32_t round) {
   return (((session & ((1ull << 40) - 1)) << 20 | (round & 0xfffff)) << 2) | 3;
 }
+// The channel of a small-message collectives' link (collectives/small.h): to
+// the member 2^k places on along the ring, k >= 1 (k = 0 is the ring link).
+// Never 0, never a sync or probe channel (low bits 0).
+inline uint64_t hopChannel(uint32_t k) { return uint64_t{k} << 2; }
 struct LinkChallenge {
   security::Nonce nonce{};
   security::Proof proof{};

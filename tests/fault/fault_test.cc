@@ -445,6 +445,21 @@ TEST(Fault, KillDuringAllReduce) {
   EXPECT_TRUE(leaked.empty()) << "left in /dev/shm: " << leaked.front();
 }
 
+// Small ops (collectives/small.h: an all-gather over links 2^k places on,
+// then a local reduction): a kill mid-op fails it on every survivor with the
+// input restored, within the same bound.
+TEST(Fault, KillDuringSmallAllReduce) {
+  InProcessMaster master(kFailureMs);
+  ASSERT_TRUE(master.ok());
+  PeerSpec spec;
+  spec.count = 1000;  // 4000 bytes: the small path at 4 members (and 3)
+  Cluster c = makeCluster(master.address(), spec);
+  startPeers(c, 4);
+  if (HasFatalFailure()) return;
+  killRounds("KillDuringSmallAllReduce", c, 4, SIGKILL, 0, 2, 12,
+             [&](std::mt19937& rng) { return randomPeer(c, rng); });
+}
+
 // The same over loopback TCP (ECCL_SHM=0 in every peer): the TCP path keeps
 // its own fault coverage.
 TEST(Fault, KillDuringAllReduceOverTcp) {
