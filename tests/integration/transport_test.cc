@@ -519,10 +519,11 @@ struct StuckReceiver {
   std::optional<shm::Ring> reader;
   int watchPeer = -1;
   std::unique_ptr<shm::ShmLink> link;
-  StuckReceiver() {
+  // remoteReads: large payloads stay in the sender's memory until read.
+  explicit StuckReceiver(bool remoteReads = false) {
     wire::ShmOffer offer;
     Result<shm::Ring> w = shm::Ring::create(shm::kRingBytes, &offer);
-    Result<shm::Ring> r = shm::Ring::open(offer);
+    Result<shm::Ring> r = shm::Ring::open(offer, remoteReads);
     int sv[2];
     if (!w || !r || ::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return;
     reader = std::move(*r);
@@ -546,7 +547,7 @@ TEST(ShmLink, AFullRingReportsTheStallAndHonoursTheAbort) {
   std::atomic<int> stalls{0};
   StallWatch watch{std::chrono::milliseconds(50), [&](std::chrono::milliseconds) { ++stalls; }};
   CancelFlag cancel{0};
-  // Four 1 MiB frames fill the 4 MiB ring but for their headers: the fourth
+  // Four 1 MiB frames fill the 4 MiB ring but for their records: the fourth
   // waits mid-frame.
   auto stuck = std::async(std::launch::async, [&] {
     Status st;
@@ -570,8 +571,8 @@ TEST(ShmLink, ATimeoutBeforeAFrameStartsLeavesTheLinkUsable) {
   StuckReceiver r;
   ASSERT_TRUE(r.link);
   std::vector<uint8_t> big(shm::kRingBytes);
-  // Header and payload exactly fill the ring.
-  ASSERT_TRUE(r.link->send(header(0, static_cast<uint32_t>(big.size() - wire::kDataHeaderBytes)),
+  // Record (address, header) and payload exactly fill the ring.
+  ASSERT_TRUE(r.link->send(header(0, static_cast<uint32_t>(big.size() - shm::ShmLink::kRecordBytes)),
                            big.data(), soon(), kNever, nullptr).isOk());
   const Status late = r.link->send(header(1, 10), big.data(), Clock::now() + std::chrono::milliseconds(100),
                                    kNever, nullptr);
@@ -588,6 +589,68 @@ TEST(ShmLink, ATimeoutBeforeAFrameStartsLeavesTheLinkUsable) {
   }
   EXPECT_TRUE(r.link->send(header(1, 10), big.data(), soon(), kNever, nullptr).isOk());
   EXPECT_FALSE(r.watchClosed());
+}
+
+// Large payloads where the receiver may read the sender's memory: the ring
+// carries the address, the receiver copies the payload straight out and acks,
+// and send() returns only then (the caller may reuse the buffer at once). A
+// receiver that never acks is a stall like a full ring: reported, and the
+// op's abort ends the send; since the receiver may be reading, the link
+// breaks rather than go on.
+TEST(ShmLink, LargePayloadsAreReadFromTheSendersMemory) {
+  StuckReceiver r(/*remoteReads=*/true);
+  ASSERT_TRUE(r.link && r.reader->remoteReads());
+  std::vector<uint8_t> data(shm::ShmLink::kRemoteMinBytes + 5);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7);
+  auto sent = std::async(std::launch::async, [&] {
+    return r.link->send(header(0, static_cast<uint32_t>(data.size())), data.data(), soon(), kNever, nullptr);
+  });
+  // The receiver's side, by hand: a record (address, header), no payload in the ring.
+  std::byte record[shm::ShmLink::kRecordBytes];
+  size_t got = 0;
+  while (got < sizeof(record)) {
+    Result<size_t> k = r.reader->read(record + got, sizeof(record) - got);
+    ASSERT_TRUE(k.hasValue());
+    got += *k;
+    if (*k == 0) r.reader->waitForData(std::chrono::milliseconds(50));
+  }
+  uint64_t address = 0;
+  std::memcpy(&address, record, sizeof(address));
+  EXPECT_EQ(address, reinterpret_cast<uintptr_t>(data.data()));
+  Result<wire::DataHeader> h = wire::decodeDataHeader(std::span(record).subspan(8));
+  ASSERT_TRUE(h.hasValue());
+  ASSERT_EQ(h->payloadBytes, data.size());
+  EXPECT_EQ(sent.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
+      << "send returned before the receiver read the payload";
+  std::vector<std::byte> copy(data.size());
+  ASSERT_TRUE(r.reader->readRemote(address, copy.data(), copy.size()).isOk());
+  EXPECT_EQ(std::memcmp(copy.data(), data.data(), data.size()), 0);
+  r.reader->ack();
+  EXPECT_TRUE(sent.get().isOk());
+  // A small payload still travels in the ring.
+  std::vector<uint8_t> small(100, 3);
+  ASSERT_TRUE(r.link->send(header(1, 100), small.data(), soon(), kNever, nullptr).isOk());
+  std::byte rec2[shm::ShmLink::kRecordBytes + 100];
+  got = 0;
+  while (got < sizeof(rec2)) {
+    Result<size_t> k = r.reader->read(rec2 + got, sizeof(rec2) - got);
+    ASSERT_TRUE(k.hasValue());
+    got += *k;
+  }
+  std::memcpy(&address, rec2, sizeof(address));
+  EXPECT_EQ(address, 0u);
+
+  // Never acked: the stall is reported, and a timeout ends the send and the link.
+  std::atomic<int> stalls{0};
+  StallWatch watch{std::chrono::milliseconds(50), [&](std::chrono::milliseconds) { ++stalls; }};
+  const auto start = Clock::now();
+  const Status st = r.link->send(header(2, static_cast<uint32_t>(data.size())), data.data(),
+                                 Clock::now() + std::chrono::milliseconds(300), kNever, &watch);
+  EXPECT_EQ(st.code(), ecclPeerLost) << st.message();
+  EXPECT_NE(st.message().find("within the op timeout"), std::string::npos) << st.message();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+  EXPECT_GE(stalls.load(), 2);
+  EXPECT_TRUE(r.watchClosed());
 }
 
 }  // namespace

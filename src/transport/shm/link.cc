@@ -4,6 +4,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 
 #include "common/log.h"
@@ -59,20 +60,53 @@ Status ShmLink::breakLink(std::string why) {
 Status ShmLink::send(const wire::DataHeader& header, const void* payload, Deadline deadline,
                      const CancelFlag& cancel, const StallWatch* watch) {
   if (role_ != Role::kSender) return error(ecclInternalError, "send on the receiving end of a link");
-  std::byte head[wire::kDataHeaderBytes];
-  wire::encodeDataHeader(header, head);
+  // A record: the payload's address when the receiver copies it straight
+  // from this process (0: the payload follows in the ring), then the header.
+  const bool remote = header.payloadBytes >= kRemoteMinBytes && ring_.remoteReads();
+  std::byte record[kRecordBytes];
+  const uint64_t address = remote ? reinterpret_cast<uintptr_t>(payload) : 0;
+  std::memcpy(record, &address, sizeof(address));
+  wire::encodeDataHeader(header, record + sizeof(address));
   struct Piece {
     const std::byte* p;
     size_t n;
-  } pieces[2] = {{head, sizeof(head)}, {static_cast<const std::byte*>(payload), header.payloadBytes}};
+  } pieces[2] = {{record, sizeof(record)},
+                 {static_cast<const std::byte*>(payload), remote ? 0 : header.payloadBytes}};
 
   std::lock_guard<std::mutex> lock(sendMu_);
   if (!broken_.isOk()) return broken_;
   Clock::time_point lastProgress = Clock::now();
   Clock::time_point nextReport = lastProgress + (watch != nullptr ? watch->every : std::chrono::hours(1));
-  bool started = false;             // bytes of the frame are in: stopping now would cut it
+  bool started = false;             // part of the frame is out: stopping now would cut it
   std::optional<Status> abandoned;  // why the op gave up while the frame was unfinished
   Deadline finishBy{};
+  // The receiver has not taken what we wait for: sleep in `wait` unless the
+  // peer is gone or the op gives up (then what to return).
+  auto blocked = [&](const auto& wait) -> std::optional<Status> {
+    const Clock::time_point now = Clock::now();
+    if (peerGone()) return breakLink("the peer closed the link (its process ended?)");
+    if (abandoned) {
+      if (now >= finishBy) {
+        return breakLink(fmt::format("{}; the link was closed mid-frame", abandoned->message()));
+      }
+      wait(until(finishBy, kPoll));
+      return std::nullopt;
+    }
+    if (std::optional<Status> stop = sendAbort(cancel, deadline, now)) {
+      if (!started) return stop;
+      // The receiver reads frames whole: finish this one unless the links
+      // are replaced anyway.
+      finishBy = linksAreReplaced(stop->code()) ? now : now + tcp::Socket::kFinishFrameWithin;
+      abandoned = std::move(stop);
+      return std::nullopt;
+    }
+    if (watch != nullptr && watch->onStall && now >= nextReport) {
+      watch->onStall(std::chrono::duration_cast<std::chrono::milliseconds>(now - lastProgress));
+      nextReport = now + watch->every;
+    }
+    wait(until(deadline, kPoll));
+    return std::nullopt;
+  };
   for (Piece& piece : pieces) {
     while (piece.n > 0) {
       Result<size_t> k = ring_.write(piece.p, std::min(piece.n, kChunkBytes));
@@ -85,29 +119,14 @@ Status ShmLink::send(const wire::DataHeader& header, const void* payload, Deadli
         if (watch != nullptr) nextReport = lastProgress + watch->every;
         continue;
       }
-      // Full: the receiver has not taken the bytes yet.
-      const Clock::time_point now = Clock::now();
-      if (peerGone()) return breakLink("the peer closed the link (its process ended?)");
-      if (abandoned) {
-        if (now >= finishBy) {
-          return breakLink(fmt::format("{}; the link was closed mid-frame", abandoned->message()));
-        }
-        ring_.waitForSpace(until(finishBy, kPoll));
-        continue;
-      }
-      if (std::optional<Status> stop = sendAbort(cancel, deadline, now)) {
-        if (!started) return *stop;
-        // The receiver reads frames whole: finish this one unless the links
-        // are replaced anyway.
-        finishBy = linksAreReplaced(stop->code()) ? now : now + tcp::Socket::kFinishFrameWithin;
-        abandoned = std::move(stop);
-        continue;
-      }
-      if (watch != nullptr && watch->onStall && now >= nextReport) {
-        watch->onStall(std::chrono::duration_cast<std::chrono::milliseconds>(now - lastProgress));
-        nextReport = now + watch->every;
-      }
-      ring_.waitForSpace(until(deadline, kPoll));
+      if (std::optional<Status> r = blocked([&](auto t) { ring_.waitForSpace(t); })) return *r;
+    }
+  }
+  if (remote) {
+    // The payload must stay as it is until the receiver copied it.
+    const uint64_t want = ++remoteSent_;
+    while (ring_.acked() < want) {
+      if (std::optional<Status> r = blocked([&](auto t) { ring_.waitForAck(want, t); })) return *r;
     }
   }
   frames_.fetch_add(1, std::memory_order_relaxed);
@@ -142,17 +161,28 @@ Status ShmLink::readExact(std::byte* out, size_t n, bool* closedFirst) {
 
 void ShmLink::readLoop() {
   for (;;) {
-    std::byte head[wire::kDataHeaderBytes];
+    std::byte record[kRecordBytes];
     bool closedFirst = false;
-    Status st = readExact(head, sizeof(head), &closedFirst);
+    Status st = readExact(record, sizeof(record), &closedFirst);
     if (st.isOk()) {
-      Result<wire::DataHeader> h = decodeFrameHeader(head, maxFrame_.load(std::memory_order_relaxed));
+      uint64_t address = 0;
+      std::memcpy(&address, record, sizeof(address));
+      Result<wire::DataHeader> h = decodeFrameHeader(std::span(record).subspan(sizeof(address)),
+                                                     maxFrame_.load(std::memory_order_relaxed));
+      if (h && address != 0 && (h->payloadBytes < kRemoteMinBytes || !ring_.remoteReads())) {
+        h = error(ecclInvalidArgument, "a payload left in the sender's memory where none may be");
+      }
       if (!h) {
         st = error(h.status().code(), fmt::format("bad frame from peer {} (shared memory): {}",
                                                   remotePeer_, h.status().message()));
       } else {
         Frame f{*h, pool_->get(h->payloadBytes)};
-        st = readExact(f.payload.data(), h->payloadBytes, nullptr);
+        if (address == 0) {
+          st = readExact(f.payload.data(), h->payloadBytes, nullptr);
+        } else {
+          st = ring_.readRemote(address, f.payload.data(), h->payloadBytes);
+          if (st.isOk()) ring_.ack();
+        }
         if (st.isOk()) st = mailbox_.put(std::move(f));
         if (st.isOk()) continue;
       }

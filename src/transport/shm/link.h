@@ -8,9 +8,11 @@
 // progress (the stall reports and the master's verdict, as on TCP).
 //
 // Sender: send() copies each frame into the ring in chunks, so the receiver
-// copies the first bytes out while later ones go in. Receiver: one reader
-// thread copies frames out into pool buffers and leaves them in a Mailbox,
-// exactly like a TCP link's readers. The semantics are TcpLink's: a frame is
+// copies the first bytes out while later ones go in; or, for large payloads
+// where the receiver may read this process's memory, leaves the payload where
+// it is and waits until the receiver copied it (one copy instead of two).
+// Receiver: one reader thread copies frames out into pool buffers and leaves
+// them in a Mailbox, exactly like a TCP link's readers. The semantics are TcpLink's: a frame is
 // never left half written on a working link, a broken link stays broken.
 #pragma once
 
@@ -36,6 +38,13 @@ class ShmLink : public Link {
   // peer's socket and its own flags at least every kPoll.
   static constexpr size_t kChunkBytes = 256 << 10;
   static constexpr std::chrono::milliseconds kPoll{50};
+  // A frame in the ring: u64 address | 64-byte header | payload. Payloads of
+  // at least kRemoteMinBytes stay in the sender's memory when the receiver
+  // may read it (Ring::remoteReads): the address says where, the receiver
+  // copies them out with one copy (not two) and acks, and send() returns
+  // once it did. Address 0: the payload follows.
+  static constexpr size_t kRecordBytes = 8 + wire::kDataHeaderBytes;
+  static constexpr uint32_t kRemoteMinBytes = 64 << 10;
 
   ShmLink(uint64_t remotePeer, Role role, Ring ring, tcp::Socket watch);
   ~ShmLink() override;
@@ -71,6 +80,7 @@ class ShmLink : public Link {
   tcp::Socket watch_;
   std::mutex sendMu_;  // one frame at a time
   Status broken_;      // under sendMu_
+  uint64_t remoteSent_ = 0;  // under sendMu_: payloads left for the receiver to read
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> frames_{0};
   std::atomic<uint32_t> maxFrame_{wire::kMaxSegmentBytes};

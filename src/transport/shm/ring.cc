@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,12 +22,17 @@ namespace eccl::transport::shm {
 struct Ring::Header {
   std::array<std::byte, 16> nonce{};  // first: what the opener checks
   uint64_t capacity = 0;
+  uint64_t writerBase = 0;  // where the writer mapped this header (its address space)
+  std::atomic<uint32_t> remoteReads{0};  // 1: the reader can read the writer's memory
   alignas(64) std::atomic<uint64_t> head{0};   // bytes written (the writer's)
   std::atomic<uint32_t> dataSeq{0};            // futex: bumped when bytes were added
   std::atomic<uint32_t> readerWaiting{0};
   alignas(64) std::atomic<uint64_t> tail{0};   // bytes read (the reader's)
   std::atomic<uint32_t> spaceSeq{0};           // futex: bumped when bytes were taken
   std::atomic<uint32_t> writerWaiting{0};
+  alignas(64) std::atomic<uint64_t> acked{0};  // remote payloads the reader copied
+  std::atomic<uint32_t> ackSeq{0};             // futex: bumped with acked
+  std::atomic<uint32_t> ackWaiting{0};
 };
 static_assert(sizeof(Ring::Header) <= Ring::kHeaderBytes);
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
@@ -92,6 +98,7 @@ Ring& Ring::operator=(Ring&& o) noexcept {
     capacity_ = std::exchange(o.capacity_, 0);
     fd_ = std::exchange(o.fd_, -1);
     index_ = std::exchange(o.index_, 0);
+    writerPid_ = std::exchange(o.writerPid_, 0);
   }
   return *this;
 }
@@ -130,6 +137,7 @@ Result<Ring> Ring::create(uint64_t bytes, wire::ShmOffer* offer) {
   Header* h = new (r.base_) Header();
   std::copy_n(nonce->begin(), h->nonce.size(), h->nonce.begin());
   h->capacity = bytes;
+  h->writerBase = reinterpret_cast<uintptr_t>(r.base_);
   offer->host = hostIdentity();
   offer->pid = static_cast<uint32_t>(::getpid());
   offer->fd = static_cast<uint32_t>(r.fd_);
@@ -138,7 +146,7 @@ Result<Ring> Ring::create(uint64_t bytes, wire::ShmOffer* offer) {
   return r;
 }
 
-Result<Ring> Ring::open(const wire::ShmOffer& offer) {
+Result<Ring> Ring::open(const wire::ShmOffer& offer, bool remoteReads) {
   if (!(offer.host == hostIdentity())) {
     return error(ecclUnsupported, "the dialler is on another host, or in another network or pid "
                                   "namespace, or another user");
@@ -167,6 +175,15 @@ Result<Ring> Ring::open(const wire::ShmOffer& offer) {
   if (h->nonce != offer.nonce || h->capacity != offer.ringBytes ||
       h->head.load(std::memory_order_acquire) != 0 || h->tail.load(std::memory_order_acquire) != 0) {
     return error(ecclUnsupported, fmt::format("{} is not the ring offered (nonce or state differ)", path));
+  }
+  // Whether this process may read the writer's memory (process_vm_readv: the
+  // same user, and no ptrace restriction in the way): the nonce at the
+  // writer's own address of the header says.
+  r.writerPid_ = static_cast<pid_t>(offer.pid);
+  std::array<std::byte, 16> seen{};
+  if (remoteReads && r.readRemote(h->writerBase, seen.data(), seen.size()).isOk() &&
+      seen == offer.nonce) {
+    r.header()->remoteReads.store(1, std::memory_order_release);
   }
   return r;
 }
@@ -229,6 +246,44 @@ void Ring::waitForData(std::chrono::milliseconds timeout) {
   h->readerWaiting.store(1, std::memory_order_seq_cst);
   if (h->head.load(std::memory_order_seq_cst) == index_) futexWait(&h->dataSeq, seq, timeout);
   h->readerWaiting.store(0, std::memory_order_relaxed);
+}
+
+bool Ring::remoteReads() const {
+  return header()->remoteReads.load(std::memory_order_acquire) != 0;
+}
+
+Status Ring::readRemote(uint64_t address, std::byte* out, size_t n) const {
+  size_t done = 0;
+  while (done < n) {
+    iovec local{out + done, n - done};
+    iovec remote{reinterpret_cast<void*>(address + done), n - done};
+    const ssize_t k = ::process_vm_readv(writerPid_, &local, 1, &remote, 1, 0);
+    if (k <= 0) {
+      return error(ecclPeerLost, fmt::format("reading {} bytes of process {}: {}", n - done, writerPid_,
+                                             k < 0 ? std::strerror(errno) : "nothing read"));
+    }
+    done += static_cast<size_t>(k);
+  }
+  return Status::ok();
+}
+
+void Ring::ack() {
+  Header* h = header();
+  h->acked.fetch_add(1, std::memory_order_seq_cst);
+  if (h->ackWaiting.load(std::memory_order_seq_cst) != 0) {
+    h->ackSeq.fetch_add(1, std::memory_order_seq_cst);
+    futexWake(&h->ackSeq);
+  }
+}
+
+uint64_t Ring::acked() const { return header()->acked.load(std::memory_order_acquire); }
+
+void Ring::waitForAck(uint64_t want, std::chrono::milliseconds timeout) {
+  Header* h = header();
+  const uint32_t seq = h->ackSeq.load(std::memory_order_seq_cst);
+  h->ackWaiting.store(1, std::memory_order_seq_cst);
+  if (h->acked.load(std::memory_order_seq_cst) < want) futexWait(&h->ackSeq, seq, timeout);
+  h->ackWaiting.store(0, std::memory_order_relaxed);
 }
 
 void Ring::wakeReader() {

@@ -24,6 +24,8 @@
 #include <cstdint>
 #include <string>
 
+#include <sys/types.h>
+
 #include "common/status.h"
 #include "wire/data.h"
 
@@ -39,8 +41,9 @@ class Ring {
   // A new ring of `bytes` (a power of two) and the offer naming it.
   static Result<Ring> create(uint64_t bytes, wire::ShmOffer* offer);
   // Maps the ring `offer` names; ecclUnsupported when it is not on this host
-  // or cannot be opened (the link stays on TCP).
-  static Result<Ring> open(const wire::ShmOffer& offer);
+  // or cannot be opened (the link stays on TCP). `remoteReads` false: payloads
+  // always travel through the ring (tests of that path).
+  static Result<Ring> open(const wire::ShmOffer& offer, bool remoteReads = true);
 
   Ring() = default;
   Ring(Ring&& o) noexcept;
@@ -63,6 +66,16 @@ class Ring {
   // Wakes this side's own waiter (a destructor stopping its reader thread).
   void wakeReader();
 
+  // Payloads read straight from the writer's memory (one copy instead of two,
+  // where the reader may: process_vm_readv, checked when the ring is opened).
+  // The writer puts the payload's address in the ring and waits until the
+  // reader acked it; the reader copies it out and acks.
+  bool remoteReads() const;
+  Status readRemote(uint64_t address, std::byte* out, size_t n) const;  // reader
+  void ack();                                                            // reader
+  uint64_t acked() const;                                                // writer
+  void waitForAck(uint64_t want, std::chrono::milliseconds timeout);     // writer
+
   uint64_t capacity() const { return capacity_; }
 
   struct Header;  // the shared layout (ring.cc)
@@ -77,6 +90,7 @@ class Ring {
   int fd_ = -1;
   // Our own index, kept here: the shared copy is only published.
   uint64_t index_ = 0;
+  pid_t writerPid_ = 0;  // the reader's: whose memory remote payloads are in
 };
 
 }  // namespace eccl::transport::shm
