@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds ECCL and runs every test, installing what it needs first:
-#   1. Release build; ctest: unit, integration, fault (multi-process, serial; a 60 s churn),
-#      c_api, examples, install, lab (network namespaces; skipped without root)
+#   1. Release build; ctest: unit, integration (in-process peers, so over shared memory), tcp
+#      (the collective suites again over loopback TCP), fault (multi-process, serial; a 60 s
+#      churn), c_api, examples, install, lab (network namespaces; skipped without root)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest without install
 #      and lab, and of the timed multi-process fault tests only a 35 s churn (kills, joins,
 #      reconnects)

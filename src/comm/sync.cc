@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -119,6 +120,23 @@ Status Communicator::runSync(Request& req) {
     return std::nullopt;
   };
   const auto deadline = Clock::now() + options_.opTimeout;
+  // Opens a transfer channel to or from `peer` in attempts of at most a stall
+  // report each, so that a peer the master removed meanwhile (dead: nobody
+  // listens, or it never dials) ends the wait at once, not at the op deadline.
+  using LinkResult = Result<std::unique_ptr<transport::Link>>;
+  auto openChannel = [&](uint64_t peer, const std::function<LinkResult(Clock::time_point)>& attempt) {
+    for (;;) {
+      LinkResult r = attempt(std::min(deadline, Clock::now() + tctx.stallReport));
+      if (r) return r;
+      const ecclResult_t code = r.status().code();
+      const bool final = code == ecclAuthFailed || code == ecclVersionMismatch || code == ecclInvalidUsage;
+      if (final || Clock::now() >= deadline || req.cancel.load(std::memory_order_acquire) != 0) return r;
+      if (peerLost(req.epoch, peer)) {
+        return LinkResult(error(ecclPeerLost, fmt::format("the master removed peer {} ({})", peer,
+                                                          r.status().message())));
+      }
+    }
+  };
   const uint64_t reqChannel = wire::syncChannel(req.seq, wire::SyncDirection::kRequests);
   const uint64_t dataChannel = wire::syncChannel(req.seq, wire::SyncDirection::kData);
   const std::vector<uint32_t> order = electedOrder(state);
@@ -133,10 +151,13 @@ Status Communicator::runSync(Request& req) {
       const auto to = endpoint(r);
       if (!to) continue;
       serving.push_back(std::async(std::launch::async, [&, r, to] {
-        auto in = transport_->acceptChannel(peerId_, r, req.epoch, reqChannel, deadline, req.cancel);
-        auto out = in ? transport_->connectChannel(*to, peerId_, req.epoch, dataChannel, deadline,
-                                                   req.cancel)
-                      : Result<std::unique_ptr<transport::Link>>(in.status());
+        auto in = openChannel(r, [&](Clock::time_point until) {
+          return transport_->acceptChannel(peerId_, r, req.epoch, reqChannel, until, req.cancel);
+        });
+        auto out = in ? openChannel(r, [&](Clock::time_point until) {
+          return transport_->connectChannel(*to, peerId_, req.epoch, dataChannel, until, req.cancel);
+        })
+                      : LinkResult(in.status());
         Result<uint64_t> sent = out ? state::serve(tctx, r, served, **in, **out) : out.status();
         if (sent) bytesServed += *sent;
         if (!sent) {  // the receiver's problem (it reports it); our state is fine
@@ -153,12 +174,16 @@ Status Communicator::runSync(Request& req) {
     for (uint64_t src : plan.head.sources) {
       const auto from = endpoint(src);
       if (!from) continue;
-      auto out = transport_->connectChannel(*from, peerId_, req.epoch, reqChannel, deadline, req.cancel);
+      auto out = openChannel(src, [&](Clock::time_point until) {
+        return transport_->connectChannel(*from, peerId_, req.epoch, reqChannel, until, req.cancel);
+      });
       if (!out) {
         ECCL_LOG(kWarn, kComm, "shared-state source {} unreachable: {}", src, out.status().message());
         continue;
       }
-      auto in = transport_->acceptChannel(peerId_, src, req.epoch, dataChannel, deadline, req.cancel);
+      auto in = openChannel(src, [&](Clock::time_point until) {
+        return transport_->acceptChannel(peerId_, src, req.epoch, dataChannel, until, req.cancel);
+      });
       if (!in) {
         ECCL_LOG(kWarn, kComm, "shared-state source {} did not open its data channel: {}", src,
                  in.status().message());
