@@ -344,6 +344,9 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
     CHECK_ECCL(ecclAllReduce(&most, &most, 1, ecclUint32, ecclMax, nullptr, comm, nullptr), comm);
     const std::string streams = fewest == most ? std::to_string(fewest)
                                                : std::to_string(fewest) + "-" + std::to_string(most);
+    // Outgoing links that ran through shared memory (peers on one host).
+    uint32_t shmLinks = timed.sharedMemory;
+    CHECK_ECCL(ecclAllReduce(&shmLinks, &shmLinks, 1, ecclUint32, ecclSum, nullptr, comm, nullptr), comm);
     const double algbw = static_cast<double>(count * esz) / (us * 1e-6) / 1e9;
     const double busbw = allreduce ? algbw * 2.0 * (n - 1) / n : algbw;
     if (rank == 0) {
@@ -355,7 +358,8 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
                               {"wire_bytes", info.bytesSent},
                               {"logical_bytes", info.logicalBytesSent},
                               {"streams", timed.streams},
-                              {"streams_min", fewest}, {"streams_max", most}};
+                              {"streams_min", fewest}, {"streams_max", most},
+                              {"shm_links", shmLinks}};
         if (measured) {
           row["max_abs_error"] = err.maxAbs;
           row["rms_error"] = err.rms;

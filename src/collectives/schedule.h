@@ -35,4 +35,15 @@ inline Range segmentRange(Range r, size_t segElems, uint32_t j) {
 
 inline int mod(int a, int n) { return ((a % n) + n) % n; }
 
+// Ops whose inputs, all gathered, make at most this many bytes (world x the
+// op's bytes) and that have no codec run the small-message algorithms
+// (collectives/small.h) instead of the ring. Chosen by measurement (4 and 16
+// local peers: both cost the same around 32-128 KiB gathered; README,
+// "Measured"). Part of data link version 7: every member, and the master
+// weighing stall reports, must choose alike.
+inline constexpr size_t kSmallGatherBytes = 32 << 10;
+inline bool smallPath(size_t bytes, size_t world, bool codec) {
+  return world > 1 && bytes > 0 && !codec && bytes * world <= kSmallGatherBytes;
+}
+
 }  // namespace eccl::collectives

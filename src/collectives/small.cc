@@ -92,9 +92,8 @@ class HopIo {
 }  // namespace
 
 bool takesSmallPath(const RingContext& ctx, size_t bytes) {
-  return ctx.world > 1 && bytes > 0 && bytes * static_cast<size_t>(ctx.world) <= kSmallGatherBytes &&
-         ctx.codec == nullptr &&
-         ctx.hopOut.size() == ctx.hopIn.size() &&
+  return smallPath(bytes, static_cast<size_t>(ctx.world), ctx.codec != nullptr) &&
+         ctx.hopOut.size() == ctx.hopIn.size() && !ctx.hopOut.empty() &&
          (size_t{1} << (ctx.hopOut.size() - 1)) * 2 >= static_cast<size_t>(ctx.world);
 }
 

@@ -21,18 +21,15 @@
 #pragma once
 
 #include "collectives/ring.h"
+#include "collectives/schedule.h"
 
 namespace eccl::collectives {
 
-// Ops whose inputs, all gathered, make at most this many bytes (world x the
-// op's bytes; without a codec) take the small path: each member receives and
-// reduces world - 1 inputs, where the ring moves 2 (world - 1) / world of one.
-// Chosen by measurement (4 and 16 local peers: the two paths cost the same
-// around 32-128 KiB gathered; README, "Measured"). Part of data link version
-// 7, since every member must choose alike.
-inline constexpr size_t kSmallGatherBytes = 32 << 10;
 inline constexpr uint32_t kSmallStepBase = 0x40000000;  // never a ring step
 
+// smallPath() (schedule.h: each member receives and reduces world - 1
+// inputs, where the ring moves 2 (world - 1) / world of one), with this
+// epoch's links in place.
 bool takesSmallPath(const RingContext& ctx, size_t bytes);
 
 Status gatherAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_t count,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "collectives/schedule.h"
 #include "common/dtype.h"
 #include "common/log.h"
 
@@ -241,9 +242,19 @@ void Membership::onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<
       return;
     }
   } else if (neighbour(peerId, m.sending) != m.suspect) {
-    ECCL_LOG(kInfo, kMaster, "peer {} reported peer {}, which is not its {} neighbour; ignored",
-             peerId, m.suspect, m.sending ? "right" : "left");
-    return;
+    // A small op (collectives/small.h) also runs on links to the members 2^k
+    // places on and back.
+    const auto op = ops_.find(OpKey{peers_.at(peerId).group, m.tag, m.seq});
+    const std::vector<uint64_t> ring = ringOrder(peers_.at(peerId).group);
+    const bool small = op != ops_.end() && op->second.desc &&
+                       collectives::smallPath(op->second.desc->count * dtypeSize(static_cast<ecclDataType_t>(
+                                                  op->second.desc->dtype)),
+                                              ring.size(), op->second.desc->codec != 0);
+    if (!small || !hopPeer(ring, peerId, m.suspect, m.sending)) {
+      ECCL_LOG(kInfo, kMaster, "peer {} reported peer {}, which is not its {} neighbour; ignored",
+               peerId, m.suspect, m.sending ? "right" : "left");
+      return;
+    }
   }
   const OpKey key{peers_.at(peerId).group, m.tag, m.seq};
   auto op = ops_.find(key);
@@ -339,6 +350,17 @@ std::optional<uint64_t> Membership::neighbour(uint64_t peerId, bool right) const
   if (ring.size() < 2) return std::nullopt;
   const size_t pos = static_cast<size_t>(std::find(ring.begin(), ring.end(), peerId) - ring.begin());
   return ring[(pos + (right ? 1 : ring.size() - 1)) % ring.size()];
+}
+
+bool Membership::hopPeer(const std::vector<uint64_t>& ring, uint64_t peerId, uint64_t other,
+                         bool right) {
+  const size_t n = ring.size();
+  const size_t pos = static_cast<size_t>(std::find(ring.begin(), ring.end(), peerId) - ring.begin());
+  if (pos == n) return false;
+  for (size_t d = 2; d < n; d *= 2) {
+    if (ring[(pos + (right ? d : n - d)) % n] == other) return true;
+  }
+  return false;
 }
 
 void Membership::maybeCompleteVote(std::vector<Outgoing>& out) {

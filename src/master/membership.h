@@ -27,7 +27,8 @@
 //    stall, nearest the break, is kicked.
 //  - Insiders (docs/security.md): a Suspect counts only from a member about
 //    its own ring neighbour (left when receiving, right when sending) in an
-//    op it began, or in a sync about another member of its group (transfers
+//    op it began (in a small op, collectives/small.h, also about the members
+//    2^k places on or back, whom it has links with), or in a sync about another member of its group (transfers
 //    run between any two; a sync goes on without the member removed); an announced op timeout below minOpTimeout is raised to
 //    it; a member that has not voted voteTimeout after the first vote of an
 //    update is removed, so no member blocks every group's epochs; a peer
@@ -174,6 +175,9 @@ class Membership {
   void expireVote(Clock::time_point now, std::vector<Outgoing>& out);
   // The member before (left) or after (right) peerId in its group's ring.
   std::optional<uint64_t> neighbour(uint64_t peerId, bool right) const;
+  // Whether `other` is 2^k (k >= 1) places after (right) or before peerId in
+  // `ring`: the far links of small ops.
+  static bool hopPeer(const std::vector<uint64_t>& ring, uint64_t peerId, uint64_t other, bool right);
   void onOpBegin(uint64_t peerId, const wire::OpBegin& m, std::vector<Outgoing>& out);
   void onOpDone(uint64_t peerId, const wire::OpDone& m, std::vector<Outgoing>& out);
   void onSuspect(uint64_t peerId, const wire::Suspect& m, std::vector<Outgoing>& out);

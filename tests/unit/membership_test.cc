@@ -407,8 +407,9 @@ namespace {
 
 using Clock = Membership::Clock;
 
-wire::OpBegin beginOp(uint64_t epoch, uint64_t seq) {
-  return {epoch, 0, seq, {static_cast<uint8_t>(wire::OpKind::kAllReduce), ecclFloat32, ecclSum, 8, 0}};
+// A ring op by default (4 MiB); a small op (collectives/small.h) with a small count.
+wire::OpBegin beginOp(uint64_t epoch, uint64_t seq, uint64_t count = 1 << 20) {
+  return {epoch, 0, seq, {static_cast<uint8_t>(wire::OpKind::kAllReduce), ecclFloat32, ecclSum, count, 0}};
 }
 
 // A tiny announced op timeout cannot make the group's ops fail at once: it
@@ -470,6 +471,39 @@ TEST(MembershipSecurity, SuspectOnlyAboutOwnRingNeighbour) {
   out = m.tick(Clock::now() + std::chrono::milliseconds(6000));
   EXPECT_EQ(sentTo<wire::Kick>(out, 3).size(), 1u);
   EXPECT_EQ(m.memberCount(), 4u);
+}
+
+// Small ops run on links to the members 2^k places on and back too: a stall
+// on such a link is evidence in a small op, and ignored in a ring op, where
+// there is no such link.
+TEST(MembershipSecurity, SmallOpsCountStallsOnTheirFarLinks) {
+  for (const bool small : {true, false}) {
+    Membership::Options o;
+    o.heartbeatInterval = std::chrono::milliseconds(50);
+    o.failureTimeout = std::chrono::milliseconds(10000);  // no heartbeat deaths in this test
+    Membership m(o);
+    for (uint64_t p = 1; p <= 4; ++p) m.onRegister(p, reg(0), "127.0.0.1");
+    m.onMessage(1, wire::Vote{});
+    ASSERT_EQ(m.memberCount(), 4u);
+    const uint64_t e = m.epoch();
+    for (uint64_t p = 1; p <= 4; ++p) m.onMessage(p, beginOp(e, 0, small ? 8 : 1 << 20));
+    // Ring 1 2 3 4: peer 1 cannot send to 3 (two places on: a far link of a
+    // small op), and the others starve downstream of it.
+    m.onMessage(1, wire::Suspect{e, 0, 0, 3, 5000, true});
+    m.onMessage(2, wire::Suspect{e, 0, 0, 1, 3000, false});
+    m.onMessage(3, wire::Suspect{e, 0, 0, 2, 2000, false});
+    m.onMessage(4, wire::Suspect{e, 0, 0, 3, 1000, false});
+    auto out = m.tick(Clock::now() + std::chrono::milliseconds(6000));
+    if (small) {
+      EXPECT_EQ(sentTo<wire::Kick>(out, 3).size(), 1u) << "the oldest stall's suspect goes";
+      EXPECT_EQ(m.memberCount(), 3u);
+    } else {
+      for (uint64_t p = 1; p <= 4; ++p) {
+        EXPECT_TRUE(sentTo<wire::Kick>(out, p).empty()) << "peer " << p << " was kicked";
+      }
+      EXPECT_EQ(m.memberCount(), 4u);
+    }
+  }
 }
 
 // A member that never votes cannot hold every group's update: once the
