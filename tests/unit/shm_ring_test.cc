@@ -110,6 +110,15 @@ TEST(ShmRing, OpensOnlyTheRingOfferedOnThisHost) {
   EXPECT_EQ(Ring::open(other).status().code(), ecclUnsupported);
   ::close(fd);
 
+  // A pipe at the named descriptor: opening it neither blocks nor passes.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  other = offer;
+  other.fd = static_cast<uint32_t>(fds[0]);
+  EXPECT_EQ(Ring::open(other).status().code(), ecclUnsupported);
+  ::close(fds[0]);
+  ::close(fds[1]);
+
   writer->closeDescriptor();  // after this the offer names nothing
   EXPECT_EQ(Ring::open(offer).status().code(), ecclUnsupported);
 }

@@ -153,7 +153,9 @@ Result<Ring> Ring::open(const wire::ShmOffer& offer, bool remoteReads) {
   }
   Ring r;
   const std::string path = fmt::format("/proc/{}/fd/{}", offer.pid, offer.fd);
-  r.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  // Whatever the descriptor turns out to be, opening it must not block (a
+  // FIFO) or make it this process's terminal: the checks below refuse it.
+  r.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (r.fd_ < 0) {
     return error(ecclUnsupported, fmt::format("cannot open {}: {}", path, std::strerror(errno)));
   }
