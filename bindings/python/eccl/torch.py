@@ -1,0 +1,237 @@
+"""The torch.distributed backend "eccl": importing this module registers it.
+
+    import eccl.torch, torch.distributed as dist
+    dist.init_process_group("eccl", rank=r, world_size=n, init_method="tcp://host:port")
+
+Rank 0 starts an embedded eccl.Master and publishes its address through the c10d store; every
+rank connects, and init returns once all n are members. CPU tensors: all_reduce (SUM, AVG,
+PRODUCT, MIN, MAX), broadcast, barrier, sync or async (Work with get_future()). Other
+collectives raise NotImplementedError naming the collective. A dead peer raises
+eccl.PeerLostError ("ecclPeerLost: ..."); the process group's `.communicator` is the
+eccl.Communicator, for update_topology() and the rest of the elastic API.
+
+Environment: ECCL_MASTER_LISTEN ("host:port" rank 0's master listens on; default
+"127.0.0.1:0", or "0.0.0.0:0" when MASTER_ADDR names another host), ECCL_AUTH_TOKEN (needed
+off loopback), ECCL_OP_TIMEOUT (seconds, default 60)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch._C._distributed_c10d import ProcessGroup as _ProcessGroup
+from torch._C._distributed_c10d import Work as _Work
+
+from ._core import Communicator, Master, ReduceOp, Work
+
+BACKEND = "eccl"
+_STORE_KEY = "eccl/master"
+
+_OPS = [
+    (dist.ReduceOp.SUM, ReduceOp.SUM),
+    (dist.ReduceOp.PRODUCT, ReduceOp.PROD),
+    (dist.ReduceOp.MIN, ReduceOp.MIN),
+    (dist.ReduceOp.MAX, ReduceOp.MAX),
+]
+if hasattr(dist.ReduceOp, "AVG"):
+    _OPS.append((dist.ReduceOp.AVG, ReduceOp.AVG))
+
+
+def _reduce_op(op) -> ReduceOp:
+    for theirs, ours in _OPS:
+        if op == theirs:
+            return ours
+    raise NotImplementedError(f"eccl backend: reduce op {op} is not supported (ECCL has SUM, "
+                              "AVG, PRODUCT, MIN, MAX)")
+
+
+def _single(tensors, what: str) -> torch.Tensor:
+    if len(tensors) != 1:
+        raise ValueError(f"eccl backend: {what} takes one tensor per process, got {len(tensors)}")
+    t = tensors[0]
+    if t.device.type != "cpu":
+        raise ValueError(f"eccl backend: {what} got a tensor on {t.device}; this backend "
+                         "moves CPU tensors")
+    return t
+
+
+class EcclWork(_Work):
+    """A c10d Work over an eccl.Work. wait() raises the op's eccl.Error."""
+
+    def __init__(self, work: Work, result: list):
+        super().__init__()
+        self._work = work
+        self._result = result
+        self._future = None
+        self._future_lock = threading.Lock()
+
+    def wait(self, timeout: timedelta | None = None) -> bool:  # noqa: ARG002 - op_timeout rules
+        self._work.wait()
+        return True
+
+    def is_completed(self) -> bool:
+        return self._work.done()
+
+    def is_success(self) -> bool:
+        if not self._work.done():
+            return False
+        try:
+            self._work.wait()
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
+    def exception(self):
+        try:
+            self._work.wait()
+        except Exception as e:  # noqa: BLE001
+            return e
+        return None
+
+    def result(self) -> list:
+        self._work.wait()
+        return self._result
+
+    def get_future(self) -> torch.futures.Future:
+        """A Future completed (from a helper thread) with the output tensors, or the error."""
+        with self._future_lock:
+            if self._future is None:
+                future = torch.futures.Future()
+
+                def complete():
+                    try:
+                        self._work.wait()
+                    except Exception as e:  # noqa: BLE001
+                        future.set_exception(e)
+                    else:
+                        future.set_result(self._result)
+
+                threading.Thread(target=complete, name="eccl-future", daemon=True).start()
+                self._future = future
+            return self._future
+
+
+class ProcessGroupECCL(_ProcessGroup):
+    """torch.distributed ProcessGroup over an eccl.Communicator (see the module's doc)."""
+
+    def __init__(self, store, rank: int, size: int, timeout: timedelta):
+        super().__init__(rank, size)
+        self._size = size
+        self._rank = rank
+        self.master: Master | None = None
+        if rank == 0:
+            self.master = Master(_listen_address(), allow_unauthenticated=_off_loopback_ok())
+            store.set(_STORE_KEY, _published_address(self.master))
+        address = store.get(_STORE_KEY).decode()
+        self.communicator = Communicator(address, op_timeout=float(
+            os.environ.get("ECCL_OP_TIMEOUT", "60")))
+        try:
+            self.communicator.connect()
+            self.communicator.wait_for_world(size, timeout.total_seconds())
+        except BaseException:
+            self.shutdown()
+            raise
+        self._ranks_epoch = -1
+        self._eccl_rank: list[int] = []
+
+    # ---- what torch asks of a backend ---------------------------------------------------
+
+    def name(self) -> str:
+        return BACKEND
+
+    def getBackendName(self) -> str:  # noqa: N802 - torch's name
+        return BACKEND
+
+    def _get_backend_name(self) -> str:
+        return BACKEND
+
+    def size(self) -> int:
+        return self._size
+
+    def rank(self) -> int:
+        return self._rank
+
+    def allreduce(self, tensors, opts=None):
+        t = _single(tensors, "all_reduce")
+        op = _reduce_op(opts.reduceOp) if opts is not None else ReduceOp.SUM
+        return EcclWork(self.communicator.all_reduce_async(t, op), tensors)
+
+    def broadcast(self, tensors, opts=None):
+        t = _single(tensors, "broadcast")
+        root = self._eccl_root(opts.rootRank if opts is not None else 0)
+        return EcclWork(self.communicator.broadcast_async(t, root), tensors)
+
+    def barrier(self, opts=None):  # noqa: ARG002
+        token = torch.zeros(1, dtype=torch.int32)
+        return EcclWork(self.communicator.all_reduce_async(token), [token])
+
+    def shutdown(self) -> None:
+        """Leaves the group; rank 0 also stops the master."""
+        if hasattr(self, "communicator"):
+            self.communicator.close()
+        if self.master is not None:
+            self.master.close()
+
+    # ---- ranks --------------------------------------------------------------------------
+
+    def _eccl_root(self, torch_rank: int) -> int:
+        """The ring rank of torch rank `torch_rank` in the current epoch: a collective
+        all-reduce of (torch rank -> ring rank) whenever the epoch changed."""
+        epoch = self.communicator.epoch
+        if epoch != self._ranks_epoch:
+            table = torch.zeros(self._size, dtype=torch.int64)
+            table[self._rank] = self.communicator.rank + 1
+            self.communicator.all_reduce(table)
+            self._eccl_rank = [int(r) - 1 for r in table]
+            self._ranks_epoch = epoch
+        if not 0 <= torch_rank < self._size or self._eccl_rank[torch_rank] < 0:
+            raise ValueError(f"eccl backend: broadcast root {torch_rank} is not a member of "
+                             "the current epoch")
+        return self._eccl_rank[torch_rank]
+
+
+def _listen_address() -> str:
+    listen = os.environ.get("ECCL_MASTER_LISTEN")
+    if listen:
+        return listen
+    peer = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    return "127.0.0.1:0" if peer in ("127.0.0.1", "localhost", "::1") else "0.0.0.0:0"
+
+
+def _off_loopback_ok() -> bool:
+    # Off loopback the master demands a token (ECCL_AUTH_TOKEN) unless this is set.
+    return os.environ.get("ECCL_ALLOW_UNAUTHENTICATED", "0") == "1"
+
+
+def _published_address(master: Master) -> str:
+    peer = os.environ.get("MASTER_ADDR")
+    if master.address.startswith(("127.0.0.1:", "[::1]:")) or not peer:
+        return master.address
+    return f"{peer}:{master.port}"
+
+
+def _unsupported(name: str):
+    def method(self, *args, **kwargs):  # noqa: ARG001
+        raise NotImplementedError(f"eccl backend: {name} is not an ECCL collective (it has "
+                                  "all_reduce, broadcast and barrier)")
+    method.__name__ = name
+    return method
+
+
+for _name in ("allgather", "allgather_coalesced", "allreduce_coalesced", "alltoall",
+              "alltoall_base", "gather", "reduce", "reduce_scatter", "scatter", "send", "recv",
+              "recv_anysource", "monitored_barrier", "_allgather_base", "_reduce_scatter_base",
+              "allgather_into_tensor_coalesced", "reduce_scatter_tensor_coalesced"):
+    setattr(ProcessGroupECCL, _name, _unsupported(_name))
+
+
+def _create(store, rank, size, timeout):
+    return ProcessGroupECCL(store, rank, size, timeout)
+
+
+if BACKEND.upper() not in getattr(dist.Backend, "_plugins", {}) and not hasattr(
+        dist.Backend, BACKEND.upper()):
+    dist.Backend.register_backend(BACKEND, _create)

@@ -1,0 +1,183 @@
+"""One process: lifecycle, errors and their mapping, and the arrays the binding refuses."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import eccl
+from eccl import _eccl
+
+
+def test_version_is_the_c_librarys():
+    major, minor, patch = (int(v) for v in eccl.__version__.split("."))
+    assert _eccl.library_version() == major * 10000 + minor * 100 + patch
+
+
+def test_master_context_manager_port_address_and_close():
+    with eccl.Master("127.0.0.1:0") as m:
+        assert m.port > 0
+        assert m.address == f"127.0.0.1:{m.port}"
+        assert not m.closed
+    assert m.closed
+    m.close()  # idempotent
+    with pytest.raises(eccl.InvalidUsageError, match="closed"):
+        m.port
+
+
+def test_master_refuses_a_public_address_without_a_token():
+    with pytest.raises(eccl.InvalidUsageError, match="ecclInvalidUsage"):
+        eccl.Master("0.0.0.0:0", auth_token="")
+
+
+def test_bad_listen_address_is_an_argument_error():
+    with pytest.raises(eccl.InvalidArgumentError, match="host:port"):
+        eccl.Master("localhost")
+
+
+def test_world_of_one_lifecycle(master):
+    with eccl.Communicator(master.address) as comm:
+        comm.connect()
+        assert (comm.world_size, comm.rank, comm.peer_group) == (1, 0, 0)
+        assert comm.epoch >= 1
+        assert not comm.peers_pending
+        x = np.arange(5, dtype=np.float32)
+        info = comm.all_reduce(x)
+        assert info.world_size == 1 and np.array_equal(x, np.arange(5))
+    assert comm.closed
+    with pytest.raises(eccl.InvalidUsageError, match="closed"):
+        comm.all_reduce(x)
+    comm.close()
+
+
+def test_unreachable_master_raises_master_unreachable():
+    with eccl.Master() as m:
+        address = m.address
+    with eccl.Communicator(address, connect_timeout=0.5) as comm:
+        with pytest.raises(eccl.MasterUnreachableError) as e:
+            comm.connect()
+    assert "ecclMasterUnreachable" in str(e.value)
+    assert isinstance(e.value, ConnectionError) and e.value.result == eccl.Result.MASTER_UNREACHABLE
+
+
+def test_wrong_token_raises_auth_failed():
+    with eccl.Master(auth_token="right") as m:
+        with eccl.Communicator(m.address, auth_token="wrong") as comm:
+            with pytest.raises(eccl.AuthFailedError, match="ecclAuthFailed"):
+                comm.connect()
+        with eccl.Communicator(m.address, auth_token="right") as comm:
+            comm.connect()
+            assert comm.world_size == 1
+
+
+@pytest.mark.parametrize("result", list(eccl.Result)[1:])
+def test_every_result_maps_to_its_own_error_class(result):
+    e = eccl._errors.from_result(int(result), "why")
+    assert isinstance(e, eccl.Error) and e.result == result and e.message == "why"
+    assert type(e) is not eccl.Error
+    assert str(e).startswith("ecc") and str(e).endswith(": why")
+
+
+def test_unknown_result_is_a_plain_error():
+    e = eccl._errors.from_result(99, "new")
+    assert type(e) is eccl.Error and "99" in str(e)
+
+
+def test_error_classes_are_also_the_matching_builtins():
+    assert issubclass(eccl.TimeoutError, TimeoutError)
+    assert issubclass(eccl.InvalidArgumentError, ValueError)
+    assert issubclass(eccl.UnsupportedError, NotImplementedError)
+    assert issubclass(eccl.PeerLostError, RuntimeError)
+
+
+@pytest.fixture
+def solo(master):
+    with eccl.Communicator(master.address) as comm:
+        comm.connect()
+        yield comm
+
+
+def test_non_contiguous_numpy_is_refused(solo):
+    with pytest.raises(ValueError, match="not contiguous.*ascontiguousarray"):
+        solo.all_reduce(np.ones((4, 4))[:, ::2])
+
+
+def test_read_only_array_is_refused_in_place_but_fine_as_input(solo):
+    x = np.ones(3)
+    x.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        solo.all_reduce(x)
+    out = np.zeros(3)
+    solo.all_reduce(x, out=out)
+    assert np.array_equal(out, x)
+
+
+@pytest.mark.parametrize("bad", [np.ones(2, np.complex64), np.ones(2, bool), np.ones(2, ">f4")])
+def test_unsupported_numpy_types_are_type_errors(solo, bad):
+    with pytest.raises(TypeError, match="does not reduce"):
+        solo.all_reduce(bad)
+
+
+def test_objects_without_memory_are_type_errors(solo):
+    with pytest.raises(TypeError, match="str.*buffer protocol nor __dlpack__"):
+        solo.all_reduce("abc")
+
+
+def test_out_of_another_size_or_type_is_refused(solo):
+    with pytest.raises(ValueError, match="element type and count"):
+        solo.all_reduce(np.ones(4, np.float32), out=np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="element type and count"):
+        solo.all_reduce(np.ones(4, np.float32), out=np.zeros(4, np.float64))
+
+
+def test_enum_names_are_accepted_and_bad_ones_named(solo):
+    x = np.array([3.0, 1.0])
+    solo.all_reduce(x, op="MAX", quantization="None", rounding="nearest")
+    assert list(x) == [3.0, 1.0]
+    with pytest.raises(eccl.InvalidArgumentError, match="op 'mean' is not one of: sum, avg"):
+        solo.all_reduce(x, op="mean")
+    with pytest.raises(eccl.InvalidArgumentError, match="quantization 7"):
+        solo.all_reduce(x, quantization=7)
+
+
+def test_codec_on_integers_is_the_librarys_error(solo):
+    with pytest.raises(eccl.InvalidArgumentError, match="ecclInvalidArgument"):
+        solo.all_reduce(np.ones(4, np.int32), quantization="uint8")
+
+
+def test_broadcast_root_outside_the_world(solo):
+    with pytest.raises(eccl.InvalidArgumentError, match="root 5"):
+        solo.broadcast(np.ones(3), root=5)
+
+
+def test_work_waits_from_another_thread_and_twice(solo):
+    x = np.ones(1000, np.float64)
+    work = solo.all_reduce_async(x)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(work.wait()))
+    t.start()
+    t.join(10)
+    assert seen and seen[0].world_size == 1
+    assert work.done() and work.wait() == seen[0]
+
+
+def test_close_finishes_work_still_in_flight(master):
+    comm = eccl.Communicator(master.address)
+    comm.connect()
+    works = [comm.all_reduce_async(np.ones(1 << 16, np.float32), tag=i) for i in range(4)]
+    comm.close()
+    for w in works:
+        assert w.done()
+        assert w.wait().world_size == 1
+
+
+def test_shared_state_refuses_unknown_divergent_names_and_non_tensors():
+    with pytest.raises(eccl.InvalidArgumentError, match="allow_divergence names no tensor"):
+        eccl.SharedState({"w": np.ones(2)}, allow_divergence=["v"])
+    with pytest.raises(eccl.InvalidArgumentError, match="'step' is a int, not a tensor"):
+        eccl.SharedState.from_state_dict({"w": np.ones(2), "step": 3})
+
+
+def test_help_reads_well():
+    doc = eccl.Communicator.__doc__ + eccl.Communicator.all_reduce.__doc__
+    assert "peer_group" in doc and "identical bits" in doc
