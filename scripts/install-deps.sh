@@ -8,6 +8,8 @@ packages=(
   libasio-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libssl-dev openssl libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3  # examples.diloco checks the example's output with a script
+  # The Python package (bindings/python) and its tests: Debian's torch 1.13 (CPU) is enough.
+  python3-dev pybind11-dev python3-numpy python3-pytest python3-torch
   iptables iproute2  # the link-cut fault test and the lab test (ip, tc; they skip without root)
 )
 missing=()

@@ -2,7 +2,9 @@
 # Builds ECCL and runs every test, installing what it needs first:
 #   1. Release build; ctest: unit, integration (in-process peers, so over shared memory), tcp
 #      (the collective suites again over loopback TCP), fault (multi-process, serial; a 60 s
-#      churn), c_api, examples, install, lab (network namespaces; skipped without root)
+#      churn), c_api, examples, install, lab (network namespaces; skipped without root);
+#      then pytest: the Python package and torch backend (bindings/python/tests), with the
+#      Python examples, against Debian's python3 and torch
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest without install
 #      and lab, and of the timed multi-process fault tests only a 35 s churn (kills, joins,
 #      reconnects)
@@ -15,6 +17,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 jobs=$(nproc)
+# Debian's interpreter: python3-torch, python3-numpy and python3-pytest are installed for it.
+python=/usr/bin/python3
 stages=${ECCL_TEST_STAGES:-1 2 3 4}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -36,9 +40,15 @@ run_ctest() {  # dir, extra ctest args...
 
 if has 1; then
   stage "1/4 release build and tests"
-  configure build -DCMAKE_BUILD_TYPE=Release -DECCL_BUILD_BENCH=ON -DECCL_CHURN_SECONDS=60
+  configure build -DCMAKE_BUILD_TYPE=Release -DECCL_BUILD_BENCH=ON -DECCL_CHURN_SECONDS=60 \
+    -DECCL_BUILD_PYTHON=ON -DPython3_EXECUTABLE="$python"
   cmake --build build -j "$jobs"
   run_ctest build
+  stage "1/4 Python package: pytest"
+  # Exit code 5 (no tests collected) fails here like any other.
+  PYTHONPATH="$PWD/build/python" timeout 900 "$python" -m pytest -p no:cacheprovider -q \
+    bindings/python/tests 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ]
 fi
 
 if has 2; then
@@ -92,6 +102,8 @@ fi
 # One closing line over every stage.
 passed=$(awk '/tests passed, [0-9]+ tests failed out of/ {p += $NF - $(NF-5)} END {print p+0}' "$log")
 failed=$(awk '/tests passed, [0-9]+ tests failed out of/ {f += $(NF-5)} END {print f+0}' "$log")
+# pytest's summary line: "N passed, M skipped in 40.1s" (or "K failed, N passed ...").
+passed=$((passed + $(grep -Eo '(^|[ ,])[0-9]+ passed' "$log" | awk '{s += $NF == "passed" ? $(NF-1) : 0} END {print s+0}')))
 passed=$((passed + ${fuzz_passed:-0}))
 echo
 echo "$passed passed, $failed failed"

@@ -181,3 +181,23 @@ def test_shared_state_refuses_unknown_divergent_names_and_non_tensors():
 def test_help_reads_well():
     doc = eccl.Communicator.__doc__ + eccl.Communicator.all_reduce.__doc__
     assert "peer_group" in doc and "identical bits" in doc
+
+
+def test_native_stub_names_exactly_what_the_module_has():
+    import ast
+    from pathlib import Path
+
+    stub = ast.parse((Path(eccl.__file__).parent / "_eccl.pyi").read_text())
+    declared = {}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            declared[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        elif isinstance(node, ast.FunctionDef):
+            declared.setdefault("", set()).add(node.name)
+    public = lambda obj: {n for n in dir(obj) if not n.startswith("_")} | (  # noqa: E731
+        {"__init__"} if isinstance(obj, type) else set())
+    assert declared[""] == {n for n in public(_eccl) if callable(getattr(_eccl, n))
+                            and not isinstance(getattr(_eccl, n), type)} - {"__init__"}
+    for name in ("Master", "Request", "Comm"):
+        assert declared[name] == public(getattr(_eccl, name)) - (
+            set() if name != "Request" else {"__init__"}), name
