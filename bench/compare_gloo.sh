@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side all-reduce comparison: ECCL (eccl-bench) vs torch.distributed gloo,
 # ECCL twice: as it runs by default (local peers share memory) and as eccl-tcp
-# (ECCL_SHM=0, loopback TCP, how it ran before the shared-memory path).
+# (ECCL_SHM=0, loopback TCP, how it ran before the shared-memory path). --tools adds
+# ECCL from Python: eccl-python (eccl.Communicator.all_reduce on torch tensors) and
+# eccl-torch (torch.distributed with the "eccl" backend), both via gloo_allreduce.py
+# with the package from ECCL_PYTHONPATH (default build/python).
 #
 # Two cases, both float32 sum with --peers local processes (default 4):
 #   large: 64 MiB  -> compares bus bandwidth, ratio = eccl/gloo   (>1: ECCL faster)
@@ -13,7 +16,7 @@
 # Usage: bench/compare_gloo.sh [--rounds R] [--peers N]
 #                              [--iters-large I] [--warmup-large W]
 #                              [--iters-small I] [--warmup-small W]
-#                              [--keep DIR]
+#                              [--keep DIR] [--tools "eccl eccl-tcp gloo ..."]
 # Environment:
 #   ECCL_BENCH  eccl-bench binary (default build/tools/eccl-bench)
 #   PYTHON      python with torch (default: /usr/bin/python3 if it imports
@@ -31,6 +34,7 @@ warmup_large=5
 iters_small=200
 warmup_small=20
 keep=""
+tools="eccl eccl-tcp gloo"
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -53,6 +57,10 @@ while (($#)); do
         --iters-small)  need_int "$1" "${2:-}"; iters_small="$2"; shift 2 ;;
         --warmup-small) [[ "${2:-}" =~ ^[0-9]+$ ]] || die "$1 needs an integer"; warmup_small="$2"; shift 2 ;;
         --keep)         [[ -n "${2:-}" ]] || die "$1 needs a directory"; keep="$2"; shift 2 ;;
+        --tools)        tools="${2:-}"; shift 2
+                        for t in $tools; do
+                            [[ " eccl eccl-tcp gloo eccl-python eccl-torch " == *" $t "* ]] || die "unknown tool '$t'"
+                        done ;;
         -h|--help)      usage; exit 0 ;;
         *)              die "unknown argument '$1' (see --help)" ;;
     esac
@@ -142,13 +150,17 @@ run_one() {
     local tool="$1" case="$2" bytes="$3" iters="$4" warmup="$5" round="$6"
     local out="$work/${case}.${tool}.${round}.json" err="$work/${case}.${tool}.${round}.err"
     local -a cmd
-    if [[ "$tool" == eccl* ]]; then
+    if [[ "$tool" == eccl || "$tool" == eccl-tcp ]]; then
         local shm=1
         [[ "$tool" == eccl-tcp ]] && shm=0
         cmd=(env ECCL_SHM="$shm" "$ECCL_BENCH" allreduce --peers "$peers" -b "$bytes" -e "$bytes"
              --dtype float32 --op sum --iters "$iters" --warmup "$warmup" --json)
     else
-        cmd=("$PY" "$GLOO_BENCH" --peers "$peers" -b "$bytes" -e "$bytes"
+        local backend=gloo
+        [[ "$tool" == eccl-python ]] && backend=eccl-python
+        [[ "$tool" == eccl-torch ]] && backend=eccl
+        cmd=(env PYTHONPATH="${ECCL_PYTHONPATH:-$PWD/build/python}" "$PY" "$GLOO_BENCH"
+             --backend "$backend" --peers "$peers" -b "$bytes" -e "$bytes"
              --dtype float32 --op sum --iters "$iters" --warmup "$warmup" --json)
     fi
     if ! "${cmd[@]}" >"$out" 2>"$err"; then
@@ -157,14 +169,16 @@ run_one() {
         exit 1
     fi
     local vals
-    if ! vals="$(extract "$out" "${tool%-tcp}" "$bytes")"; then
+    local name="${tool%-tcp}"
+    [[ "$tool" == eccl-torch ]] && name=eccl
+    if ! vals="$(extract "$out" "$name" "$bytes")"; then
         echo "compare_gloo.sh: error: bad output from: ${cmd[*]}" >&2
         exit 1
     fi
     echo "$vals" >"$work/${case}.${tool}.${round}.vals"
     local t bw
     read -r t bw <<<"$vals"
-    printf '#   round %d/%d  %-8s %-6s time %12.2f us  busbw %9.4f GB/s\n' \
+    printf '#   round %d/%d  %-11s %-6s time %12.2f us  busbw %9.4f GB/s\n' \
         "$round" "$rounds" "$tool" "$case" "$t" "$bw"
 }
 
@@ -177,7 +191,12 @@ echo "# gloo: $PY $GLOO_BENCH (torch $("$PY" -c 'import torch; print(torch.__ver
 echo "# host: $(uname -n), $(nproc) cpu(s)"
 for ((r = 1; r <= rounds; r++)); do
     # Alternate which tool goes first so neither always gets the "fresh" slot.
-    if ((r % 2)); then order=(eccl eccl-tcp gloo); else order=(gloo eccl-tcp eccl); fi
+    read -r -a order <<<"$tools"
+    if ! ((r % 2)); then  # reversed
+        for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+            t=${order[i]}; order[i]=${order[j]}; order[j]=$t
+        done
+    fi
     for tool in "${order[@]}"; do
         run_one "$tool" large "$large_bytes" "$iters_large" "$warmup_large" "$r"
     done
@@ -186,9 +205,9 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 
-"$PY" - "$work" "$rounds" <<'EOF'
+"$PY" - "$work" "$rounds" $tools <<'EOF'
 import statistics, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
+work, rounds, tools = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
 def med(case, tool, idx):
     vals = []
@@ -200,16 +219,16 @@ def med(case, tool, idx):
 def ratio(num, den):
     return "%.2fx" % (num / den) if den > 0 else "inf"
 
-e_bw, g_bw = med("large", "eccl", 1), med("large", "gloo", 1)
-e_t, g_t = med("small", "eccl", 0), med("small", "gloo", 0)
-t_bw, t_t = med("large", "eccl-tcp", 1), med("small", "eccl-tcp", 0)
+bw = {t: med("large", t, 1) for t in tools}
+us = {t: med("small", t, 0) for t in tools}
 print()
-print("%-24s %-12s %14s %14s %14s %10s %10s   %s" % ("case", "metric", "eccl", "eccl-tcp", "gloo",
-                                                   "ratio", "tcp ratio", "note"))
-print("%-24s %-12s %14.4f %14.4f %14.4f %10s %10s   %s" % (
-    "allreduce 64MiB f32 sum", "busbw(GB/s)", e_bw, t_bw, g_bw, ratio(e_bw, g_bw), ratio(t_bw, g_bw),
-    "x/gloo, >1: ECCL faster"))
-print("%-24s %-12s %14.2f %14.2f %14.2f %10s %10s   %s" % (
-    "allreduce 8B f32 sum", "time(us)", e_t, t_t, g_t, ratio(g_t, e_t), ratio(g_t, t_t),
-    "gloo/x, >1: ECCL faster"))
+print("%-12s %16s %16s %12s %12s %14s" % ("tool", "64MiB busbw", "8B time(us)", "bw/gloo",
+                                          "gloo/time", "vs eccl (8B)"))
+for t in tools:
+    print("%-12s %16.4f %16.2f %12s %12s %14s" % (
+        t, bw[t], us[t],
+        ratio(bw[t], bw["gloo"]) if "gloo" in bw else "-",
+        ratio(us["gloo"], us[t]) if "gloo" in us else "-",
+        "%+.1f us" % (us[t] - us["eccl"]) if "eccl" in us else "-"))
+print("# bw/gloo and gloo/time: >1 means faster than gloo; vs eccl: time added over eccl-bench")
 EOF

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Baseline all-reduce benchmark for torch.distributed's gloo backend.
+"""All-reduce benchmark for torch.distributed's gloo backend (the baseline), and for
+ECCL from Python: --backend eccl (the torch.distributed backend "eccl" of the eccl
+package) or eccl-python (eccl.Communicator.all_reduce on the same torch tensors).
 
 Runs N local processes (CPU tensors) that talk over loopback and measures
 all_reduce the way nccl-tests does, so the numbers can be put side by side
@@ -34,6 +36,7 @@ INSTALL_HINT = "install python3-torch (apt) or torch (pip)"
 DTYPES = ("float32", "float64", "int32", "float16", "bfloat16")
 ELEM_SIZE = {"float32": 4, "float64": 8, "int32": 4, "float16": 2, "bfloat16": 2}
 OPS = ("sum", "max", "min", "prod")
+BACKENDS = ("gloo", "eccl", "eccl-python")
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgKMG]?)(?:i?[bB])?\s*$")
 _SIZE_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -93,6 +96,10 @@ def parse_args(argv):
                    help="process-group timeout in seconds (default 300)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object to stdout instead of the table")
+    p.add_argument("--backend", choices=BACKENDS, default="gloo",
+                   help="gloo (default), eccl (torch.distributed backend of the eccl package) "
+                   "or eccl-python (eccl.Communicator directly); eccl needs the package on "
+                   "PYTHONPATH")
     args = p.parse_args(argv)
     if args.minbytes > args.maxbytes:
         p.error("--minbytes (%d) is larger than --maxbytes (%d)" % (args.minbytes, args.maxbytes))
@@ -120,7 +127,7 @@ def _torch_dtype(torch, name):
     return getattr(torch, name)
 
 
-def _reduce_op(dist, name):
+def _reduce_op(dist, name):  # dist: torch.distributed or _EcclPython
     return {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX,
             "min": dist.ReduceOp.MIN, "prod": dist.ReduceOp.PRODUCT}[name]
 
@@ -171,6 +178,42 @@ def _probe(torch, dist, args):
     return None
 
 
+class _EcclPython:
+    """The slice of torch.distributed this benchmark calls, over an eccl.Communicator: rank 0
+    hosts the master and publishes its address in the store, as the torch backend does."""
+
+    class ReduceOp:
+        SUM, MAX, MIN, PRODUCT = "sum", "max", "min", "prod"
+
+    def __init__(self, store, rank, size, timeout):
+        import eccl
+
+        self.master = None
+        if rank == 0:
+            self.master = eccl.Master()
+            store.set("eccl/master", self.master.address)
+        self.comm = eccl.Communicator(store.get("eccl/master").decode())
+        self.comm.connect()
+        self.comm.wait_for_world(size, timeout.total_seconds())
+        self.barrier_token = None
+
+    def get_world_size(self):
+        return self.comm.world_size
+
+    def all_reduce(self, tensor, op="sum"):
+        self.comm.all_reduce(tensor, op)
+
+    def barrier(self):
+        import numpy as np
+
+        self.comm.all_reduce(np.zeros(1, np.int32))
+
+    def destroy_process_group(self):
+        self.comm.close()
+        if self.master is not None:
+            self.master.close()
+
+
 def _worker(rank, args, port, sizes, torch_version):
     import torch
     import torch.distributed as dist
@@ -178,8 +221,13 @@ def _worker(rank, args, port, sizes, torch_version):
     torch.set_num_threads(1)
     timeout = datetime.timedelta(seconds=args.timeout)
     store = dist.TCPStore("127.0.0.1", port, args.peers, False, timeout=timeout)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=args.peers,
-                            timeout=timeout)
+    if args.backend == "eccl-python":
+        dist = _EcclPython(store, rank, args.peers, timeout)
+    else:
+        if args.backend == "eccl":
+            import eccl.torch  # noqa: F401  registers the backend
+        dist.init_process_group(args.backend, store=store, rank=rank, world_size=args.peers,
+                                timeout=timeout)
     world = dist.get_world_size()
     dtype = _torch_dtype(torch, args.dtype)
     redop = _reduce_op(dist, args.op)
@@ -189,9 +237,9 @@ def _worker(rank, args, port, sizes, torch_version):
     rows = []
 
     if rank == 0 and not args.json:
-        out.write("# gloo all_reduce benchmark: torch %s, %d peers (local, loopback), "
+        out.write("# %s all_reduce benchmark: torch %s, %d peers (local, loopback), "
                   "iters %d, warmup %d, torch threads 1\n"
-                  % (torch_version, world, args.iters, args.warmup))
+                  % (args.backend, torch_version, world, args.iters, args.warmup))
         out.write("#\n")
         out.write("#       size         count      type   redop    time(us)"
                   "   algbw(GB/s)   busbw(GB/s)\n")
@@ -235,7 +283,7 @@ def _worker(rank, args, port, sizes, torch_version):
 
     if rank == 0:
         if args.json:
-            doc = {"tool": "gloo", "peers": world, "torch": torch_version,
+            doc = {"tool": args.backend, "peers": world, "torch": torch_version,
                    "iters": args.iters, "warmup": args.warmup, "rows": rows}
             out.write(json.dumps(doc) + "\n")
         else:

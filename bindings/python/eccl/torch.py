@@ -16,8 +16,11 @@ off loopback), ECCL_OP_TIMEOUT (seconds, default 60)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
+import time
+import weakref
 from datetime import timedelta
 
 import torch
@@ -29,6 +32,7 @@ from ._core import Communicator, Master, ReduceOp, Work
 
 BACKEND = "eccl"
 _STORE_KEY = "eccl/master"
+_LEFT_KEY = "eccl/left"
 
 _OPS = [
     (dist.ReduceOp.SUM, ReduceOp.SUM),
@@ -55,7 +59,8 @@ def _single(tensors, what: str) -> torch.Tensor:
     if t.device.type != "cpu":
         raise ValueError(f"eccl backend: {what} got a tensor on {t.device}; this backend "
                          "moves CPU tensors")
-    return t
+    # As gloo: parameters that require grad are reduced in place (detach shares storage).
+    return t.detach()
 
 
 class EcclWork(_Work):
@@ -121,13 +126,18 @@ class ProcessGroupECCL(_ProcessGroup):
         super().__init__(rank, size)
         self._size = size
         self._rank = rank
+        self._members = _Membership(store, timeout)
+        # Leaves the group when the process group is freed, or at interpreter exit (torch
+        # 1.13's destroy_process_group does not call shutdown()).
+        self._finalizer = weakref.finalize(self, self._members.close)
         self.master: Master | None = None
         if rank == 0:
-            self.master = Master(_listen_address(), allow_unauthenticated=_off_loopback_ok())
+            self.master = self._members.master = Master(
+                _listen_address(), allow_unauthenticated=_off_loopback_ok())
             store.set(_STORE_KEY, _published_address(self.master))
         address = store.get(_STORE_KEY).decode()
-        self.communicator = Communicator(address, op_timeout=float(
-            os.environ.get("ECCL_OP_TIMEOUT", "60")))
+        self.communicator = self._members.communicator = Communicator(
+            address, op_timeout=float(os.environ.get("ECCL_OP_TIMEOUT", "60")))
         try:
             self.communicator.connect()
             self.communicator.wait_for_world(size, timeout.total_seconds())
@@ -169,11 +179,9 @@ class ProcessGroupECCL(_ProcessGroup):
         return EcclWork(self.communicator.all_reduce_async(token), [token])
 
     def shutdown(self) -> None:
-        """Leaves the group; rank 0 also stops the master."""
-        if hasattr(self, "communicator"):
-            self.communicator.close()
-        if self.master is not None:
-            self.master.close()
+        """Leaves the group; rank 0 then stops its master once the other members left (at
+        most 10 s). Idempotent."""
+        self._finalizer()
 
     # ---- ranks --------------------------------------------------------------------------
 
@@ -191,6 +199,40 @@ class ProcessGroupECCL(_ProcessGroup):
             raise ValueError(f"eccl backend: broadcast root {torch_rank} is not a member of "
                              "the current epoch")
         return self._eccl_rank[torch_rank]
+
+
+class _Membership:
+    """What a process group holds open, closed apart from it (weakref.finalize)."""
+
+    def __init__(self, store, timeout: timedelta):
+        self.store = store
+        self.timeout = timeout
+        self.master: Master | None = None
+        self.communicator: Communicator | None = None
+
+    def close(self) -> None:
+        members = 1
+        if self.communicator is not None:
+            try:
+                members = self.communicator.world_size
+            except Exception:  # noqa: BLE001 - closed or never connected
+                pass
+            self.communicator.close()
+            _try(lambda: self.store.add(_LEFT_KEY, 1))
+        if self.master is not None:
+            # The others leave through the master: keep it until they did.
+            deadline = time.monotonic() + min(self.timeout.total_seconds(), 10.0)
+            while time.monotonic() < deadline and _try(lambda: self.store.add(_LEFT_KEY, 0),
+                                                        members) < members:
+                time.sleep(0.01)
+            self.master.close()
+
+
+def _try(call, default=None):
+    try:
+        return call()
+    except Exception:  # noqa: BLE001 - the store's host (rank 0) may be gone already
+        return default
 
 
 def _listen_address() -> str:
@@ -234,4 +276,7 @@ def _create(store, rank, size, timeout):
 
 if BACKEND.upper() not in getattr(dist.Backend, "_plugins", {}) and not hasattr(
         dist.Backend, BACKEND.upper()):
-    dist.Backend.register_backend(BACKEND, _create)
+    if "devices" in inspect.signature(dist.Backend.register_backend).parameters:
+        dist.Backend.register_backend(BACKEND, _create, devices=["cpu"])
+    else:  # torch < 2.1
+        dist.Backend.register_backend(BACKEND, _create)
