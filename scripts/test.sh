@@ -3,8 +3,8 @@
 #   1. Release build; ctest: unit, integration (in-process peers, so over shared memory), tcp
 #      (the collective suites again over loopback TCP), fault (multi-process, serial; a 60 s
 #      churn), c_api, examples, install, lab (network namespaces; skipped without root);
-#      then pytest: the Python package and torch backend (bindings/python/tests), with the
-#      Python examples, against Debian's python3 and torch
+#      pytest: the Python package and torch backend (bindings/python/tests), with the Python
+#      examples, against Debian's python3 and torch (run beside stage 4's fuzzers)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest without install
 #      and lab, and of the timed multi-process fault tests only a 35 s churn (kills, joins,
 #      reconnects)
@@ -21,7 +21,7 @@ jobs=$(nproc)
 python=/usr/bin/python3
 stages=${ECCL_TEST_STAGES:-1 2 3 4}
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$log.py" "$log.pyout"' EXIT
 stage() { printf '\n===== %s =====\n' "$*"; }
 has() { [[ " $stages " == *" $1 "* ]]; }
 
@@ -38,17 +38,26 @@ run_ctest() {  # dir, extra ctest args...
   return "${PIPESTATUS[0]}"
 }
 
+# pytest on the package built into build/python (stage 1's build). Exit code 5 (no tests
+# collected) fails like any other.
+python_suite() {
+  stage "1/4 Python package: pytest (bindings/python/tests)"
+  local rc=0
+  PYTHONPATH="$PWD/build/python" timeout 900 "$python" -m pytest -p no:cacheprovider -q \
+    bindings/python/tests > "$log.py" 2>&1 || rc=$?
+  tee -a "$log" < "$log.py"
+  rm -f "$log.py"
+  return "$rc"
+}
+
 if has 1; then
   stage "1/4 release build and tests"
   configure build -DCMAKE_BUILD_TYPE=Release -DECCL_BUILD_BENCH=ON -DECCL_CHURN_SECONDS=60 \
     -DECCL_BUILD_PYTHON=ON -DPython3_EXECUTABLE="$python"
   cmake --build build -j "$jobs"
   run_ctest build
-  stage "1/4 Python package: pytest"
-  # Exit code 5 (no tests collected) fails here like any other.
-  PYTHONPATH="$PWD/build/python" timeout 900 "$python" -m pytest -p no:cacheprovider -q \
-    bindings/python/tests 2>&1 | tee -a "$log"
-  [ "${PIPESTATUS[0]}" -eq 0 ]
+  # The Python suite runs next to the fuzzers when stage 4 runs (each fuzzer uses one core).
+  has 4 || python_suite
 fi
 
 if has 2; then
@@ -82,6 +91,11 @@ if has 4; then
     -DECCL_BUILD_TESTS=OFF -DECCL_BUILD_BENCH=OFF -DECCL_BUILD_EXAMPLES=OFF \
     -DECCL_BUILD_FUZZERS=ON > /dev/null
   cmake --build build-fuzz -j "$jobs" --target fuzz_control fuzz_data fuzz_membership fuzz_codec
+  python_pid=""
+  if has 1; then
+    python_suite > "$log.pyout" 2>&1 &
+    python_pid=$!
+  fi
   fuzz_passed=0
   for f in fuzz_control fuzz_data fuzz_membership fuzz_codec; do
     corpus=$(mktemp -d)
@@ -97,6 +111,13 @@ if has 4; then
     fuzz_passed=$((fuzz_passed + 1))
   done
   echo "fuzz: $fuzz_passed targets ran clean" | tee -a "$log"
+  if [ -n "$python_pid" ]; then
+    python_rc=0
+    wait "$python_pid" || python_rc=$?
+    cat "$log.pyout"
+    rm -f "$log.pyout"
+    [ "$python_rc" -eq 0 ] || { echo "the Python suite failed"; exit 1; }
+  fi
 fi
 
 # One closing line over every stage.

@@ -79,8 +79,17 @@ def rank_main(index, args, master, ports):
     # Across nodes: ECCL peer group = shard index, all groups on one master.
     comm = eccl.Communicator(master, peer_group=local)
     comm.connect()
-    while comm.world_size < args.nodes:  # until this shard's group has every node
-        comm.update_topology() if comm.peers_pending else time.sleep(0.01)
+    # update_topology() is collective over the members of every group, so a rank whose own
+    # group is complete must go on admitting until every group is: its node agrees on that
+    # (gloo MIN of "my group is complete"), polled while it keeps answering the updates.
+    while True:
+        complete = torch.tensor([int(comm.world_size >= args.nodes)])
+        work = dist.all_reduce(complete, op=dist.ReduceOp.MIN, async_op=True)
+        while not work.is_completed():
+            comm.update_topology() if comm.peers_pending else time.sleep(0.01)
+        work.wait()
+        if complete.item():
+            break
 
     def check(step):
         """Whether every shard is bit-identical on all nodes (for the whole node: gloo MIN)."""

@@ -333,9 +333,12 @@ class Communicator:
         self._native.optimize_topology()
 
     def wait_for_world(self, size: int, timeout: float | None = None) -> None:
-        """Blocks until the world has at least `size` members. Every member calls it (a
-        newcomer after connect()): members admit pending peers with update_topology()
-        whenever one waits. Raises TimeoutError (the builtin) after `timeout` seconds."""
+        """Blocks until this peer group's world has at least `size` members. Every member
+        calls it (a newcomer after connect()): members admit pending peers with
+        update_topology() whenever one waits. Raises TimeoutError (the builtin) after
+        `timeout` seconds. The update is collective over every group's members: with several
+        groups forming at once, a member whose group is complete must go on admitting until
+        all are (examples/python/fsdp_diloco.py shows one way)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.world_size < size:
             if deadline is not None and time.monotonic() > deadline:
