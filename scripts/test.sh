@@ -7,7 +7,7 @@
 #      examples, against Debian's python3 and torch (run beside stage 4's fuzzers)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; the same ctest without install
 #      and lab, and of the timed multi-process fault tests only a 35 s churn (kills, joins,
-#      reconnects)
+#      reconnects); the Python extension's API, collective and fault tests
 #   3. ThreadSanitizer build; the integration and security tests (but the 64 MiB all-reduce)
 #   4. libFuzzer targets for every network decoder and the master's membership state
 #      machine, ECCL_FUZZ_SECONDS each (default 15), starting from the committed seeds
@@ -65,12 +65,20 @@ if has 2; then
   # -O1 -g1: sanitizer builds compile about twice as fast as RelWithDebInfo.
   configure build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
     -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" -DECCL_SANITIZE="address;undefined" -DECCL_BUILD_BENCH=OFF \
-    -DECCL_CHURN_SECONDS=35
+    -DECCL_CHURN_SECONDS=35 -DECCL_BUILD_PYTHON=ON -DPython3_EXECUTABLE="$python"
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan -LE "install|fault|lab"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan -R '^Fault[.]Churn$'
+  # The extension under the sanitizers: the interpreter is not instrumented, so the runtimes
+  # are preloaded, and leak checking is off (CPython keeps its allocations to the end).
+  LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    PYTHONPATH="$PWD/build-asan/python" timeout 600 "$python" -m pytest -p no:cacheprovider -q \
+    bindings/python/tests/test_api.py bindings/python/tests/test_collectives.py \
+    bindings/python/tests/test_faults.py 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ]
 fi
 
 if has 3; then
