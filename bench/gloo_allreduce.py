@@ -179,23 +179,17 @@ def _probe(torch, dist, args):
 
 
 class _EcclPython:
-    """The slice of torch.distributed this benchmark calls, over an eccl.Communicator: rank 0
-    hosts the master and publishes its address in the store, as the torch backend does."""
+    """The slice of torch.distributed this benchmark calls, straight on the eccl.Communicator
+    that the torch backend sets up (rank 0's master, its address in the store)."""
 
     class ReduceOp:
         SUM, MAX, MIN, PRODUCT = "sum", "max", "min", "prod"
 
     def __init__(self, store, rank, size, timeout):
-        import eccl
+        from eccl.torch import ProcessGroupECCL
 
-        self.master = None
-        if rank == 0:
-            self.master = eccl.Master()
-            store.set("eccl/master", self.master.address)
-        self.comm = eccl.Communicator(store.get("eccl/master").decode())
-        self.comm.connect()
-        self.comm.wait_for_world(size, timeout.total_seconds())
-        self.barrier_token = None
+        self.pg = ProcessGroupECCL(store, rank, size, timeout)
+        self.comm = self.pg.communicator
 
     def get_world_size(self):
         return self.comm.world_size
@@ -209,9 +203,7 @@ class _EcclPython:
         self.comm.all_reduce(np.zeros(1, np.int32))
 
     def destroy_process_group(self):
-        self.comm.close()
-        if self.master is not None:
-            self.master.close()
+        self.pg.shutdown()
 
 
 def _worker(rank, args, port, sizes, torch_version):

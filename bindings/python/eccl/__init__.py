@@ -56,4 +56,7 @@ __all__ = [
 ]
 
 if "torch" in _sys.modules:
-    from . import torch as _torch_backend  # noqa: F401  registers the "eccl" backend
+    try:
+        from . import torch as _torch_backend  # noqa: F401  registers the "eccl" backend
+    except ImportError:  # a torch built without torch.distributed
+        pass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 import threading
 import time
 import weakref
@@ -32,7 +33,9 @@ from ._core import Communicator, Master, ReduceOp, Work
 
 BACKEND = "eccl"
 _STORE_KEY = "eccl/master"
-_LEFT_KEY = "eccl/left"
+_JOINED_KEY = "eccl/joined"  # processes that connected ...
+_LEFT_KEY = "eccl/left"  # ... and those that left again
+_FAILED = "failed: "
 
 _OPS = [
     (dist.ReduceOp.SUM, ReduceOp.SUM),
@@ -163,13 +166,23 @@ class ProcessGroupECCL(_ProcessGroup):
         self._finalizer = weakref.finalize(self, self._members.close)
         self.master: Master | None = None
         if rank == 0:
-            self.master = self._members.master = Master(
-                _listen_address(), allow_unauthenticated=_off_loopback_ok())
-            store.set(_STORE_KEY, _published_address(self.master))
+            try:
+                listen = _listen_address()
+                self.master = self._members.master = Master(
+                    listen, allow_unauthenticated=_off_loopback_ok())
+            except Exception as e:
+                # The others wait for the address: tell them why there is none.
+                store.set(_STORE_KEY, f"{_FAILED}{e}")
+                raise
+            store.set(_STORE_KEY, _published_address(self.master, listen))
         address = store.get(_STORE_KEY).decode()
+        if address.startswith(_FAILED):
+            raise RuntimeError(f"eccl backend: rank 0 could not start the master: "
+                               f"{address[len(_FAILED):]}")
         self.communicator = self._members.communicator = Communicator(
             address, op_timeout=float(os.environ.get("ECCL_OP_TIMEOUT", "60")))
         try:
+            store.add(_JOINED_KEY, 1)
             self.communicator.connect()
             self.communicator.wait_for_world(size, timeout.total_seconds())
         except BaseException:
@@ -246,19 +259,15 @@ class _Membership:
         self.communicator: Communicator | None = None
 
     def close(self) -> None:
-        members = 1
         if self.communicator is not None:
-            try:
-                members = self.communicator.world_size
-            except Exception:  # noqa: BLE001 - closed or never connected
-                pass
             self.communicator.close()
             _try(lambda: self.store.add(_LEFT_KEY, 1))
         if self.master is not None:
-            # The others leave through the master: keep it until they did.
+            # The others leave through the master: keep it until every process that joined
+            # left (one that died never does: at most 10 s).
             deadline = time.monotonic() + min(self.timeout.total_seconds(), 10.0)
-            while time.monotonic() < deadline and _try(lambda: self.store.add(_LEFT_KEY, 0),
-                                                        members) < members:
+            while time.monotonic() < deadline and _try(
+                    lambda: self.store.add(_LEFT_KEY, 0) < self.store.add(_JOINED_KEY, 0), False):
                 time.sleep(0.01)
             self.master.close()
 
@@ -283,11 +292,13 @@ def _off_loopback_ok() -> bool:
     return os.environ.get("ECCL_ALLOW_UNAUTHENTICATED", "0") == "1"
 
 
-def _published_address(master: Master) -> str:
-    peer = os.environ.get("MASTER_ADDR")
-    if master.address.startswith(("127.0.0.1:", "[::1]:")) or not peer:
-        return master.address
-    return f"{peer}:{master.port}"
+def _published_address(master: Master, listen: str) -> str:
+    """What the other ranks dial: the listen host when it is one address, else (a wildcard)
+    MASTER_ADDR, else this host's name."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        host = os.environ.get("MASTER_ADDR") or socket.gethostname()
+    return f"[{host}]:{master.port}" if ":" in host else f"{host}:{master.port}"
 
 
 def _unsupported(name: str):

@@ -1,8 +1,9 @@
 // The DLPack tensor ABI (https://dmlc.github.io/dlpack/latest/c_api.html), the part this
-// module consumes: the unversioned capsule "dltensor" that every `__dlpack__()` returns when
-// called without max_version (DLPack 0.x, still the default of torch and NumPy). The layout is
-// fixed by the standard; these are its definitions, not a copy of the header, so the build
-// needs no extra package.
+// module consumes: the versioned capsule "dltensor_versioned" (DLPack 1.x, which says whether
+// the memory is read-only) from producers that take `__dlpack__(max_version=(1, 0))`, else the
+// unversioned "dltensor" (DLPack 0.x: torch 1.13, older NumPy). The layout is fixed by the
+// standard; these are its definitions, not a copy of the header, so the build needs no extra
+// package.
 #ifndef ECCL_PYTHON_DLPACK_H_
 #define ECCL_PYTHON_DLPACK_H_
 
@@ -38,6 +39,22 @@ struct ManagedTensor {
   Tensor tensor;
   void* managerContext;
   void (*deleter)(ManagedTensor* self);
+};
+
+struct Version {
+  uint32_t major;
+  uint32_t minor;
+};
+
+constexpr uint64_t kFlagReadOnly = 1u << 0;  // the consumer must not write
+constexpr uint64_t kFlagIsCopied = 1u << 1;  // the producer copied the data for this export
+
+struct ManagedTensorVersioned {
+  Version version;
+  void* managerContext;
+  void (*deleter)(ManagedTensorVersioned* self);
+  uint64_t flags;
+  Tensor tensor;
 };
 
 }  // namespace eccl::python::dlpack

@@ -52,7 +52,7 @@ class Array {
     if (PyObject_CheckBuffer(obj.ptr())) {
       a.fromBuffer(obj, writable, role);
     } else if (py::hasattr(obj, "__dlpack__")) {
-      a.fromDlpack(obj, role);
+      a.fromDlpack(obj, writable, role);
     } else {
       throw py::type_error("eccl: " + role + " is a " + typeName(obj) +
                            ", which has neither the buffer protocol nor __dlpack__; pass a "
@@ -66,6 +66,7 @@ class Array {
   Array& operator=(Array&& o) noexcept {
     std::swap(buffer_, o.buffer_);
     std::swap(managed_, o.managed_);
+    std::swap(versioned_, o.versioned_);
     std::swap(data, o.data);
     std::swap(count, o.count);
     std::swap(dtype, o.dtype);
@@ -79,6 +80,9 @@ class Array {
     }
     if (managed_ != nullptr && managed_->deleter != nullptr) {
       managed_->deleter(managed_);
+    }
+    if (versioned_ != nullptr && versioned_->deleter != nullptr) {
+      versioned_->deleter(versioned_);
     }
   }
 
@@ -139,44 +143,71 @@ class Array {
                          "float16, bfloat16, float32, float64 in native byte order)");
   }
 
-  void fromDlpack(py::handle obj, const std::string& role) {
+  void fromDlpack(py::handle obj, bool writable, const std::string& role) {
     py::object capsule;
     try {
-      capsule = obj.attr("__dlpack__")();
+      try {
+        capsule = obj.attr("__dlpack__")(py::arg("max_version") = py::make_tuple(1, 0));
+      } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_TypeError)) {
+          throw;
+        }
+        capsule = obj.attr("__dlpack__")();  // a DLPack 0.x producer: no max_version
+      }
     } catch (py::error_already_set& e) {
       // torch refuses tensors that require grad, and bool tensors, here: say whose.
       throw py::type_error("eccl: " + role + " cannot be shared without a copy: " +
                            py::str(e.value()).cast<std::string>());
     }
-    auto* m = static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
-    if (m == nullptr) {
-      throw py::error_already_set();
+    const dlpack::Tensor* t = nullptr;
+    if (PyCapsule_IsValid(capsule.ptr(), "dltensor_versioned")) {
+      versioned_ = static_cast<dlpack::ManagedTensorVersioned*>(
+          PyCapsule_GetPointer(capsule.ptr(), "dltensor_versioned"));
+      // The consumer owns it now: renaming tells the capsule's destructor not to free it.
+      PyCapsule_SetName(capsule.ptr(), "used_dltensor_versioned");
+      if ((versioned_->flags & dlpack::kFlagIsCopied) != 0) {
+        throw py::value_error("eccl: " + role + " was exported as a copy by its producer; "
+                              "ECCL works in place only");
+      }
+      if (writable && (versioned_->flags & dlpack::kFlagReadOnly) != 0) {
+        throw py::value_error("eccl: " + role + " is read-only and the op writes into it; "
+                              "pass a writable array, or the read-only one as input with out=");
+      }
+      t = &versioned_->tensor;
+    } else {
+      managed_ = static_cast<dlpack::ManagedTensor*>(
+          PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+      if (managed_ == nullptr) {
+        throw py::error_already_set();
+      }
+      PyCapsule_SetName(capsule.ptr(), "used_dltensor");
+      t = &managed_->tensor;
     }
-    // The consumer owns it now: renaming tells the capsule's destructor not to free it.
-    PyCapsule_SetName(capsule.ptr(), "used_dltensor");
-    managed_ = m;
-    const dlpack::Tensor& t = m->tensor;
-    if (t.device.deviceType != dlpack::kCpu && t.device.deviceType != dlpack::kCudaHost) {
+    if (t->device.deviceType != dlpack::kCpu && t->device.deviceType != dlpack::kCudaHost) {
       throw py::value_error("eccl: " + role + " lives on a device (DLPack device type " +
-                            std::to_string(t.device.deviceType) +
+                            std::to_string(t->device.deviceType) +
                             "); this build of ECCL moves host memory only: move it to the CPU");
     }
-    dtype = dlpackType(t.dtype, role);
+    dtype = dlpackType(t->dtype, role);
     size_t n = 1;
+    for (int d = 0; d < t->ndim; ++d) {
+      n *= static_cast<size_t>(t->shape[d]);
+    }
+    // Row-major: each dimension's stride is the product of the later dimensions' sizes
+    // (dimensions of size 1 may have any stride; an empty tensor has no layout to check).
     int64_t expected = 1;
     bool contiguous = true;
-    for (int d = t.ndim - 1; d >= 0; --d) {
-      if (t.strides != nullptr && t.shape[d] > 1 && t.strides[d] != expected) {
+    for (int d = t->ndim - 1; d >= 0 && n > 0 && t->strides != nullptr; --d) {
+      if (t->shape[d] > 1 && t->strides[d] != expected) {
         contiguous = false;
       }
-      expected *= t.shape[d];
-      n *= static_cast<size_t>(t.shape[d]);
+      expected *= t->shape[d];
     }
     if (!contiguous) {
       throw py::value_error("eccl: " + role + " is not contiguous (ECCL never copies "
                             "silently); pass x.contiguous()");
     }
-    data = static_cast<char*>(t.data) + t.byteOffset;
+    data = static_cast<char*>(t->data) + t->byteOffset;
     count = n;
   }
 
@@ -219,6 +250,7 @@ class Array {
 
   std::unique_ptr<Py_buffer> buffer_;
   dlpack::ManagedTensor* managed_ = nullptr;
+  dlpack::ManagedTensorVersioned* versioned_ = nullptr;
 };
 
 // The op's input and output: `out` absent means in place. Shapes may differ; element counts
@@ -378,10 +410,19 @@ class RequestState {
   bool done_ = false;
 };
 
+// Move-only: pybind11 moves the returned Request into the Python object. A copy would let the
+// temporary's destructor finish (wait for) the op before the caller ever saw it.
 class Request {
  public:
   explicit Request(std::shared_ptr<RequestState> state) : state_(std::move(state)) {}
+  Request(Request&&) noexcept = default;
+  Request& operator=(Request&&) noexcept = default;
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
   ~Request() {
+    if (state_ == nullptr) {
+      return;  // moved from
+    }
     // An op nobody waited for still holds its arrays: finish it before they are released.
     py::gil_scoped_release nogil;
     state_->finish();
@@ -455,7 +496,7 @@ class Comm {
       } else {
         r = call(comm_);
         if (r != ecclSuccess) {
-          message = ecclGetLastError(comm_);
+          message = ecclGetLastError(nullptr);  // this thread's: others may fail meanwhile
         }
       }
     }
@@ -519,25 +560,20 @@ class Comm {
 
   Request allReduceAsync(py::handle tensor, py::handle out, int op, int quantization,
                          int rounding, uint32_t blockSize, uint32_t tag) {
-    Operands o = operands(tensor, out);
     const ecclOpOptions_t opts = opOptions(quantization, rounding, blockSize, tag);
-    ecclRequest_t request = nullptr;
-    blocking([&](ecclComm_t c) {
+    return launch(operands(tensor, out), [&](const Operands& o, ecclComm_t c, ecclRequest_t* r) {
       return ecclAllReduceAsync(o.send(), o.recv(), o.in.count, o.in.dtype,
-                                static_cast<ecclRedOp_t>(op), &opts, c, &request);
+                                static_cast<ecclRedOp_t>(op), &opts, c, r);
     });
-    return track(request, std::move(o));
   }
 
   Request broadcastAsync(py::handle tensor, int root, int quantization, int rounding,
                          uint32_t blockSize, uint32_t tag) {
-    Operands o = operands(tensor, py::none());
     const ecclOpOptions_t opts = opOptions(quantization, rounding, blockSize, tag);
-    ecclRequest_t request = nullptr;
-    blocking([&](ecclComm_t c) {
-      return ecclBroadcastAsync(o.recv(), o.in.count, o.in.dtype, root, &opts, c, &request);
+    return launch(operands(tensor, py::none()), [&](const Operands& o, ecclComm_t c,
+                                                    ecclRequest_t* r) {
+      return ecclBroadcastAsync(o.recv(), o.in.count, o.in.dtype, root, &opts, c, r);
     });
-    return track(request, std::move(o));
   }
 
   // entries: (name, array, allow_divergence). Returns (revision, info).
@@ -579,21 +615,25 @@ class Comm {
   // Finishes the ops still in flight (their Work objects then report their results), leaves
   // the group and frees the communicator. Idempotent.
   void close() {
-    std::vector<std::shared_ptr<RequestState>> pending;
-    for (auto& w : requests_) {
-      if (auto s = w.lock()) {
-        pending.push_back(std::move(s));
-      }
-    }
-    requests_.clear();
+    std::vector<std::shared_ptr<RequestState>> pending;  // released below, with the GIL
     ecclResult_t r = ecclSuccess;
     std::string message;
     {
       py::gil_scoped_release nogil;
-      for (auto& s : pending) {
-        s->finish();
-      }
+      // Exclusive: no call is between starting a request and registering it.
       std::unique_lock<std::shared_mutex> lock(life_);
+      {
+        std::lock_guard<std::mutex> guard(requestsMu_);
+        for (auto& w : requests_) {
+          if (auto st = w.lock()) {
+            pending.push_back(std::move(st));
+          }
+        }
+        requests_.clear();
+      }
+      for (auto& st : pending) {
+        st->finish();
+      }
       ecclComm_t c = std::exchange(comm_, nullptr);
       if (c != nullptr) {
         r = ecclCommDestroy(c);
@@ -611,16 +651,29 @@ class Comm {
   bool closed() const { return comm_ == nullptr; }
 
  private:
-  Request track(ecclRequest_t request, Operands o) {
-    auto state = std::make_shared<RequestState>(request, std::move(o));
-    std::erase_if(requests_, [](const std::weak_ptr<RequestState>& w) { return w.expired(); });
-    requests_.push_back(state);
+  // Starts an async op and registers its request while close() cannot run, so close() always
+  // finishes it before ecclCommDestroy frees it.
+  template <typename Start>
+  Request launch(Operands o, Start&& start) {
+    std::shared_ptr<RequestState> state;
+    blocking([&](ecclComm_t c) {
+      ecclRequest_t request = nullptr;
+      const ecclResult_t r = start(o, c, &request);
+      if (r == ecclSuccess) {
+        state = std::make_shared<RequestState>(request, std::move(o));
+        std::lock_guard<std::mutex> guard(requestsMu_);
+        std::erase_if(requests_, [](const std::weak_ptr<RequestState>& w) { return w.expired(); });
+        requests_.push_back(state);
+      }
+      return r;
+    });
     return Request(std::move(state));
   }
 
   std::shared_mutex life_;
   ecclComm_t comm_ = nullptr;
-  std::vector<std::weak_ptr<RequestState>> requests_;  // touched with the GIL only
+  std::mutex requestsMu_;
+  std::vector<std::weak_ptr<RequestState>> requests_;  // requests not finished by close()
 };
 
 }  // namespace

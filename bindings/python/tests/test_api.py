@@ -1,11 +1,13 @@
 """One process: lifecycle, errors and their mapping, and the arrays the binding refuses."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import eccl
+from conftest import run_group
 from eccl import _eccl
 
 
@@ -161,14 +163,27 @@ def test_work_waits_from_another_thread_and_twice(solo):
     assert work.done() and work.wait() == seen[0]
 
 
-def test_close_finishes_work_still_in_flight(master):
-    comm = eccl.Communicator(master.address)
-    comm.connect()
-    works = [comm.all_reduce_async(np.ones(1 << 16, np.float32), tag=i) for i in range(4)]
-    comm.close()
-    for w in works:
-        assert w.done()
-        assert w.wait().world_size == 1
+def test_async_calls_return_at_once_and_close_finishes_what_is_in_flight(master):
+    # Member 1 arrives late: member 0's async ops cannot finish before it does.
+    def member(comm, i):
+        x = [np.full(1000, i + 1.0) for _ in range(3)]
+        if i == 1:
+            time.sleep(0.5)
+            for tag, t in enumerate(x):
+                comm.all_reduce(t, tag=tag)
+            return x
+        t0 = time.monotonic()
+        works = [comm.all_reduce_async(t, tag=tag) for tag, t in enumerate(x)]
+        issued = time.monotonic() - t0
+        running = [not w.done() for w in works]
+        comm.close()  # waits for the three ops, then leaves
+        return issued, running, [w.done() for w in works], [w.wait().world_size for w in works], x
+
+    (issued, running, done, worlds, x), y = run_group(master, 2, member)
+    assert issued < 0.3, f"issuing 3 async ops took {issued:.2f} s: they ran inside the call"
+    assert all(running) and all(done) and worlds == [2, 2, 2]
+    for t in x + y:
+        assert (t == 3.0).all()
 
 
 def test_shared_state_refuses_unknown_divergent_names_and_non_tensors():
@@ -201,3 +216,29 @@ def test_native_stub_names_exactly_what_the_module_has():
     for name in ("Master", "Request", "Comm"):
         assert declared[name] == public(getattr(_eccl, name)) - (
             set() if name != "Request" else {"__init__"}), name
+
+
+class _DlpackOnly:
+    """An array seen through __dlpack__ alone (as from JAX or CuPy), not the buffer protocol."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack__(self, **kwargs):
+        return self.a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+def test_dlpack_producers_are_used_in_place_and_read_only_ones_refused(solo):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    solo.all_reduce(_DlpackOnly(a), op="max")
+    out = np.zeros(6, np.float32)
+    solo.all_reduce(_DlpackOnly(a), out=_DlpackOnly(out))
+    assert np.array_equal(out, a.ravel())
+    ro = np.ones(3, np.float32)
+    ro.flags.writeable = False
+    # NumPy >= 2.1 marks it read-only (DLPack 1.0); older NumPy refuses to export it at all.
+    with pytest.raises((TypeError, ValueError), match="(?i)read-?only"):
+        solo.all_reduce(_DlpackOnly(ro))

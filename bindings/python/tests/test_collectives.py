@@ -1,6 +1,9 @@
 """All-reduce, broadcast and shared state across a group of 3 communicators (threads of this
 process) with NumPy arrays; test_torch.py does the same with torch tensors."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -104,32 +107,35 @@ def test_shared_state_sync_makes_divergent_members_identical(master):
 
 
 def test_peer_groups_reduce_separately(master):
-    import threading
-    barrier = threading.Barrier(2)
+    # Two groups of two in one world. update_topology() is collective over both groups, so
+    # every member admits newcomers until all four are in (a shared count of complete
+    # members here; examples/python/fsdp_diloco.py agrees over gloo).
+    lock = threading.Lock()
+    complete: set = set()
+    results, errors = [], []
 
-    def member(comm, i):
-        group = comm.peer_group
-        x = np.full(4, group + 1, np.float64)
-        barrier.wait(10)
-        comm.all_reduce(x)
-        return group, x
-
-    results = []
-    errors = []
-
-    def one_group(g):
+    def member(group, i):
         try:
-            results.extend(run_group(master, 2, member, peer_group=g))
-        except BaseException as e:  # noqa: BLE001
+            with eccl.Communicator(master.address, peer_group=group) as comm:
+                comm.connect()
+                deadline = time.monotonic() + 60
+                while len(complete) < 4 and time.monotonic() < deadline:
+                    if comm.world_size >= 2:
+                        with lock:
+                            complete.add((group, i))
+                    comm.update_topology() if comm.peers_pending else time.sleep(0.005)
+                x = np.full(4, group + 1, np.float64)
+                comm.all_reduce(x)
+                results.append((group, comm.world_size, x))
+        except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    # Two groups of two, one world of four: run_group waits for world 2 per thread, so
-    # start both groups before any can finish forming.
-    ts = [threading.Thread(target=one_group, args=(g,)) for g in (0, 1)]
-    for t in ts:
+    threads = [threading.Thread(target=member, args=(g, i)) for g in (0, 1) for i in (0, 1)]
+    for t in threads:
         t.start()
-    for t in ts:
-        t.join(60)
+    for t in threads:
+        t.join(90)
     assert not errors, errors
-    for group, x in results:
-        assert (x == 2 * (group + 1)).all()
+    assert len(results) == 4
+    for group, world, x in results:
+        assert world == 2 and (x == 2 * (group + 1)).all()

@@ -2,11 +2,26 @@
 
 import time
 
-from conftest import FAILURE_TIMEOUT, Peer
+import pytest
+
+import eccl
+from conftest import Peer
+
+FAILURE_TIMEOUT = 1.0  # short detection keeps these tests fast; members and master agree
+
+
+@pytest.fixture
+def master():
+    with eccl.Master(failure_timeout=FAILURE_TIMEOUT, heartbeat_interval=0.2) as m:
+        yield m
+
+
+def _peer(master, *args):
+    return Peer(master, *args, failure_timeout=FAILURE_TIMEOUT)
 
 
 def test_sigkill_fails_the_op_on_every_survivor_with_input_restored_then_retry(master):
-    peers = [Peer(master, "--world", "3", "--steps", "40") for _ in range(3)]
+    peers = [_peer(master, "--world", "3", "--steps", "40") for _ in range(3)]
     for p in peers:
         p.wait_for("step 3 ")
     victim, survivors = peers[0], peers[1:]
@@ -24,16 +39,21 @@ def test_sigkill_fails_the_op_on_every_survivor_with_input_restored_then_retry(m
 
 
 def test_a_newcomer_joins_mid_run_and_takes_the_members_step(master):
-    members = [Peer(master, "--world", "2", "--steps", "60") for _ in range(2)]
+    # The members go on until 3 steps ran with the newcomer; it is started (imports done)
+    # before they run and connects on "go".
+    members = [_peer(master, "--world", "2", "--steps", "5", "--until-world", "3")
+               for _ in range(2)]
+    newcomer = _peer(master, "--world", "3", "--steps", "5", "--until-world", "3", "--wait-go")
+    newcomer.wait_for("started")
     for p in members:
         p.wait_for("step 2 ")
-    newcomer = Peer(master, "--world", "3", "--steps", "60")
+    newcomer.send("go")
     line = newcomer.wait_for("step ", timeout=30)
     assert line.endswith("world 3"), line
     joined_at = int(line.split()[1])
     assert joined_at > 2, f"the newcomer started at step {joined_at}, not the members' step"
     for p in members + [newcomer]:
+        p.wait_for("done")
         assert p.finish() == 0, p.lines[-10:]
-        assert p.lines[-1] == "done"
     for p in members:
         p.wait_for(f"step {joined_at} world 3")
