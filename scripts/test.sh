@@ -105,7 +105,7 @@ if has 4; then
     setsid bash -c "$(declare -f stage python_suite); python=$python log=$log python_suite" \
       > "$log.pyout" 2>&1 &
     python_pid=$!
-    trap 'kill -- -$python_pid 2>/dev/null; rm -f "$log" "$log.py" "$log.pyout"' EXIT
+    trap 'kill -- -$python_pid 2>/dev/null || true; rm -f "$log" "$log.py" "$log.pyout"' EXIT
   fi
   fuzz_passed=0
   for f in fuzz_control fuzz_data fuzz_membership fuzz_codec; do
