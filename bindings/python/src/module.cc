@@ -8,6 +8,7 @@
 #include <eccl/eccl.h>
 #include <eccl/version.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -377,7 +378,7 @@ class RequestState {
         message_ = ecclGetLastError(nullptr);
       }
       request_ = nullptr;
-      done_ = true;
+      done_.store(true, std::memory_order_release);
     }
   }
 
@@ -385,7 +386,7 @@ class RequestState {
   bool done() {
     std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
     if (!lock.owns_lock() || request_ == nullptr) {
-      return done_;
+      return done_.load(std::memory_order_acquire);  // another thread may be in finish()
     }
     int d = 0;
     return ecclTest(request_, &d) == ecclSuccess && d != 0;
@@ -407,7 +408,7 @@ class RequestState {
   ecclResult_t result_ = ecclSuccess;
   std::string message_;
   ecclOpInfo_t info_ = ECCL_OP_INFO_INIT;
-  bool done_ = false;
+  std::atomic<bool> done_{false};
 };
 
 // Move-only: pybind11 moves the returned Request into the Python object. A copy would let the
