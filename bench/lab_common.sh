@@ -32,6 +32,16 @@ lab_bench() {
   return $rc
 }
 
+# Exits 77 (skipped), saying why, where the lab cannot run: not root, or no network
+# namespaces (the CI tests call it before lab_session).
+lab_require() {
+  if [ "$(id -u)" != 0 ]; then echo "skipped: needs root (network namespaces, tc)"; exit 77; fi
+  if ! ip netns add eccl-lab-probe 2>/dev/null; then
+    echo "skipped: cannot create a network namespace here"; exit 77
+  fi
+  ip netns del eccl-lab-probe
+}
+
 # Exports ECCL_AUTH_TOKEN (unless set: DEFAULT), makes $work and, on exit,
 # stops a master still running, takes the lab down and removes $work.
 #

@@ -12,12 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=$(cd "$1" && pwd)
-if [ "$(id -u)" != 0 ]; then echo "skipped: needs root (network namespaces)"; exit 77; fi
-if ! ip netns add eccl-lab-probe 2>/dev/null; then
-  echo "skipped: cannot create a network namespace here"; exit 77
-fi
-ip netns del eccl-lab-probe
 source bench/lab_common.sh
+lab_require
 lab_session mixed-hosts-lab-test
 scripts/lab/lab.sh up 2 --rate 1gbit
 lab_master_start

@@ -11,12 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=$(cd "$1" && pwd)
-if [ "$(id -u)" != 0 ]; then echo "skipped: needs root (network namespaces, tc)"; exit 77; fi
-if ! ip netns add eccl-lab-probe 2>/dev/null; then
-  echo "skipped: cannot create a network namespace here"; exit 77
-fi
-ip netns del eccl-lab-probe
 source bench/lab_common.sh
+lab_require
 lab_session optimize-topology-lab-test
 scripts/lab/lab.sh up 4 --rate 400mbit --pair-rate 1 2 40mbit --pair-rate 2 1 40mbit \
   --pair-rate 3 4 40mbit --pair-rate 4 3 40mbit

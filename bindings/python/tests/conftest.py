@@ -25,6 +25,14 @@ def master():
         yield m
 
 
+@pytest.fixture
+def solo(master):
+    """A connected communicator, alone in its world."""
+    with eccl.Communicator(master.address) as comm:
+        comm.connect()
+        yield comm
+
+
 def run_group(master: eccl.Master, size: int, fn, *, timeout: float = 60.0, **comm_kwargs):
     """fn(comm, index) in `size` threads, each with its own communicator, once all are
     members of one world. Returns fn's results by index; re-raises the first failure."""

@@ -92,13 +92,6 @@ def test_error_classes_are_also_the_matching_builtins():
     assert issubclass(eccl.PeerLostError, RuntimeError)
 
 
-@pytest.fixture
-def solo(master):
-    with eccl.Communicator(master.address) as comm:
-        comm.connect()
-        yield comm
-
-
 def test_non_contiguous_numpy_is_refused(solo):
     with pytest.raises(ValueError, match="not contiguous.*ascontiguousarray"):
         solo.all_reduce(np.ones((4, 4))[:, ::2])

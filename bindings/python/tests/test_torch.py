@@ -46,13 +46,6 @@ def test_a_tensor_view_with_an_offset_is_used_in_place(master):
         assert base.tolist() == [0] * 4 + [6] * 4 + [0] * 2
 
 
-@pytest.fixture
-def solo(master):
-    with eccl.Communicator(master.address) as comm:
-        comm.connect()
-        yield comm
-
-
 def test_empty_tensors_of_any_shape_are_fine(solo):
     for t in (torch.zeros(0), torch.zeros(3, 0), torch.zeros(0, 4).t()):
         assert solo.all_reduce(t).world_size == 1
