@@ -282,8 +282,12 @@ typedef struct {
   uint32_t tag;                    /* ops of one tag run in issue order */
   ecclQuantization_t quantization; /* payload codec; every member must use the same one
                                       for an op (ecclInvalidUsage on all otherwise) */
-  ecclMemType_t memType;           /* ecclMemHost only with the tcp transport */
-  void* cudaStream;                /* reserved for ecclMemCuda */
+  ecclMemType_t memType;           /* ecclMemCuda: the buffers are CUDA device memory,
+                                      staged through pinned host memory (docs/cuda.md);
+                                      ecclUnsupported where CUDA is not available */
+  void* cudaStream;                /* ecclMemCuda: a cudaStream_t; the op reads its input
+                                      after the work enqueued on it before the call. NULL
+                                      = the legacy default stream */
   /* Fields below were added in 0.2. */
   ecclRounding_t rounding;         /* for a codec: nearest (ties to even for float16 and
                                       bfloat16) or stochastic */

@@ -41,9 +41,12 @@ Status validate(OpArgs& a, const ecclOpOptions_t* opts, ecclComm_t comm) {
   if (opts != nullptr) {
     ECCL_RETURN_IF_ERROR(eccl::api::checkStruct(opts, sizeof(ecclOpOptions_t), "ecclOpOptions_t",
                                                 "ECCL_OP_OPTIONS_INIT"));
-    if (eccl::api::rawEnum(opts->memType) != ecclMemHost) {
-      return error(ecclUnsupported, "only host memory (ecclMemHost) works with the tcp transport");
+    const int mem = eccl::api::rawEnum(opts->memType);
+    if (mem != ecclMemHost && mem != ecclMemCuda) {
+      return error(ecclInvalidArgument, fmt::format("unknown memType {}", mem));
     }
+    a.memType = static_cast<ecclMemType_t>(mem);
+    a.cudaStream = opts->cudaStream;
     const bool v02 = ECCL_HAS_FIELD(opts, quantBlockSize);  // rounding and block size
     const int quant = eccl::api::rawEnum(opts->quantization);
     const int rounding = v02 ? eccl::api::rawEnum(opts->rounding) : ecclRoundNearest;

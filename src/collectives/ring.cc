@@ -180,6 +180,7 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
   const Range first = chunkRange(count, n, r);
   for (uint32_t j = 0; j < segmentCount(first.count, seg); ++j) {
     const Range s = segmentRange(first, seg, j);
+    ECCL_RETURN_IF_ERROR(awaitInput(ctx, s.begin * esz, s.count * esz));
     ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, in + s.begin * esz));
   }
   // Steps 0..n-2: reduce what arrives into `out`, pass it on.
@@ -194,6 +195,7 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       Result<transport::Frame> f = io.recvNext(static_cast<uint32_t>(step), chunk, pending, &j, &s);
       if (!f) return f.status();
       std::byte* dst = out + s.begin * esz;
+      ECCL_RETURN_IF_ERROR(awaitInput(ctx, s.begin * esz, s.count * esz));
       keep(ctx, s, esz);  // every chunk but ours is first written here
       ECCL_RETURN_IF_ERROR(io.combine(op, dst, in + s.begin * esz, *f, s.count));
       if (owner && op == ecclAvg && !reduce::divide(dtype, dst, s.count, static_cast<uint64_t>(n))) {
@@ -241,6 +243,7 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
     for (uint32_t j = 0; j < segmentCount(count, seg); ++j) {
       const Range s = segmentRange(all, seg, j);
       std::byte* p = data + s.begin * esz;
+      ECCL_RETURN_IF_ERROR(awaitInput(ctx, s.begin * esz, s.count * esz));
       if (ctx.codec == nullptr) {
         ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, p));
       } else {

@@ -55,6 +55,10 @@ struct RingContext {
   // offset + len) of recvbuf (once per byte), so that the caller can keep
   // them and restore its input if the op fails.
   std::function<void(size_t offset, size_t len)> beforeOverwrite;
+  // Called, when set, before the op first reads bytes [offset, offset + len)
+  // of its input: they may still be arriving (device buffers staged in
+  // segments, comm/staging.h). A failure fails the op.
+  std::function<Status(size_t offset, size_t len)> awaitInput;
   const codec::Codec* codec = nullptr;  // none: raw elements
   codec::Params codecParams;
   uint64_t bytesSent = 0;  // on the wire (encoded)
@@ -62,6 +66,11 @@ struct RingContext {
   uint64_t logicalBytesSent = 0;  // the same without a codec
   uint64_t logicalBytesReceived = 0;
 };
+
+// ctx.awaitInput(offset, len) when set.
+inline Status awaitInput(RingContext& ctx, size_t offset, size_t len) {
+  return ctx.awaitInput && len > 0 ? ctx.awaitInput(offset, len) : Status::ok();
+}
 
 Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_t count,
                      ecclDataType_t dtype, ecclRedOp_t op);

@@ -104,6 +104,7 @@ Status gatherAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, siz
   HopIo io(ctx, dtype);
   // blocks[i]: the input of the member i places back along the ring.
   std::vector<std::byte> blocks(n * bytes);
+  ECCL_RETURN_IF_ERROR(awaitInput(ctx, 0, bytes));
   std::memcpy(blocks.data(), sendbuf, bytes);
   for (size_t k = 0, d = 1; d < n; ++k, d *= 2) {
     const size_t blocksNow = std::min(d, n - d);
@@ -132,6 +133,7 @@ Status treeBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
   const size_t v = static_cast<size_t>(mod(ctx.rank - root, ctx.world));  // places past the root
   HopIo io(ctx, dtype);
   auto* data = static_cast<std::byte*>(buf);
+  if (v == 0) ECCL_RETURN_IF_ERROR(awaitInput(ctx, 0, count * dtypeSize(dtype)));
   for (size_t k = 0, d = 1; d < n; ++k, d *= 2) {
     if (v < d) {
       if (v + d < n) ECCL_RETURN_IF_ERROR(io.send(k, data, count));

@@ -25,6 +25,19 @@ void handBackInput(const OpArgs& a) {
   }
 }
 
+// An op that fails or never runs leaves its input in recvbuf, wherever it is.
+Status handBack(const Request& req) {
+  if (req.staging) return req.staging->restore();
+  handBackInput(req.args());
+  return Status::ok();
+}
+
+// A device error while putting the input back is worse than the op's own.
+Status withRestore(const Request& req, Status failure) {
+  Status restored = handBack(req);
+  return restored.isOk() ? failure : restored;
+}
+
 }  // namespace
 
 Communicator::Communicator(CommOptions options) : options_(std::move(options)) {}
@@ -392,6 +405,11 @@ Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args, bool r
                                                   "epoch (world size {})", args.root, worldSize()));
   }
   auto req = std::make_shared<Request>(args);
+  if (args.memType == ecclMemCuda) {
+    auto staging = Staging::begin(args, args.cudaStream);
+    if (!staging) return staging.status();  // nothing of the caller's was touched
+    req->staging = std::move(*staging);
+  }
   const uint64_t epochNow = epoch();
   std::unique_lock<std::mutex> lock(opsMu_);
   Status refused;
@@ -404,8 +422,7 @@ Result<std::shared_ptr<Request>> Communicator::submit(const OpArgs& args, bool r
   }
   if (!refused.isOk()) {
     lock.unlock();  // a large copy must not hold up the control thread's verdicts
-    handBackInput(args);
-    return refused;
+    return withRestore(*req, refused);
   }
   req->seq = nextSeq_[args.tag]++;
   req->epoch = epochNow;
@@ -455,8 +472,8 @@ void Communicator::workerLoop(uint32_t tag) {
     if (!req) {
       // Ops that never started end now: destroy must not run them.
       for (const auto& d : dropped) {
-        handBackInput(d->args());
-        d->complete(error(ecclInvalidUsage, "communicator destroyed before the op started"),
+        d->complete(withRestore(*d, error(ecclInvalidUsage,
+                                          "communicator destroyed before the op started")),
                     ECCL_OP_INFO_INIT);
       }
       return;
@@ -476,12 +493,14 @@ void Communicator::execute(Request& req) {
   info.worldSize = worldSize();
   info.epoch = req.epoch;
   log::ScopedLogContext logContext(peerId_, req.epoch);
-  std::vector<std::byte>* backup = nullptr;
+  TagQueue* tag = nullptr;
   {
     std::lock_guard<std::mutex> lock(opsMu_);  // map nodes are stable; the tag is busy
-    backup = &tags_[req.args().tag].backup;
+    tag = &tags_[req.args().tag];
   }
-  Status st = req.args().kind == wire::OpKind::kSync ? runSync(req) : runRing(req, info, *backup);
+  Status st = req.args().kind == wire::OpKind::kSync
+                  ? runSync(req)
+                  : runRing(req, info, tag->backup, tag->staging);
   info.seconds = std::chrono::duration<double>(transport::Clock::now() - start).count();
   if (!st.isOk()) {
     ECCL_LOG(kWarn, kComm, "tag {} op #{} failed: {}", req.args().tag, req.seq, st.message());
@@ -495,8 +514,12 @@ void Communicator::execute(Request& req) {
   req.complete(std::move(st), info);
 }
 
-Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup) {
-  const OpArgs& a = req.args();
+Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup,
+                             StagingArea& stagingArea) {
+  Staging* const staging = req.staging.get();
+  // Device buffers: the ring runs on a pinned host copy (comm/staging.h).
+  OpArgs a = req.args();
+  Status local;  // a failure of ours before the ring: the op fails on every member
   collectives::RingContext ctx;
   Status missing;  // this epoch's links, when they failed to open
   {
@@ -515,28 +538,35 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
                                    : linksError_;
     }
   }
-  if (!missing.isOk()) {
-    handBackInput(a);
-    return missing;
-  }
+  if (!missing.isOk()) return withRestore(req, missing);
   if (ctx.world == 1) {  // nothing to agree on with anyone
+    if (staging != nullptr) return staging->copyThrough();
     if (a.kind == wire::OpKind::kAllReduce && a.count > 0 && a.sendbuf != a.recvbuf) {
       std::memmove(a.recvbuf, a.sendbuf, a.count * dtypeSize(a.dtype));
     }
     return Status::ok();
   }
   registerActive(req);
-  // All or nothing: keep what the ring overwrites, to put it back on failure.
   const size_t bytes = a.count * dtypeSize(a.dtype);
-  // (A broadcast root with a codec keeps the decoded value, so it too.)
-  const bool overwritesInput = a.kind == wire::OpKind::kAllReduce
-                                   ? a.sendbuf == a.recvbuf
-                                   : ctx.rank != a.root || a.quant != ecclQuantNone;
+  // (A broadcast root with a codec keeps the decoded value, so its buffer changes.)
+  const bool changesInput = a.kind == wire::OpKind::kAllReduce || ctx.rank != a.root ||
+                            a.quant != ecclQuantNone;
+  if (staging != nullptr) {
+    Result<OpArgs> host = staging->start(stagingArea, ctx.rank == a.root);
+    if (host) {
+      a = *host;
+    } else {
+      local = host.status();
+    }
+  }
+  // All or nothing: keep what the ring overwrites, to put it back on failure
+  // (device buffers are their own backup: the ring works on a copy).
+  const bool overwritesInput = staging == nullptr && changesInput &&
+                               (a.kind != wire::OpKind::kAllReduce || a.sendbuf == a.recvbuf);
   // The ring copies each part just before it first overwrites it (inside the
   // pipeline, not as a pass over the whole buffer before it starts).
-  Status local;
   std::vector<std::pair<size_t, size_t>> saved;  // (offset, bytes) copied to `backup`
-  if (overwritesInput && bytes > 0) {
+  if (overwritesInput && bytes > 0 && local.isOk()) {
     try {
       if (backup.size() < bytes) backup.resize(bytes);
       saved.reserve(64);
@@ -547,8 +577,10 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     }
   }
   const bool ringRuns = local.isOk();  // the input is untouched otherwise
-  auto restoreInput = [&] {
-    if (bytes == 0 || !ringRuns) return;
+  auto restoreInput = [&]() -> Status {
+    if (bytes == 0) return Status::ok();
+    if (staging != nullptr) return staging->restore();
+    if (!ringRuns) return Status::ok();
     if (overwritesInput) {
       for (const auto& [offset, len] : saved) {
         std::memcpy(static_cast<std::byte*>(a.recvbuf) + offset, backup.data() + offset, len);
@@ -556,6 +588,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     } else {
       handBackInput(a);
     }
+    return Status::ok();
   };
 
   const wire::OpDescriptor desc = a.descriptor();
@@ -580,6 +613,11 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     ctx.beforeOverwrite = [&](size_t offset, size_t len) {
       std::memcpy(backup.data() + offset, static_cast<const std::byte*>(a.recvbuf) + offset, len);
       saved.emplace_back(offset, len);
+    };
+  }
+  if (staging != nullptr) {
+    ctx.awaitInput = [staging](size_t offset, size_t len) {
+      return staging->awaitInput(offset, len);
     };
   }
   ctx.codec = codec::find(a.quant);
@@ -610,14 +648,18 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   for (transport::Link* l : ctx.hopOut) l->retire(a.tag, req.seq);
   for (transport::Link* l : ctx.hopIn) l->retire(a.tag, req.seq);
   if (!verdict.isOk()) {
-    restoreInput();
+    ECCL_RETURN_IF_ERROR(restoreInput());
     // Our own error says more when it caused the verdict rather than
     // being the verdict's cancellation.
     const bool cancelled = req.cancel.load(std::memory_order_acquire) != 0;
     if (!local.isOk() && !cancelled && local.code() == verdict.code()) return local;
     return verdict;
   }
-  return local;  // success verdict implies local success
+  // Success verdict implies local success. A device buffer takes the result
+  // only now; a device error here fails this member alone (nothing can undo
+  // the others' success), as any local fault after the verdict would.
+  if (staging != nullptr) return staging->commit(changesInput);
+  return local;
 }
 
 void Communicator::registerActive(Request& req) {

@@ -29,6 +29,7 @@
 
 #include "comm/control_client.h"
 #include "comm/request.h"
+#include "comm/staging.h"
 
 namespace eccl::comm {
 
@@ -83,6 +84,7 @@ class Communicator {
     // The caller's input of the executing op where the ring overwrites it
     // (in-place all-reduce, broadcast at non-roots): restored on failure.
     std::vector<std::byte> backup;
+    StagingArea staging;  // its ops on device buffers
   };
   struct OpKey {
     uint64_t epoch;
@@ -105,7 +107,8 @@ class Communicator {
   wire::ProbeReport runProbes(const wire::ProbePlan& plan);
   void workerLoop(uint32_t tag);
   void execute(Request& req);
-  Status runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup);
+  Status runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup,
+                 StagingArea& staging);
   // A shared-state sync (sync.cc): manifest, plan, transfers, verdict.
   Status runSync(Request& req);
   // Registers an op for its verdict (an early one, a lost master, destroy);

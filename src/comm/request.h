@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
 
@@ -14,6 +15,8 @@
 #include "wire/control.h"
 
 namespace eccl::comm {
+
+class Staging;
 
 // A shared-state sync's arguments (the caller's; they outlive the op).
 struct SyncArgs {
@@ -35,6 +38,8 @@ struct OpArgs {
   ecclQuantization_t quant = ecclQuantNone;
   ecclRounding_t rounding = ecclRoundNearest;
   uint32_t blockElems = 0;  // blocked codecs only (codec::checkParams)
+  ecclMemType_t memType = ecclMemHost;
+  void* cudaStream = nullptr;  // ecclMemCuda: the caller's stream
 
   wire::OpDescriptor descriptor() const {
     if (kind == wire::OpKind::kSync) return {static_cast<uint8_t>(kind), ecclUint8, 0, 0, 0, 0, 0};
@@ -55,6 +60,7 @@ class Request {
   const OpArgs& args() const { return args_; }
   uint64_t seq = 0;
   uint64_t epoch = 0;
+  std::shared_ptr<Staging> staging;  // ecclMemCuda buffers (comm/staging.h)
   transport::CancelFlag cancel{0};
 
   // The master's answer; the first one counts.

@@ -8,6 +8,7 @@ namespace {
 
 constexpr Knob kKnobs[] = {
     {"ECCL_AUTH_TOKEN", "", "shared auth token, used when ecclMasterConfig_t/ecclCommConfig_t.authToken is NULL"},
+    {"ECCL_CUDA_PLUGIN", "", "path of the CUDA plugin (libeccl_cuda.so) to load for ecclMemCuda buffers; empty = next to libeccl, then the loader's search path"},
     {"ECCL_LOG_LEVEL", "warn", "trace, debug, info, warn, error or off"},
     {"ECCL_LOG_SUBSYS", "", "comma-separated subsystems to log: master, comm, transport, coll, api (empty = all)"},
     {"ECCL_MASTER_MAX_CONNECTIONS", "4096", "connections a master holds at once; more are closed at accept (16 .. 1000000)"},
@@ -70,6 +71,7 @@ uint32_t masterMaxConnectionsPerSource() {
 uint32_t masterRegisterTimeoutMs() {
   return static_cast<uint32_t>(readUint("ECCL_MASTER_REGISTER_TIMEOUT_MS", 100, 600000));
 }
+std::string cudaPlugin() { return read("ECCL_CUDA_PLUGIN"); }
 std::string authToken() { return read("ECCL_AUTH_TOKEN"); }
 
 std::string tlsMode() { return read("ECCL_TLS"); }

@@ -35,6 +35,8 @@ uint32_t probeMs();
 uint32_t masterMaxConnectionsPerSource();
 // ECCL_MASTER_REGISTER_TIMEOUT_MS: time to authenticate and register (default 5000).
 uint32_t masterRegisterTimeoutMs();
+// ECCL_CUDA_PLUGIN: the CUDA plugin's path (empty: next to libeccl, then the search path).
+std::string cudaPlugin();
 // ECCL_AUTH_TOKEN: the shared token when a config leaves authToken unset.
 std::string authToken();
 // ECCL_TLS, ECCL_TLS_CERT, ECCL_TLS_KEY, ECCL_TLS_CA: TLS when a config leaves them NULL.

@@ -1,0 +1,195 @@
+#include "comm/staging.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/dtype.h"
+
+namespace eccl::comm {
+namespace {
+
+// Copy-in segments: at least 4 MiB (a copy that small is already at full
+// PCIe speed) and at most 32 of them (an event each).
+constexpr size_t kMinSegmentBytes = 4u << 20;
+constexpr size_t kMaxSegments = 32;
+
+const char* bufferName(const OpArgs& a, bool send) {
+  if (a.kind == wire::OpKind::kBroadcast) return "buf";
+  return send ? "sendbuf" : "recvbuf";
+}
+
+}  // namespace
+
+Status StagingArea::prepare(cuda::Device* dev, int deviceIndex, size_t bytes, size_t segments) {
+  if (dev_ != nullptr && (dev_ != dev || device_ != deviceIndex)) release();
+  dev_ = dev;
+  device_ = deviceIndex;
+  if (stream_ == nullptr) {
+    Result<cuda::Stream> s = dev->createStream();
+    if (!s) return s.status();
+    stream_ = *s;
+  }
+  if (capacity_ < bytes) {
+    if (pinned_ != nullptr) dev->freePinned(pinned_);
+    pinned_ = nullptr;
+    capacity_ = 0;
+    Result<void*> p = dev->allocPinned(bytes);
+    if (!p) return p.status();
+    pinned_ = *p;
+    capacity_ = bytes;
+  }
+  while (events_.size() < segments + 1) {  // + the copy-out's
+    Result<cuda::Event> e = dev->createEvent();
+    if (!e) return e.status();
+    events_.push_back(*e);
+  }
+  return Status::ok();
+}
+
+void StagingArea::release() {
+  if (dev_ == nullptr) return;
+  for (cuda::Event e : events_) dev_->destroyEvent(e);
+  events_.clear();
+  if (stream_ != nullptr) dev_->destroyStream(stream_);
+  stream_ = nullptr;
+  if (pinned_ != nullptr) dev_->freePinned(pinned_);
+  pinned_ = nullptr;
+  capacity_ = 0;
+  dev_ = nullptr;
+}
+
+Result<std::unique_ptr<Staging>> Staging::begin(const OpArgs& a, void* userStream) {
+  Result<cuda::Device*> found = cuda::device();
+  if (!found) return found.status();
+  cuda::Device* dev = *found;
+  const size_t bytes = a.count * dtypeSize(a.dtype);
+  int index = -1;
+  if (bytes > 0) {
+    for (const bool send : {true, false}) {
+      const void* p = send ? a.sendbuf : a.recvbuf;
+      Result<int> d = dev->deviceOf(p, bytes);
+      if (!d) return d.status();
+      if (*d < 0) {
+        return error(ecclInvalidArgument,
+                     fmt::format("opts.memType is ecclMemCuda but {} ({}) is host memory: use "
+                                 "ecclMemHost for it", bufferName(a, send), p));
+      }
+      if (index >= 0 && *d != index) {
+        return error(ecclInvalidArgument,
+                     fmt::format("sendbuf is on CUDA device {} and recvbuf on device {}: both "
+                                 "must be on one device", index, *d));
+      }
+      index = *d;
+    }
+  }
+  std::unique_ptr<Staging> st(new Staging(dev, a, index));
+  st->bytes_ = bytes;
+  if (bytes == 0) return st;  // nothing to read or write
+  ECCL_RETURN_IF_ERROR(st->onDevice([&]() -> Status {
+    Result<cuda::Event> e = dev->createEvent();
+    if (!e) return e.status();
+    st->ready_ = *e;
+    return dev->record(st->ready_, userStream);
+  }));
+  return st;
+}
+
+Staging::~Staging() {
+  if (ready_ != nullptr) dev_->destroyEvent(ready_);
+}
+
+template <typename F>
+Status Staging::onDevice(F&& body) {
+  Result<int> previous = dev_->currentDevice();
+  if (!previous) return previous.status();
+  if (*previous != device_) ECCL_RETURN_IF_ERROR(dev_->useDevice(device_));
+  Status st = body();
+  if (*previous != device_) {
+    Status back = dev_->useDevice(*previous);
+    if (st.isOk()) st = std::move(back);
+  }
+  return st;
+}
+
+Result<OpArgs> Staging::start(StagingArea& area, bool root) {
+  OpArgs host = args_;
+  if (bytes_ == 0) return host;
+  segmentBytes_ = std::max(kMinSegmentBytes, (bytes_ + kMaxSegments - 1) / kMaxSegments);
+  const size_t segments = (bytes_ + segmentBytes_ - 1) / segmentBytes_;
+  const bool copyIn = args_.kind == wire::OpKind::kAllReduce || root;
+  ECCL_RETURN_IF_ERROR(onDevice([&]() -> Status {
+    ECCL_RETURN_IF_ERROR(area.prepare(dev_, device_, bytes_, segments));
+    area_ = &area;
+    if (!copyIn) return Status::ok();
+    ECCL_RETURN_IF_ERROR(dev_->wait(area.stream_, ready_));
+    const auto* from = static_cast<const std::byte*>(args_.sendbuf);
+    auto* to = static_cast<std::byte*>(area.pinned_);
+    for (size_t k = 0; k < segments; ++k) {
+      const size_t offset = k * segmentBytes_;
+      const size_t len = std::min(segmentBytes_, bytes_ - offset);
+      ECCL_RETURN_IF_ERROR(dev_->copy(to + offset, from + offset, len, area.stream_));
+      ECCL_RETURN_IF_ERROR(dev_->record(area.events_[k], area.stream_));
+    }
+    return Status::ok();
+  }));
+  segmentsReady_ = copyIn ? 0 : segments;  // a receiver reads nothing of its own
+  host.sendbuf = area.pinned_;
+  host.recvbuf = area.pinned_;
+  return host;
+}
+
+Status Staging::awaitInput(size_t offset, size_t len) {
+  if (len == 0 || area_ == nullptr) return Status::ok();
+  const size_t last = (offset + len - 1) / segmentBytes_;
+  if (last < segmentsReady_) return Status::ok();
+  // The stream runs in order: the last segment's event covers the others.
+  ECCL_RETURN_IF_ERROR(dev_->synchronize(area_->events_[last]));
+  segmentsReady_ = last + 1;
+  return Status::ok();
+}
+
+Status Staging::commit(bool changed) {
+  if (bytes_ == 0 || !changed) return Status::ok();
+  return onDevice([&]() -> Status {
+    ECCL_RETURN_IF_ERROR(dev_->copy(args_.recvbuf, area_->pinned_, bytes_, area_->stream_));
+    cuda::Event done = area_->events_.back();
+    ECCL_RETURN_IF_ERROR(dev_->record(done, area_->stream_));
+    return dev_->synchronize(done);
+  });
+}
+
+Status Staging::restore() {
+  const bool outOfPlace = args_.kind == wire::OpKind::kAllReduce && args_.sendbuf != args_.recvbuf;
+  if (bytes_ == 0 || !outOfPlace) return Status::ok();
+  return onDevice([&] { return blockingCopy(args_.recvbuf, args_.sendbuf, bytes_); });
+}
+
+Status Staging::blockingCopy(void* dst, const void* src, size_t bytes) {
+  // Before start() (an op refused at submission) there is no tag stream yet.
+  cuda::Stream stream = area_ != nullptr ? area_->stream_ : nullptr;
+  cuda::Stream own = nullptr;
+  cuda::Event done = nullptr;
+  auto cleanup = [&] {
+    if (done != nullptr) dev_->destroyEvent(done);
+    if (own != nullptr) dev_->destroyStream(own);
+  };
+  Status st = [&]() -> Status {
+    if (stream == nullptr) {
+      Result<cuda::Stream> s = dev_->createStream();
+      if (!s) return s.status();
+      stream = own = *s;
+    }
+    Result<cuda::Event> e = dev_->createEvent();
+    if (!e) return e.status();
+    done = *e;
+    ECCL_RETURN_IF_ERROR(dev_->wait(stream, ready_));  // the caller's writes to src
+    ECCL_RETURN_IF_ERROR(dev_->copy(dst, src, bytes, stream));
+    ECCL_RETURN_IF_ERROR(dev_->record(done, stream));
+    return dev_->synchronize(done);
+  }();
+  cleanup();
+  return st;
+}
+
+}  // namespace eccl::comm
