@@ -1,7 +1,7 @@
 // failover: what the loss of one peer costs the survivors (DESIGN.md §9).
 //
 //   failover [--peers 4] [--mib 64] [--rounds 10] [--failure-ms 2000]
-//            [--heartbeat-ms 500] [--signal kill|stop] [--seed N]
+//            [--heartbeat-ms 500] [--signal kill|stop] [--seed N] [--memory host|cuda]
 //
 // An embedded master and --peers eccl-fault-peer processes loop
 // update-topology -> in-place float32 sum all-reduce of --mib MiB -> verify.
@@ -50,6 +50,7 @@ struct Options {
   uint32_t heartbeatMs = 500;
   std::string signal = "kill";
   unsigned seed = 0;
+  std::string memory = "host";
   std::string peerBinary = ECCL_FAULT_PEER_BIN;
 };
 
@@ -112,6 +113,7 @@ class Bench {
     s.count = static_cast<size_t>(o.mib * (1 << 20) / sizeof(float));
     s.failureMs = o.failureMs;
     s.heartbeatMs = o.heartbeatMs;
+    s.memory = o.memory;
     return s;
   }
 
@@ -271,6 +273,8 @@ int main(int argc, char** argv) {
   app.add_option("--signal", o.signal, "kill (SIGKILL) or stop (SIGSTOP, a hung peer)")
       ->check(CLI::IsMember({"kill", "stop"}))->capture_default_str();
   app.add_option("--seed", o.seed, "random seed (victims and moments); printed");
+  app.add_option("--memory", o.memory, "all-reduce host or CUDA device buffers")
+      ->check(CLI::IsMember({"host", "cuda"}));
   app.add_option("--peer-bin", o.peerBinary, "the eccl-fault-peer binary")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (o.heartbeatMs >= o.failureMs) {

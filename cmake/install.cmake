@@ -8,6 +8,10 @@ install(TARGETS eccl eccl_static EXPORT ecclTargets
 install(FILES include/eccl/eccl.h ${PROJECT_BINARY_DIR}/include/eccl/version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/eccl)
 install(TARGETS eccl-master eccl-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET eccl_cuda)
+  # Next to libeccl, where it looks for it (cuda/device.cc); loaded, never linked.
+  install(TARGETS eccl_cuda LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 install(EXPORT ecclTargets NAMESPACE eccl:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/eccl)
 
 configure_package_config_file(cmake/ecclConfig.cmake.in

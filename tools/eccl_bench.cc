@@ -5,6 +5,7 @@
 //   eccl-bench allreduce --peers 3 -b 64M --quant uint8  with a payload codec
 //   eccl-bench sync --peers 4 -e 1G                      a newcomer fetches 1 GiB of
 //                                                         shared state from 3 sources
+//   eccl-bench allreduce --peers 4 --memory cuda         CUDA device buffers (staged)
 //
 // Times are per iteration, averaged over --iters and maxed over ranks;
 // algbw = bytes / time, busbw = algbw * 2(n-1)/n for all-reduce and = algbw
@@ -32,6 +33,10 @@
 #include "common/half.h"
 #include "eccl/eccl.h"
 
+#ifdef ECCL_BENCH_CUDA
+#include <cuda_runtime.h>
+#endif
+
 extern char** environ;
 
 namespace {
@@ -52,6 +57,51 @@ struct Options {
   std::string quant = "none", rounding = "nearest";
   uint32_t quantBlock = 0;
   bool receiver = false;  // sync: this process is the one that fetches
+  std::string memory = "host";
+};
+
+// The benchmarked buffer: host memory, or with --memory cuda a device buffer
+// that the host copy is moved to before an op and back after a check.
+class BenchBuffer {
+ public:
+  BenchBuffer(size_t bytes, bool device) : host_(bytes) {
+    if (!device) return;
+#ifdef ECCL_BENCH_CUDA
+    const cudaError_t e = cudaMalloc(&device_, bytes);
+    if (e != cudaSuccess) {
+      std::fprintf(stderr, "eccl-bench: cudaMalloc(%zu): %s\n", bytes, cudaGetErrorString(e));
+      std::exit(1);
+    }
+#else
+    std::fprintf(stderr, "eccl-bench: built without CUDA (ECCL_WITH_CUDA): no --memory cuda\n");
+    std::exit(2);
+#endif
+  }
+  ~BenchBuffer() {
+#ifdef ECCL_BENCH_CUDA
+    if (device_ != nullptr) cudaFree(device_);
+#endif
+  }
+  std::byte* host() { return host_.data(); }
+  void* forOp() { return device_ != nullptr ? device_ : host_.data(); }
+  void push(size_t bytes) { move(device_, host_.data(), bytes); }
+  void pull(size_t bytes) { move(host_.data(), device_, bytes); }
+
+ private:
+  void move(void* dst, const void* src, size_t bytes) {
+    if (device_ == nullptr) return;
+#ifdef ECCL_BENCH_CUDA
+    const cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+    if (e != cudaSuccess) {
+      std::fprintf(stderr, "eccl-bench: cudaMemcpy: %s\n", cudaGetErrorString(e));
+      std::exit(1);
+    }
+#else
+    (void)dst, (void)src, (void)bytes;
+#endif
+  }
+  std::vector<std::byte> host_;
+  void* device_ = nullptr;
 };
 
 size_t parseSize(const std::string& s) {
@@ -250,6 +300,9 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
   opts.quantization = *quant;
   opts.rounding = o.rounding == "stochastic" ? ecclRoundStochastic : ecclRoundNearest;
   opts.quantBlockSize = o.quantBlock;
+  const ecclOpOptions_t hostOpts = opts;  // the error measurement's (host buffers)
+  const bool onDevice = o.memory == "cuda";
+  if (onDevice) opts.memType = ecclMemCuda;
   const bool coded = *quant != ecclQuantNone;
   ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
   cfg.masterAddress = masterAddr.c_str();
@@ -277,14 +330,17 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
   const bool allreduce = o.mode == "allreduce";
   const size_t esz = eccl::dtypeSize(*dt);
   const size_t minB = std::max(esz, parseSize(o.minBytes)), maxB = parseSize(o.maxBytes);
-  std::vector<std::byte> buf(std::max(maxB, esz));
+  BenchBuffer buffer(std::max(maxB, esz), onDevice);
+  std::byte* const host = buffer.host();
+  void* const data = buffer.forOp();
   nlohmann::json rows = nlohmann::json::array();
   if (rank == 0 && !o.json) {
     const std::string streams = o.streams ? std::to_string(o.streams) : "adaptive";
-    std::printf("# eccl-bench %s: %d peers, %s, %s, %s streams per neighbour, codec %s%s\n",
+    std::printf("# eccl-bench %s: %d peers, %s, %s, %s streams per neighbour, codec %s%s, "
+                "%s buffers\n",
                 o.mode.c_str(), n, o.dtype.c_str(), allreduce ? o.op.c_str() : "-",
                 streams.c_str(), o.quant.c_str(),
-                coded && o.rounding == "stochastic" ? " (stochastic)" : "");
+                coded && o.rounding == "stochastic" ? " (stochastic)" : "", o.memory.c_str());
     if (o.optimize) std::printf("# ecclCommOptimizeTopology took %.0f ms\n", optimizeMs);
     std::printf("#%12s %12s %8s %6s %12s %12s %12s %6s %7s", "size", "count", "type", "redop",
                 "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check", "streams");
@@ -296,18 +352,20 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
        bytes = std::max(bytes + esz, static_cast<size_t>(static_cast<double>(bytes) * o.factor))) {
     const size_t count = bytes / esz;
     // Check once: rank r contributes r+1 (all-reduce) or the root's rank+1.
-    for (size_t i = 0; i < count; ++i) store(buf.data(), *dt, i, allreduce || rank == o.root ? rank + 1 : 0);
+    for (size_t i = 0; i < count; ++i) store(host, *dt, i, allreduce || rank == o.root ? rank + 1 : 0);
     // (Every block is constant here, so even uint8/uint4 are exact.)
+    buffer.push(count * esz);
     ecclOpInfo_t info = ECCL_OP_INFO_INIT;
     if (allreduce) {
-      CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, &opts, comm, &info), comm);
+      CHECK_ECCL(ecclAllReduce(data, data, count, *dt, *op, &opts, comm, &info), comm);
     } else {
-      CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, &opts, comm, &info), comm);
+      CHECK_ECCL(ecclBroadcast(data, count, *dt, o.root, &opts, comm, &info), comm);
     }
+    buffer.pull(count * esz);
     const double want = allreduce ? expected(*op, *dt, n) : o.root + 1;
     int32_t ok = 1;
     for (size_t i = 0; i < count; ++i) {
-      if (load(buf.data(), *dt, i) != want) {
+      if (load(host, *dt, i) != want) {
         ok = 0;
         break;
       }
@@ -317,17 +375,18 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
 
     Error err;
     const bool measured = coded && allreduce && (*op == ecclSum || *op == ecclAvg);
-    if (measured) err = measureError(comm, rank, n, count, *dt, *op, opts);
+    if (measured) err = measureError(comm, rank, n, count, *dt, *op, hostOpts);
 
     // Timed on random normal data. Values may grow or wrap across
     // iterations; that costs the same time.
-    fillNormal(buf.data(), *dt, count, static_cast<uint32_t>(rank));
+    fillNormal(host, *dt, count, static_cast<uint32_t>(rank));
+    buffer.push(count * esz);
     ecclOpInfo_t timed = ECCL_OP_INFO_INIT;  // of the latest op: the streams its link used
     auto once = [&] {
       if (allreduce) {
-        CHECK_ECCL(ecclAllReduce(buf.data(), buf.data(), count, *dt, *op, &opts, comm, &timed), comm);
+        CHECK_ECCL(ecclAllReduce(data, data, count, *dt, *op, &opts, comm, &timed), comm);
       } else {
-        CHECK_ECCL(ecclBroadcast(buf.data(), count, *dt, o.root, &opts, comm, &timed), comm);
+        CHECK_ECCL(ecclBroadcast(data, count, *dt, o.root, &opts, comm, &timed), comm);
       }
     };
     for (int i = 0; i < o.warmup; ++i) once();
@@ -359,7 +418,7 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
                               {"logical_bytes", info.logicalBytesSent},
                               {"streams", timed.streams},
                               {"streams_min", fewest}, {"streams_max", most},
-                              {"shm_links", shmLinks}};
+                              {"shm_links", shmLinks}, {"memory", o.memory}};
         if (measured) {
           row["max_abs_error"] = err.maxAbs;
           row["rms_error"] = err.rms;
@@ -463,6 +522,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--receiver", o.receiver, "sync: this process fetches (default: the last rank)");
   app.add_flag("--json", o.json, "print one JSON object instead of the table");
+  app.add_option("--memory", o.memory, "buffers in host memory or CUDA device memory (staged)")
+      ->check(CLI::IsMember({"host", "cuda"}))->capture_default_str();
   app.add_flag("--optimize", o.optimize,
                "call ecclCommOptimizeTopology once the world is complete (bandwidth probes, "
                "ring reordered) and report its time");

@@ -55,6 +55,7 @@ struct PeerSpec {
   bool exitOnMasterLoss = false;
   bool optimize = false;       // --optimize
   std::string quant = "none";  // --quant
+  std::string memory = "host"; // --memory (cuda: device buffers, allreduce mode)
 };
 
 // The peers of one run: spawned from one spec (overridable per peer), all

@@ -4,14 +4,16 @@
 //   eccl-fault-peer --master HOST:PORT [--mode allreduce|broadcast|async]
 //                   [--count N] [--tags K] [--root R] [--iters N] [--failure-ms T]
 //                   [--bind ADDR] [--out-of-place] [--no-reconnect] [--exit-on-master-loss]
-//                   [--quant none|bf16|fp16] [--id NAME]
+//                   [--quant none|bf16|fp16] [--memory host|cuda] [--id NAME]
 //
 // Loop, in lockstep with the other members: ecclCommUpdateTopology, then one
 // in-place collective on a float32 buffer whose correct result depends only on
 // the world size, then a check of every element. --out-of-place all-reduces
 // from a separate send buffer into the checked one. --quant runs every op with
 // a 16-bit codec: the pattern's sums are small integers, exact in float16 and
-// bfloat16, so the check stays exact. Each event is one stdout line
+// bfloat16, so the check stays exact. --memory cuda (allreduce mode) runs
+// every op on CUDA device buffers: the input is copied there before the op
+// and the buffer copied back for the check. Each event is one stdout line
 // `event key=value ...` (times are CLOCK_MONOTONIC ns, comparable with the
 // driver's):
 //
@@ -46,6 +48,10 @@
 
 #include "eccl/eccl.h"
 
+#ifdef ECCL_FAULT_PEER_CUDA
+#include <cuda_runtime.h>
+#endif
+
 namespace {
 
 struct Options {
@@ -65,6 +71,7 @@ struct Options {
   bool exitOnMasterLoss = false;
   bool optimize = false;
   std::string quant = "none";
+  std::string memory = "host";
 };
 
 ecclQuantization_t quantOf(const std::string& name) {
@@ -320,9 +327,18 @@ class Peer {
       ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
       opts.quantization = quantOf(o_.quant);
       ecclOpInfo_t info = ECCL_OP_INFO_INIT;
+      void* recv = buf_.data();
+      if (device_.on()) {  // the same buffers, on the GPU
+        device_.put(0, buf_.data());
+        if (o_.outOfPlace) device_.put(1, own_.data());
+        send = static_cast<const float*>(device_.at(o_.outOfPlace ? 1 : 0));
+        recv = device_.at(0);
+        opts.memType = ecclMemCuda;
+      }
       t0 = nowNs();
-      rc = ecclAllReduce(send, buf_.data(), o_.count, ecclFloat32, ecclSum, &opts, comm_, &info);
+      rc = ecclAllReduce(send, recv, o_.count, ecclFloat32, ecclSum, &opts, comm_, &info);
       t1 = nowNs();
+      if (device_.on()) device_.get(0, buf_.data());
       extra = " shm=" + std::to_string(info.sharedMemory);
       ok = sameFloats(buf_.data(), rc == ecclSuccess ? expected_.data() : own_.data(), o_.count);
     }
@@ -340,7 +356,49 @@ class Peer {
   // Element offset of async tag i's segment; segBegin(tags) == count.
   size_t segBegin(size_t i) const { return o_.count * i / static_cast<size_t>(o_.tags); }
 
+  // --memory cuda: two device buffers of the op's size (receive, send).
+  class DeviceBuffers {
+   public:
+    explicit DeviceBuffers(const Options& o) : bytes_(o.count * sizeof(float)) {
+      if (o.memory != "cuda") return;
+#ifdef ECCL_FAULT_PEER_CUDA
+      for (void*& p : p_) check(cudaMalloc(&p, bytes_), "cudaMalloc");
+#else
+      std::fprintf(stderr, "eccl-fault-peer: built without CUDA: no --memory cuda\n");
+      std::exit(2);
+#endif
+    }
+    ~DeviceBuffers() {
+#ifdef ECCL_FAULT_PEER_CUDA
+      for (void* p : p_) cudaFree(p);
+#endif
+    }
+    DeviceBuffers(const DeviceBuffers&) = delete;
+    DeviceBuffers& operator=(const DeviceBuffers&) = delete;
+    bool on() const { return p_[0] != nullptr; }
+    void* at(int i) { return p_[i]; }
+#ifdef ECCL_FAULT_PEER_CUDA
+    void put(int i, const float* host) { check(cudaMemcpy(p_[i], host, bytes_, cudaMemcpyDefault), "cudaMemcpy"); }
+    void get(int i, float* host) { check(cudaMemcpy(host, p_[i], bytes_, cudaMemcpyDefault), "cudaMemcpy"); }
+
+   private:
+    static void check(cudaError_t e, const char* what) {
+      if (e == cudaSuccess) return;
+      std::fprintf(stderr, "eccl-fault-peer: %s: %s\n", what, cudaGetErrorString(e));
+      std::exit(1);
+    }
+#else
+    void put(int, const float*) {}
+    void get(int, float*) {}
+
+   private:
+#endif
+    size_t bytes_;
+    void* p_[2] = {nullptr, nullptr};
+  };
+
   Options o_;
+  DeviceBuffers device_{o_};
   ecclComm_t comm_ = nullptr;
   std::vector<float> buf_;       // the one buffer every op runs on, in place
   std::vector<float> own_;       // this rank's input
@@ -373,6 +431,8 @@ int main(int argc, char** argv) {
   app.add_option("--op-timeout-ms", o.opTimeoutMs, "ecclCommConfig_t.opTimeoutMs")
       ->capture_default_str();
   app.add_option("--bind", o.bind, "bind and advertise the data acceptor on this address");
+  app.add_option("--memory", o.memory, "allreduce on host or CUDA device buffers")
+      ->check(CLI::IsMember({"host", "cuda"}));
   app.add_option("--quant", o.quant, "codec of every op (16-bit codecs keep the check exact)")
       ->check(CLI::IsMember({"none", "bf16", "fp16"}));
   app.add_flag("--out-of-place", o.outOfPlace, "all-reduce from a separate send buffer");
