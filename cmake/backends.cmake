@@ -38,3 +38,37 @@ ${CUDAToolkit_VERSION} in ${CUDAToolkit_LIBRARY_DIR}, architectures ${CMAKE_CUDA
     eccl_backend_result(CUDA OFF "no CUDA toolkit libraries found: set CUDAToolkit_ROOT")
   endif()
 endif()
+
+# NCCL: the "nccl" transport's backend (src/transport/nccl/), compiled into the
+# core against nccl.h; libnccl.so.2 itself is loaded at run time (dlopen).
+set(ECCL_WITH_NCCL AUTO CACHE STRING "NCCL backend for CUDA buffers (transport \"nccl\"): AUTO, ON or OFF")
+set_property(CACHE ECCL_WITH_NCCL PROPERTY STRINGS AUTO ON OFF)
+set(ECCL_NCCL_FOUND OFF)
+if(ECCL_WITH_NCCL STREQUAL "OFF")
+  eccl_backend_result(NCCL OFF "turned off")
+elseif(NOT ECCL_CUDA_FOUND)
+  eccl_backend_result(NCCL OFF "it needs CUDA (ECCL_WITH_CUDA), which is not being built")
+else()
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME
+            PATH_SUFFIXES include)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR} ENV NCCL_HOME
+               PATH_SUFFIXES lib lib64)
+  set(_nccl_version "")
+  if(NCCL_INCLUDE_DIR)
+    file(STRINGS "${NCCL_INCLUDE_DIR}/nccl.h" _nccl_defs REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) ")
+    foreach(_part MAJOR MINOR PATCH)
+      string(REGEX REPLACE ".*NCCL_${_part} ([0-9]+).*" "\\1" _v "${_nccl_defs}")
+      list(APPEND _nccl_version ${_v})
+    endforeach()
+    list(JOIN _nccl_version "." _nccl_version)
+  endif()
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY AND _nccl_version VERSION_GREATER_EQUAL 2.18)
+    set(ECCL_NCCL_FOUND ON)
+    eccl_backend_result(NCCL ON "NCCL ${_nccl_version}: ${NCCL_INCLUDE_DIR}/nccl.h, ${NCCL_LIBRARY} \
+(loaded at run time)")
+  elseif(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    eccl_backend_result(NCCL OFF "NCCL ${_nccl_version} is older than 2.18")
+  else()
+    eccl_backend_result(NCCL OFF "nccl.h or libnccl not found: set NCCL_HOME")
+  endif()
+endif()

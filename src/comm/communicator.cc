@@ -500,7 +500,7 @@ void Communicator::execute(Request& req) {
   }
   Status st = req.args().kind == wire::OpKind::kSync
                   ? runSync(req)
-                  : runRing(req, info, tag->backup, tag->staging);
+                  : runRing(req, info, *tag);
   info.seconds = std::chrono::duration<double>(transport::Clock::now() - start).count();
   if (!st.isOk()) {
     ECCL_LOG(kWarn, kComm, "tag {} op #{} failed: {}", req.args().tag, req.seq, st.message());
@@ -514,8 +514,8 @@ void Communicator::execute(Request& req) {
   req.complete(std::move(st), info);
 }
 
-Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup,
-                             StagingArea& stagingArea) {
+Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
+  std::vector<std::byte>& backup = tag.backup;
   Staging* const staging = req.staging.get();
   // Device buffers: the ring runs on a pinned host copy (comm/staging.h).
   OpArgs a = req.args();
@@ -539,7 +539,15 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
     }
   }
   if (!missing.isOk()) return withRestore(req, missing);
-  if (ctx.world == 1) {  // nothing to agree on with anyone
+  // Device buffers on transport "nccl": the op runs on NCCL (even at a world
+  // of one, where it is the only way to check NCCL on a single GPU).
+#ifdef ECCL_HAVE_NCCL
+  const bool viaNccl = staging != nullptr && options_.transport == "nccl" &&
+                       transport::nccl::fits(a.dtype, a.quant);
+#else
+  const bool viaNccl = false;
+#endif
+  if (ctx.world == 1 && !viaNccl) {  // nothing to agree on with anyone
     if (staging != nullptr) return staging->copyThrough();
     if (a.kind == wire::OpKind::kAllReduce && a.count > 0 && a.sendbuf != a.recvbuf) {
       std::memmove(a.recvbuf, a.sendbuf, a.count * dtypeSize(a.dtype));
@@ -551,8 +559,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   // (A broadcast root with a codec keeps the decoded value, so its buffer changes.)
   const bool changesInput = a.kind == wire::OpKind::kAllReduce || ctx.rank != a.root ||
                             a.quant != ecclQuantNone;
-  if (staging != nullptr) {
-    Result<OpArgs> host = staging->start(stagingArea, ctx.rank == a.root);
+  if (staging != nullptr && !viaNccl) {
+    Result<OpArgs> host = staging->start(tag.staging, ctx.rank == a.root);
     if (host) {
       a = *host;
     } else {
@@ -622,7 +630,9 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   }
   ctx.codec = codec::find(a.quant);
   ctx.codecParams = {a.dtype, a.rounding, a.blockElems};
-  if (ringRuns && collectives::takesSmallPath(ctx, bytes)) {
+  if (ringRuns && viaNccl) {
+    local = runNccl(req, ctx, tag);
+  } else if (ringRuns && collectives::takesSmallPath(ctx, bytes)) {
     local = a.kind == wire::OpKind::kAllReduce
                 ? collectives::gatherAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
                 : collectives::treeBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
@@ -645,8 +655,19 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   // op that the other members complete (the master's op deadline bounds it).
   const Status verdict = req.awaitVerdict();
   unregisterActive(req);
-  for (transport::Link* l : ctx.hopOut) l->retire(a.tag, req.seq);
-  for (transport::Link* l : ctx.hopIn) l->retire(a.tag, req.seq);
+  for (transport::Link* l : ctx.hopOut) {
+    if (l != nullptr) l->retire(a.tag, req.seq);  // (none at a world of one)
+  }
+  for (transport::Link* l : ctx.hopIn) {
+    if (l != nullptr) l->retire(a.tag, req.seq);
+  }
+#ifdef ECCL_HAVE_NCCL
+  if (viaNccl && tag.nccl) {
+    Status finished = staging->withDevice([&] { return tag.nccl->finish(verdict.isOk()); });
+    if (verdict.isOk()) return finished;
+    ECCL_RETURN_IF_ERROR(finished);
+  }
+#endif
   if (!verdict.isOk()) {
     ECCL_RETURN_IF_ERROR(restoreInput());
     // Our own error says more when it caused the verdict rather than
@@ -658,8 +679,42 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, std::vector<std::
   // Success verdict implies local success. A device buffer takes the result
   // only now; a device error here fails this member alone (nothing can undo
   // the others' success), as any local fault after the verdict would.
-  if (staging != nullptr) return staging->commit(changesInput);
+  if (staging != nullptr && !viaNccl) return staging->commit(changesInput);
   return local;
+}
+
+Status Communicator::runNccl(Request& req, collectives::RingContext& ctx, TagQueue& tag) {
+#ifdef ECCL_HAVE_NCCL
+  Result<const transport::nccl::Api*> api = transport::nccl::api();
+  if (!api) return api.status();
+  const OpArgs& a = req.args();
+  Staging& staging = *req.staging;
+  transport::nccl::Call call;
+  call.allReduce = a.kind == wire::OpKind::kAllReduce;
+  call.sendbuf = a.sendbuf;
+  call.recvbuf = a.recvbuf;
+  call.count = a.count;
+  call.dtype = a.dtype;
+  call.op = a.op;
+  call.root = a.root;
+  call.rank = ctx.rank;
+  call.world = ctx.world;
+  call.epoch = req.epoch;
+  call.device = staging.deviceIndex();
+  call.ready = staging.ready();
+  call.cancel = &req.cancel;
+  call.timeout = options_.opTimeout;
+  // The id travels on this op's own frames (its descriptor checked as ever):
+  // the op's payload goes through NCCL, so its data links carry nothing else.
+  call.shareId = [&ctx](ncclUniqueId* id) {
+    return collectives::ringBroadcast(ctx, id, sizeof *id, ecclUint8, 0);
+  };
+  if (!tag.nccl) tag.nccl = std::make_unique<transport::nccl::TagComm>();
+  return staging.withDevice([&] { return tag.nccl->run(**api, staging.device(), call); });
+#else
+  (void)req, (void)ctx, (void)tag;
+  return error(ecclUnsupported, "this ECCL was built without NCCL (ECCL_WITH_NCCL)");
+#endif
 }
 
 void Communicator::registerActive(Request& req) {

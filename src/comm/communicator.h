@@ -30,6 +30,13 @@
 #include "comm/control_client.h"
 #include "comm/request.h"
 #include "comm/staging.h"
+#ifdef ECCL_HAVE_NCCL
+#include "transport/nccl/collective.h"
+#endif
+
+namespace eccl::collectives {
+struct RingContext;
+}
 
 namespace eccl::comm {
 
@@ -85,6 +92,9 @@ class Communicator {
     // (in-place all-reduce, broadcast at non-roots): restored on failure.
     std::vector<std::byte> backup;
     StagingArea staging;  // its ops on device buffers
+#ifdef ECCL_HAVE_NCCL
+    std::unique_ptr<transport::nccl::TagComm> nccl;  // transport "nccl"
+#endif
   };
   struct OpKey {
     uint64_t epoch;
@@ -107,8 +117,9 @@ class Communicator {
   wire::ProbeReport runProbes(const wire::ProbePlan& plan);
   void workerLoop(uint32_t tag);
   void execute(Request& req);
-  Status runRing(Request& req, ecclOpInfo_t& info, std::vector<std::byte>& backup,
-                 StagingArea& staging);
+  Status runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag);
+  // The op on NCCL (transport "nccl", device buffers): this member's result.
+  Status runNccl(Request& req, collectives::RingContext& ctx, TagQueue& tag);
   // A shared-state sync (sync.cc): manifest, plan, transfers, verdict.
   Status runSync(Request& req);
   // Registers an op for its verdict (an early one, a lost master, destroy);

@@ -112,6 +112,8 @@ Status Staging::onDevice(F&& body) {
   return st;
 }
 
+Status Staging::withDevice(const std::function<Status()>& body) { return onDevice(body); }
+
 Result<OpArgs> Staging::start(StagingArea& area, bool root) {
   OpArgs host = args_;
   if (bytes_ == 0) return host;

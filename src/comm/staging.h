@@ -22,6 +22,7 @@
 // are reused by its next ops: pinning memory costs far more than copying it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -75,6 +76,13 @@ class Staging {
   Status restore();
   // A world of one: recvbuf = sendbuf on the device.
   Status copyThrough() { return restore(); }
+
+  // For a backend that reads the device buffers itself (NCCL): the buffers'
+  // device, made current while `body` runs, and the caller's stream event.
+  Status withDevice(const std::function<Status()>& body);
+  int deviceIndex() const { return device_; }
+  cuda::Event ready() const { return ready_; }
+  cuda::Device& device() const { return *dev_; }
 
  private:
   Staging(cuda::Device* dev, const OpArgs& args, int deviceIndex)

@@ -81,6 +81,20 @@ class CudaDevice final : public Device {
     return check(cudaEventSynchronize(toEvent(event)), "cudaEventSynchronize");
   }
 
+  Result<bool> query(Event event) override {
+    const cudaError_t e = cudaEventQuery(toEvent(event));
+    if (e == cudaErrorNotReady) return false;
+    ECCL_RETURN_IF_ERROR(check(e, "cudaEventQuery"));
+    return true;
+  }
+
+  Result<void*> allocDevice(size_t bytes) override {
+    void* p = nullptr;
+    ECCL_RETURN_IF_ERROR(check(cudaMalloc(&p, bytes), "cudaMalloc"));
+    return p;
+  }
+  void freeDevice(void* p) override { cudaFree(p); }
+
   Status copy(void* dst, const void* src, size_t bytes, Stream stream) override {
     return check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, toStream(stream)),
                  "cudaMemcpyAsync");

@@ -59,10 +59,16 @@ class Device {
   virtual Status wait(Stream stream, Event event) = 0;
   // Blocks the calling thread until `event`'s point was reached.
   virtual Status synchronize(Event event) = 0;
+  // Whether `event`'s point was reached; never blocks.
+  virtual Result<bool> query(Event event) = 0;
 
   // Enqueues a copy of `bytes` between any two of device memory and pinned
   // host memory (the direction is inferred from the pointers).
   virtual Status copy(void* dst, const void* src, size_t bytes, Stream stream) = 0;
+
+  // Memory of the current device (scratch space of the NCCL backend).
+  virtual Result<void*> allocDevice(size_t bytes) = 0;
+  virtual void freeDevice(void* p) = 0;
 
   // Page-locked host memory, which device copies can run from asynchronously.
   virtual Result<void*> allocPinned(size_t bytes) = 0;

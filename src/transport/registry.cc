@@ -1,17 +1,33 @@
 #include <fmt/format.h>
 
 #include "transport/tcp/transport.h"
+#ifdef ECCL_HAVE_NCCL
+#include "transport/nccl/api.h"
+#endif
 
 namespace eccl::transport {
 
 Result<std::unique_ptr<Transport>> createTransport(const std::string& name,
                                                    const TransportOptions& options) {
+#ifdef ECCL_HAVE_NCCL
+  if (name == "nccl") {
+    // Device-buffer collectives run on NCCL (comm/communicator.cc); the data
+    // links, for host buffers and NCCL's unique id, are TCP.
+    Result<const nccl::Api*> api = nccl::api();
+    if (!api) return api.status();
+    return createTransport("tcp", options);
+  }
+#endif
   if (name.empty() || name == "tcp") {
     Result<std::unique_ptr<tcp::TcpTransport>> t = tcp::TcpTransport::create(options);
     if (!t) return t.status();
     return std::unique_ptr<Transport>(std::move(*t));
   }
-  if (name == "ibverbs" || name == "nccl") {
+  if (name == "nccl") {
+    return error(ecclUnsupported, "transport \"nccl\": this ECCL was built without NCCL "
+                                  "(configure with ECCL_WITH_NCCL=ON where NCCL is installed)");
+  }
+  if (name == "ibverbs") {
     return error(ecclUnsupported,
                  fmt::format("transport '{}' is not built into this ECCL yet; use \"tcp\"", name));
   }

@@ -176,6 +176,16 @@ Status HostDevice::synchronize(cuda::Event event) {
   return Status::ok();
 }
 
+Result<bool> HostDevice::query(cuda::Event event) {
+  auto* m = static_cast<Marker*>(event);
+  std::lock_guard<std::mutex> lock(m->mu);
+  return m->reached >= m->recorded;
+}
+
+void HostDevice::enqueue(cuda::Stream stream, std::function<void()> work) {
+  streamOf(stream)->enqueue(std::move(work));
+}
+
 Status HostDevice::copy(void* dst, const void* src, size_t bytes, cuda::Stream stream) {
   const Kind to = kindOf(dst, bytes), from = kindOf(src, bytes);
   if (to == Kind::kNone || from == Kind::kNone) {

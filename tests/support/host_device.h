@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,6 +29,8 @@ class HostDevice : public cuda::Device {
   // "Device" memory, as cudaMalloc would give (64-byte aligned).
   void* allocate(size_t bytes);
   void release(void* p);
+  // Runs `work` on `stream` in order with its copies (a stand-in kernel).
+  void enqueue(cuda::Stream stream, std::function<void()> work);
   // Every copy waits this long before it runs.
   void setCopyDelay(std::chrono::microseconds delay) { copyDelayUs_ = delay.count(); }
   // Copies and reductions run so far (host to device, device to host, other).
@@ -49,6 +52,9 @@ class HostDevice : public cuda::Device {
   Status record(cuda::Event event, cuda::Stream stream) override;
   Status wait(cuda::Stream stream, cuda::Event event) override;
   Status synchronize(cuda::Event event) override;
+  Result<bool> query(cuda::Event event) override;
+  Result<void*> allocDevice(size_t bytes) override { return allocate(bytes); }
+  void freeDevice(void* p) override { release(p); }
   Status copy(void* dst, const void* src, size_t bytes, cuda::Stream stream) override;
   Result<void*> allocPinned(size_t bytes) override;
   void freePinned(void* p) override;

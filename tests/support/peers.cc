@@ -30,6 +30,7 @@ ecclCommConfig_t commConfig(const std::string& masterAddress, const PeerOptions&
   cfg.tlsCertFile = options.tlsCertFile;
   cfg.tlsKeyFile = options.tlsKeyFile;
   cfg.tlsCaFile = options.tlsCaFile;
+  cfg.transport = options.transport;
   cfg.opTimeoutMs = kTestOpTimeoutMs;
   cfg.connectTimeoutMs = 5000;
   return cfg;

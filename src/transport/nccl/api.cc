@@ -1,0 +1,86 @@
+#include "transport/nccl/api.h"
+
+#include <dlfcn.h>
+#include <fmt/format.h>
+
+#include <atomic>
+
+namespace eccl::transport::nccl {
+namespace {
+
+std::atomic<const Api*> testApi{nullptr};
+
+template <typename F>
+bool bind(void* lib, const char* name, F* fn, std::string* missing) {
+  *fn = reinterpret_cast<F>(dlsym(lib, name));
+  if (*fn == nullptr) *missing += std::string(" ") + name;
+  return *fn != nullptr;
+}
+
+Result<const Api*> load() {
+  constexpr const char* kLibrary = "libnccl.so.2";
+  void* lib = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    const char* why = dlerror();
+    return error(ecclUnsupported, fmt::format("transport \"nccl\": {} could not be loaded: {}",
+                                              kLibrary, why != nullptr ? why : "?"));
+  }
+  static Api real{};
+  std::string missing;
+  bind(lib, "ncclGetVersion", &real.getVersion, &missing);
+  bind(lib, "ncclGetUniqueId", &real.getUniqueId, &missing);
+  bind(lib, "ncclCommInitRankConfig", &real.commInitRankConfig, &missing);
+  bind(lib, "ncclCommGetAsyncError", &real.commGetAsyncError, &missing);
+  bind(lib, "ncclCommAbort", &real.commAbort, &missing);
+  bind(lib, "ncclAllReduce", &real.allReduce, &missing);
+  bind(lib, "ncclBroadcast", &real.broadcast, &missing);
+  bind(lib, "ncclGetErrorString", &real.getErrorString, &missing);
+  if (!missing.empty()) {
+    return error(ecclUnsupported, fmt::format("transport \"nccl\": {} lacks{}", kLibrary, missing));
+  }
+  int version = 0;
+  real.getVersion(&version);
+  if (version < kMinVersion) {
+    return error(ecclUnsupported,
+                 fmt::format("transport \"nccl\": NCCL {} is too old (need {} or newer for "
+                             "non-blocking communicators that abort)", version, kMinVersion));
+  }
+  return &real;  // the library stays loaded
+}
+
+}  // namespace
+
+Result<const Api*> api() {
+  if (const Api* t = testApi.load(std::memory_order_acquire)) return t;
+  static const Result<const Api*> loaded = load();
+  return loaded;
+}
+
+void setApiForTesting(const Api* a) { testApi.store(a, std::memory_order_release); }
+
+bool toNccl(ecclDataType_t dtype, ncclDataType_t* out) {
+  switch (dtype) {
+    case ecclInt8: *out = ncclInt8; return true;
+    case ecclUint8: *out = ncclUint8; return true;
+    case ecclInt32: *out = ncclInt32; return true;
+    case ecclUint32: *out = ncclUint32; return true;
+    case ecclInt64: *out = ncclInt64; return true;
+    case ecclUint64: *out = ncclUint64; return true;
+    case ecclFloat16: *out = ncclFloat16; return true;
+    case ecclBfloat16: *out = ncclBfloat16; return true;
+    case ecclFloat32: *out = ncclFloat32; return true;
+    case ecclFloat64: *out = ncclFloat64; return true;
+    default: return false;  // int16, uint16
+  }
+}
+
+ncclRedOp_t toNccl(ecclRedOp_t op) {
+  switch (op) {
+    case ecclProd: return ncclProd;
+    case ecclMax: return ncclMax;
+    case ecclMin: return ncclMin;
+    default: return ncclSum;  // sum, avg
+  }
+}
+
+}  // namespace eccl::transport::nccl
