@@ -3,6 +3,8 @@
 
 set(ECCL_WITH_CUDA AUTO CACHE STRING "CUDA buffers and kernels (plugin libeccl_cuda): AUTO, ON or OFF")
 set_property(CACHE ECCL_WITH_CUDA PROPERTY STRINGS AUTO ON OFF)
+set(ECCL_WITH_NCCL AUTO CACHE STRING "NCCL backend for CUDA buffers (transport \"nccl\"): AUTO, ON or OFF")
+set_property(CACHE ECCL_WITH_NCCL PROPERTY STRINGS AUTO ON OFF)
 
 function(eccl_backend_result name found why)
   if(ECCL_WITH_${name} STREQUAL "ON" AND NOT found)
@@ -15,13 +17,18 @@ function(eccl_backend_result name found why)
   endif()
 endfunction()
 
+# The toolkit's headers and libraries: the CUDA plugin needs them with nvcc,
+# the NCCL backend only the headers (nccl.h includes cuda_runtime.h).
+if(NOT (ECCL_WITH_CUDA STREQUAL "OFF" AND ECCL_WITH_NCCL STREQUAL "OFF"))
+  find_package(CUDAToolkit QUIET)
+endif()
+
 set(ECCL_CUDA_FOUND OFF)
 if(ECCL_WITH_CUDA STREQUAL "OFF")
   eccl_backend_result(CUDA OFF "turned off")
 else()
   include(CheckLanguage)
   check_language(CUDA)
-  find_package(CUDAToolkit QUIET)
   if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
     # Hopper (H100/H200) by default: one architecture keeps the build short.
     # Set CMAKE_CUDA_ARCHITECTURES for others (e.g. "80;90").
@@ -40,14 +47,13 @@ ${CUDAToolkit_VERSION} in ${CUDAToolkit_LIBRARY_DIR}, architectures ${CMAKE_CUDA
 endif()
 
 # NCCL: the "nccl" transport's backend (src/transport/nccl/), compiled into the
-# core against nccl.h; libnccl.so.2 itself is loaded at run time (dlopen).
-set(ECCL_WITH_NCCL AUTO CACHE STRING "NCCL backend for CUDA buffers (transport \"nccl\"): AUTO, ON or OFF")
-set_property(CACHE ECCL_WITH_NCCL PROPERTY STRINGS AUTO ON OFF)
+# core against nccl.h (no nvcc needed); libnccl.so.2 is loaded at run time.
+# Its ops need the CUDA plugin at run time for streams and events.
 set(ECCL_NCCL_FOUND OFF)
 if(ECCL_WITH_NCCL STREQUAL "OFF")
   eccl_backend_result(NCCL OFF "turned off")
-elseif(NOT ECCL_CUDA_FOUND)
-  eccl_backend_result(NCCL OFF "it needs CUDA (ECCL_WITH_CUDA), which is not being built")
+elseif(NOT CUDAToolkit_FOUND)
+  eccl_backend_result(NCCL OFF "it needs the CUDA toolkit's headers: set CUDAToolkit_ROOT")
 else()
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME
             PATH_SUFFIXES include)

@@ -688,6 +688,7 @@ Status Communicator::runNccl(Request& req, collectives::RingContext& ctx, TagQue
   Result<const transport::nccl::Api*> api = transport::nccl::api();
   if (!api) return api.status();
   const OpArgs& a = req.args();
+  if (a.count == 0) return Status::ok();  // nothing to move; the master checks the descriptors
   Staging& staging = *req.staging;
   transport::nccl::Call call;
   call.allReduce = a.kind == wire::OpKind::kAllReduce;

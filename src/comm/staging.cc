@@ -101,6 +101,7 @@ Staging::~Staging() {
 
 template <typename F>
 Status Staging::onDevice(F&& body) {
+  if (device_ < 0) return body();  // no bytes: no device to name
   Result<int> previous = dev_->currentDevice();
   if (!previous) return previous.status();
   if (*previous != device_) ECCL_RETURN_IF_ERROR(dev_->useDevice(device_));

@@ -71,7 +71,7 @@ TEST_F(CudaStaging, EveryDtypeAndOpMatchesHostMembers) {
       for (int o = 0; o < ecclNumOps; ++o) {
         const auto dt = static_cast<ecclDataType_t>(d);
         const auto op = static_cast<ecclRedOp_t>(o);
-        for (const size_t count : {size_t{1}, size_t{1001}}) {
+        for (const size_t count : {size_t{0}, size_t{1}, size_t{1001}}) {
           const bool inPlace = count == 1;
           const std::vector<std::byte> input = makeInput(rank, count, dt);
           const std::vector<std::byte> want = expectedAllReduce(world, count, dt, op);

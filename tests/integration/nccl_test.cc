@@ -266,7 +266,7 @@ TEST_F(NcclBackend, EveryDtypeAndOp) {
       for (int o = 0; o < ecclNumOps; ++o) {
         const auto dt = static_cast<ecclDataType_t>(d);
         const auto op = static_cast<ecclRedOp_t>(o);
-        for (const size_t count : {size_t{1}, size_t{1001}}) {
+        for (const size_t count : {size_t{0}, size_t{1}, size_t{1001}}) {
           const bool inPlace = count == 1;
           const std::vector<std::byte> input = makeInput(rank, count, dt);
           void* in = onDevice(input);
@@ -285,7 +285,7 @@ TEST_F(NcclBackend, EveryDtypeAndOp) {
   }, options_);
   // Every op but int16's and uint16's (NCCL has neither: they take the
   // staging path) ran on NCCL, on one communicator per member.
-  EXPECT_EQ(fake.ops, 3 * 10 * ecclNumOps * 2);
+  EXPECT_EQ(fake.ops, 3 * 10 * ecclNumOps * 2);  // (count 0 moves nothing)
   EXPECT_EQ(fake.inits, 3);
   EXPECT_EQ(fake.aborts, 3);  // each freed with its ECCL communicator, none before
 }

@@ -61,10 +61,8 @@ struct HostDevice::Marker {
   std::condition_variable cv;
   uint64_t recorded = 0, reached = 0;
   void reach(uint64_t point) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      reached = std::max(reached, point);
-    }
+    std::lock_guard<std::mutex> lock(mu);
+    reached = std::max(reached, point);
     cv.notify_all();
   }
   void await(uint64_t point) {
@@ -138,13 +136,26 @@ Result<cuda::Stream> HostDevice::createStream() {
 void HostDevice::destroyStream(cuda::Stream stream) { delete static_cast<Worker*>(stream); }
 
 Result<cuda::Event> HostDevice::createEvent() {
-  return static_cast<cuda::Event>(new Marker());
+  auto m = std::make_shared<Marker>();
+  std::lock_guard<std::mutex> lock(mu_);
+  markers_[m.get()] = m;
+  return static_cast<cuda::Event>(m.get());
 }
 
-void HostDevice::destroyEvent(cuda::Event event) { delete static_cast<Marker*>(event); }
+// As CUDA allows, an event may be destroyed while work that records or waits
+// for it is still queued: that work holds the marker.
+void HostDevice::destroyEvent(cuda::Event event) {
+  std::lock_guard<std::mutex> lock(mu_);
+  markers_.erase(static_cast<Marker*>(event));
+}
+
+std::shared_ptr<HostDevice::Marker> HostDevice::markerOf(cuda::Event event) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return markers_.at(static_cast<Marker*>(event));
+}
 
 Status HostDevice::record(cuda::Event event, cuda::Stream stream) {
-  auto* m = static_cast<Marker*>(event);
+  std::shared_ptr<Marker> m = markerOf(event);
   uint64_t point = 0;
   {
     std::lock_guard<std::mutex> lock(m->mu);
@@ -155,7 +166,7 @@ Status HostDevice::record(cuda::Event event, cuda::Stream stream) {
 }
 
 Status HostDevice::wait(cuda::Stream stream, cuda::Event event) {
-  auto* m = static_cast<Marker*>(event);
+  std::shared_ptr<Marker> m = markerOf(event);
   uint64_t point = 0;
   {
     std::lock_guard<std::mutex> lock(m->mu);
@@ -166,7 +177,7 @@ Status HostDevice::wait(cuda::Stream stream, cuda::Event event) {
 }
 
 Status HostDevice::synchronize(cuda::Event event) {
-  auto* m = static_cast<Marker*>(event);
+  std::shared_ptr<Marker> m = markerOf(event);
   uint64_t point = 0;
   {
     std::lock_guard<std::mutex> lock(m->mu);
@@ -177,7 +188,7 @@ Status HostDevice::synchronize(cuda::Event event) {
 }
 
 Result<bool> HostDevice::query(cuda::Event event) {
-  auto* m = static_cast<Marker*>(event);
+  std::shared_ptr<Marker> m = markerOf(event);
   std::lock_guard<std::mutex> lock(m->mu);
   return m->reached >= m->recorded;
 }

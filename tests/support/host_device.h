@@ -70,9 +70,11 @@ class HostDevice : public cuda::Device {
   enum class Kind { kDevice, kPinned, kNone };
   Kind kindOf(const void* p, size_t bytes) const;
   Worker* streamOf(cuda::Stream stream);
+  std::shared_ptr<Marker> markerOf(cuda::Event event);
 
   mutable std::mutex mu_;
   std::map<const std::byte*, size_t> device_, pinned_;  // start -> bytes
+  std::map<Marker*, std::shared_ptr<Marker>> markers_;     // live events
   Counts counts_;
   std::unique_ptr<Worker> default_;
   std::atomic<int64_t> copyDelayUs_{0};
