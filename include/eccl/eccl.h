@@ -371,7 +371,9 @@ typedef struct {
   void* data;
   size_t count;
   ecclDataType_t dtype;
-  ecclMemType_t memType; /* ecclMemHost */
+  ecclMemType_t memType; /* ecclMemHost, or ecclMemCuda: device memory, synced through
+                            pinned host copies, read and written on the device's legacy
+                            default stream (docs/cuda.md) */
   int allowDivergence;
 } ecclTensorInfo_t;
 

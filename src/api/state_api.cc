@@ -8,7 +8,9 @@
 
 #include "api/shim.h"
 #include "common/dtype.h"
+#include "cuda/device.h"
 
+using eccl::Result;
 using eccl::Status;
 using eccl::error;
 
@@ -43,15 +45,28 @@ Status checkState(const ecclSharedState_t* state) {
     if (!eccl::isValidDtype(dtype)) {
       return error(ecclInvalidArgument, fmt::format("tensor \"{}\" has unknown dtype {}", name, dtype));
     }
-    if (eccl::api::rawEnum(t.memType) != ecclMemHost) {
-      return error(ecclUnsupported, fmt::format("tensor \"{}\": only host memory (ecclMemHost) can "
-                                                "be synced in this build", name));
+    const int mem = eccl::api::rawEnum(t.memType);
+    if (mem != ecclMemHost && mem != ecclMemCuda) {
+      return error(ecclInvalidArgument, fmt::format("tensor \"{}\" has unknown memType {}", name, mem));
     }
     if (t.count > (size_t{1} << 48) / eccl::dtypeSize(static_cast<ecclDataType_t>(dtype))) {
       return error(ecclInvalidArgument, fmt::format("tensor \"{}\": count {} is too large", name, t.count));
     }
     if (t.count > 0 && t.data == nullptr) {
       return error(ecclInvalidArgument, fmt::format("tensor \"{}\": data is NULL with count > 0", name));
+    }
+    if (mem == ecclMemCuda) {  // before the collective starts: a mistake fails here alone
+      Result<eccl::cuda::Device*> dev = eccl::cuda::device();
+      if (!dev) return dev.status();
+      const size_t bytes = t.count * eccl::dtypeSize(static_cast<ecclDataType_t>(dtype));
+      if (bytes > 0) {
+        Result<int> where = (*dev)->deviceOf(t.data, bytes);
+        if (!where) return where.status();
+        if (*where < 0) {
+          return error(ecclInvalidArgument, fmt::format("tensor \"{}\" is marked ecclMemCuda but "
+                                                        "its data is host memory", name));
+        }
+      }
     }
   }
   return Status::ok();

@@ -122,6 +122,9 @@ class Communicator {
   Status runNccl(Request& req, collectives::RingContext& ctx, TagQueue& tag);
   // A shared-state sync (sync.cc): manifest, plan, transfers, verdict.
   Status runSync(Request& req);
+  // The sync itself, on host tensors; `fetched` (optional) gets the indices
+  // of the tensors it received.
+  Status syncState(Request& req, SyncArgs& args, std::vector<uint32_t>* fetched);
   // Registers an op for its verdict (an early one, a lost master, destroy);
   // false when it already has a failure verdict.
   void registerActive(Request& req);

@@ -12,6 +12,7 @@
 #include "comm/communicator.h"
 #include "common/dtype.h"
 #include "common/log.h"
+#include "cuda/device.h"
 #include "state/hash.h"
 #include "state/transfer.h"
 
@@ -40,10 +41,86 @@ std::vector<uint32_t> electedOrder(const ecclSharedState_t& s) {
 
 size_t bytesOf(const ecclTensorInfo_t& t) { return t.count * dtypeSize(t.dtype); }
 
+// The CUDA tensors of a shared state, mirrored in pinned host memory: the
+// sync hashes, serves and fetches the mirrors, and only the tensors it
+// fetched go back to the device, after a successful sync (a failed one
+// leaves the device tensors as they were).
+class DeviceMirrors {
+ public:
+  ~DeviceMirrors() {
+    for (const Mirror& m : mirrors_) dev_->freePinned(m.host);
+  }
+
+  // `shadow` (backed by `tensors`): `state` with the mirrors in place of
+  // the device tensors.
+  Status copyIn(const ecclSharedState_t& state, ecclSharedState_t* shadow,
+                std::vector<ecclTensorInfo_t>* tensors) {
+    Result<cuda::Device*> found = cuda::device();
+    if (!found) return found.status();
+    dev_ = *found;
+    tensors->assign(state.tensors, state.tensors + state.tensorCount);
+    for (uint32_t i = 0; i < tensors->size(); ++i) {
+      ecclTensorInfo_t& t = (*tensors)[i];
+      if (t.memType != ecclMemCuda || bytesOf(t) == 0) continue;
+      Result<int> device = dev_->deviceOf(t.data, bytesOf(t));
+      if (!device) return device.status();
+      if (*device < 0) {
+        return error(ecclInvalidArgument, fmt::format("tensor \"{}\" is marked ecclMemCuda but "
+                                                      "its data is host memory", t.name));
+      }
+      Result<void*> host = dev_->allocPinned(bytesOf(t));
+      if (!host) return host.status();
+      mirrors_.push_back({i, t.data, *host, bytesOf(t), *device});
+      ECCL_RETURN_IF_ERROR(cuda::copyAndWait(*dev_, *device, *host, t.data, bytesOf(t)));
+      t.data = *host;
+      t.memType = ecclMemHost;
+    }
+    *shadow = state;
+    shadow->tensors = tensors->data();
+    return Status::ok();
+  }
+
+  Status copyOut(const std::vector<uint32_t>& fetched) {
+    for (const Mirror& m : mirrors_) {
+      if (std::find(fetched.begin(), fetched.end(), m.index) == fetched.end()) continue;
+      ECCL_RETURN_IF_ERROR(cuda::copyAndWait(*dev_, m.device, m.tensor, m.host, m.bytes));
+    }
+    return Status::ok();
+  }
+
+ private:
+  struct Mirror {
+    uint32_t index;  // in the state
+    void* tensor;
+    void* host;
+    size_t bytes;
+    int device;
+  };
+  cuda::Device* dev_ = nullptr;
+  std::vector<Mirror> mirrors_;
+};
+
 }  // namespace
 
 Status Communicator::runSync(Request& req) {
   SyncArgs& args = *req.args().sync;
+  ecclSharedState_t& state = *args.state;
+  const bool onDevice = std::any_of(state.tensors, state.tensors + state.tensorCount,
+                                    [](const ecclTensorInfo_t& t) { return t.memType == ecclMemCuda; });
+  if (!onDevice) return syncState(req, args, nullptr);
+  DeviceMirrors mirrors;
+  ecclSharedState_t shadow;
+  std::vector<ecclTensorInfo_t> tensors;
+  ECCL_RETURN_IF_ERROR(mirrors.copyIn(state, &shadow, &tensors));
+  SyncArgs onHost{&shadow, args.strategy, args.info};
+  std::vector<uint32_t> fetched;
+  Status st = syncState(req, onHost, &fetched);
+  state.revision = shadow.revision;
+  if (st.isOk()) st = mirrors.copyOut(fetched);
+  return st;
+}
+
+Status Communicator::syncState(Request& req, SyncArgs& args, std::vector<uint32_t>* fetched) {
   ecclSharedState_t& state = *args.state;
   const auto start = Clock::now();
   std::vector<wire::RingPeer> ring;
@@ -237,6 +314,9 @@ Status Communicator::runSync(Request& req) {
     info.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   }
   if (result.isOk()) state.revision = plan.head.revision;
+  if (result.isOk() && fetched != nullptr) {
+    for (const wire::SyncFetch& f : plan.fetch) fetched->push_back(f.index);
+  }
   return result;
 }
 

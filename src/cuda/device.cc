@@ -80,4 +80,23 @@ Result<Device*> device() {
 
 void setDeviceForTesting(Device* dev) { testDevice.store(dev, std::memory_order_release); }
 
+Status copyAndWait(Device& dev, int device, void* dst, const void* src, size_t bytes) {
+  Result<int> previous = dev.currentDevice();
+  if (!previous) return previous.status();
+  if (*previous != device) ECCL_RETURN_IF_ERROR(dev.useDevice(device));
+  Result<Event> done = dev.createEvent();
+  Status st = done ? Status::ok() : done.status();
+  if (done) {
+    st = dev.copy(dst, src, bytes, nullptr);
+    if (st.isOk()) st = dev.record(*done, nullptr);
+    if (st.isOk()) st = dev.synchronize(*done);
+    dev.destroyEvent(*done);
+  }
+  if (*previous != device) {
+    Status back = dev.useDevice(*previous);
+    if (st.isOk()) st = std::move(back);
+  }
+  return st;
+}
+
 }  // namespace eccl::cuda

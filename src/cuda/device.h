@@ -92,6 +92,11 @@ Result<Device*> device();
 // uninstalls it. Not while ops with device buffers run.
 void setDeviceForTesting(Device* device);
 
+// Copies `bytes` on `device`'s legacy default stream (so after the work of
+// the device's blocking streams) and waits for it; the calling thread's
+// current device is the same afterwards.
+Status copyAndWait(Device& dev, int device, void* dst, const void* src, size_t bytes);
+
 // The plugin's entry point, extern "C" so dlsym finds it by name. The core
 // passes kPluginAbi; a plugin of another ABI returns null and says why.
 inline constexpr int kPluginAbi = 1;

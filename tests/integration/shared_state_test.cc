@@ -247,6 +247,9 @@ TEST(SharedState, BadArgumentsAreRefusedLocally) {
     s.tensors[1].name = "b";
     EXPECT_EQ(ecclSharedStateSync(comm, &s.state, static_cast<ecclSyncStrategy_t>(9), nullptr),
               ecclInvalidArgument);
+    s.tensors[0].memType = static_cast<ecclMemType_t>(5);
+    EXPECT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr), ecclInvalidArgument);
+    // No CUDA plugin next to this binary: device tensors are unsupported, with the reason.
     s.tensors[0].memType = ecclMemCuda;
     EXPECT_EQ(ecclSharedStateSync(comm, &s.state, ecclSyncEnforcePopular, nullptr), ecclUnsupported);
   });
