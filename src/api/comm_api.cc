@@ -78,12 +78,8 @@ ECCL_API ecclResult_t ecclCommCreate(const ecclCommConfig_t* config, ecclComm_t*
                                         "authToken (or ECCL_AUTH_TOKEN)");
     }
     o.tls = *tls;
-    if (o.transport != "tcp") {
-      // Fail here rather than at connect: the backend is not in this build.
-      Result<std::unique_ptr<eccl::transport::Transport>> t =
-          eccl::transport::createTransport(o.transport, {});
-      if (!t) return t.status();
-    }
+    // Fail here rather than at connect: the backend is not in this build.
+    ECCL_RETURN_IF_ERROR(eccl::transport::checkTransport(o.transport));
     *comm = new ecclComm{std::make_unique<eccl::comm::Communicator>(std::move(o))};
     return Status::ok();
   });

@@ -7,6 +7,9 @@
 
 #include "collectives/ring.h"
 #include "collectives/small.h"
+#ifdef ECCL_HAVE_NCCL
+#include "transport/nccl/collective.h"
+#endif
 #include "common/dtype.h"
 #include "common/env.h"
 #include "common/log.h"
@@ -499,7 +502,7 @@ void Communicator::execute(Request& req) {
     tag = &tags_[req.args().tag];
   }
   Status st = req.args().kind == wire::OpKind::kSync
-                  ? runSync(req)
+                  ? runSync(req, tag->staging)
                   : runRing(req, info, *tag);
   info.seconds = std::chrono::duration<double>(transport::Clock::now() - start).count();
   if (!st.isOk()) {
@@ -661,15 +664,16 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
   for (transport::Link* l : ctx.hopIn) {
     if (l != nullptr) l->retire(a.tag, req.seq);
   }
+  Status finished;  // the NCCL backend's end of the op
 #ifdef ECCL_HAVE_NCCL
   if (viaNccl && tag.nccl) {
-    Status finished = staging->withDevice([&] { return tag.nccl->finish(verdict.isOk()); });
+    finished = staging->withDevice([&] { return tag.nccl->finish(verdict.isOk(), options_.opTimeout); });
     if (verdict.isOk()) return finished;
-    ECCL_RETURN_IF_ERROR(finished);
   }
 #endif
   if (!verdict.isOk()) {
     ECCL_RETURN_IF_ERROR(restoreInput());
+    ECCL_RETURN_IF_ERROR(finished);
     // Our own error says more when it caused the verdict rather than
     // being the verdict's cancellation.
     const bool cancelled = req.cancel.load(std::memory_order_acquire) != 0;
@@ -681,6 +685,14 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
   // the others' success), as any local fault after the verdict would.
   if (staging != nullptr && !viaNccl) return staging->commit(changesInput);
   return local;
+}
+
+void Communicator::TagQueue::NcclDeleter::operator()(transport::nccl::TagComm* c) const {
+#ifdef ECCL_HAVE_NCCL
+  delete c;
+#else
+  (void)c;  // none is ever made
+#endif
 }
 
 Status Communicator::runNccl(Request& req, collectives::RingContext& ctx, TagQueue& tag) {
@@ -710,7 +722,7 @@ Status Communicator::runNccl(Request& req, collectives::RingContext& ctx, TagQue
   call.shareId = [&ctx](ncclUniqueId* id) {
     return collectives::ringBroadcast(ctx, id, sizeof *id, ecclUint8, 0);
   };
-  if (!tag.nccl) tag.nccl = std::make_unique<transport::nccl::TagComm>();
+  if (!tag.nccl) tag.nccl.reset(new transport::nccl::TagComm());
   return staging.withDevice([&] { return tag.nccl->run(**api, staging.device(), call); });
 #else
   (void)req, (void)ctx, (void)tag;

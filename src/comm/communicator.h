@@ -30,12 +30,12 @@
 #include "comm/control_client.h"
 #include "comm/request.h"
 #include "comm/staging.h"
-#ifdef ECCL_HAVE_NCCL
-#include "transport/nccl/collective.h"
-#endif
 
 namespace eccl::collectives {
 struct RingContext;
+}
+namespace eccl::transport::nccl {
+class TagComm;  // transport/nccl/collective.h, in builds with NCCL
 }
 
 namespace eccl::comm {
@@ -92,9 +92,11 @@ class Communicator {
     // (in-place all-reduce, broadcast at non-roots): restored on failure.
     std::vector<std::byte> backup;
     StagingArea staging;  // its ops on device buffers
-#ifdef ECCL_HAVE_NCCL
-    std::unique_ptr<transport::nccl::TagComm> nccl;  // transport "nccl"
-#endif
+    // Transport "nccl": the tag's NCCL communicator (never made without NCCL).
+    struct NcclDeleter {
+      void operator()(transport::nccl::TagComm* c) const;
+    };
+    std::unique_ptr<transport::nccl::TagComm, NcclDeleter> nccl;
   };
   struct OpKey {
     uint64_t epoch;
@@ -121,7 +123,8 @@ class Communicator {
   // The op on NCCL (transport "nccl", device buffers): this member's result.
   Status runNccl(Request& req, collectives::RingContext& ctx, TagQueue& tag);
   // A shared-state sync (sync.cc): manifest, plan, transfers, verdict.
-  Status runSync(Request& req);
+  // `area`: the sync tag's pinned buffer, for CUDA tensors' host mirrors.
+  Status runSync(Request& req, StagingArea& area);
   // The sync itself, on host tensors; `fetched` (optional) gets the indices
   // of the tensors it received.
   Status syncState(Request& req, SyncArgs& args, std::vector<uint32_t>* fetched);

@@ -21,15 +21,9 @@ const char* bufferName(const OpArgs& a, bool send) {
 
 }  // namespace
 
-Status StagingArea::prepare(cuda::Device* dev, int deviceIndex, size_t bytes, size_t segments) {
-  if (dev_ != nullptr && (dev_ != dev || device_ != deviceIndex)) release();
+Result<void*> StagingArea::hostBuffer(cuda::Device* dev, size_t bytes) {
+  if (dev_ != nullptr && dev_ != dev) release();
   dev_ = dev;
-  device_ = deviceIndex;
-  if (stream_ == nullptr) {
-    Result<cuda::Stream> s = dev->createStream();
-    if (!s) return s.status();
-    stream_ = *s;
-  }
   if (capacity_ < bytes) {
     if (pinned_ != nullptr) dev->freePinned(pinned_);
     pinned_ = nullptr;
@@ -38,6 +32,19 @@ Status StagingArea::prepare(cuda::Device* dev, int deviceIndex, size_t bytes, si
     if (!p) return p.status();
     pinned_ = *p;
     capacity_ = bytes;
+  }
+  return pinned_;
+}
+
+Status StagingArea::prepare(cuda::Device* dev, int deviceIndex, size_t bytes, size_t segments) {
+  if (dev_ != nullptr && (dev_ != dev || device_ != deviceIndex)) release();
+  device_ = deviceIndex;
+  Result<void*> pinned = hostBuffer(dev, bytes);
+  if (!pinned) return pinned.status();
+  if (stream_ == nullptr) {
+    Result<cuda::Stream> s = dev->createStream();
+    if (!s) return s.status();
+    stream_ = *s;
   }
   while (events_.size() < segments + 1) {  // + the copy-out's
     Result<cuda::Event> e = dev->createEvent();
@@ -124,8 +131,10 @@ Result<OpArgs> Staging::start(StagingArea& area, bool root) {
   ECCL_RETURN_IF_ERROR(onDevice([&]() -> Status {
     ECCL_RETURN_IF_ERROR(area.prepare(dev_, device_, bytes_, segments));
     area_ = &area;
-    if (!copyIn) return Status::ok();
+    // Everything on the tag's stream, the copy back into a receiver's buffer
+    // included, comes after the caller's earlier work on the buffers.
     ECCL_RETURN_IF_ERROR(dev_->wait(area.stream_, ready_));
+    if (!copyIn) return Status::ok();
     const auto* from = static_cast<const std::byte*>(args_.sendbuf);
     auto* to = static_cast<std::byte*>(area.pinned_);
     for (size_t k = 0; k < segments; ++k) {
@@ -164,8 +173,17 @@ Status Staging::commit(bool changed) {
 
 Status Staging::restore() {
   const bool outOfPlace = args_.kind == wire::OpKind::kAllReduce && args_.sendbuf != args_.recvbuf;
-  if (bytes_ == 0 || !outOfPlace) return Status::ok();
-  return onDevice([&] { return blockingCopy(args_.recvbuf, args_.sendbuf, bytes_); });
+  if (bytes_ == 0) return Status::ok();
+  return onDevice([&]() -> Status {
+    // A copy-in the ring did not wait for ends before the op does (the next
+    // op may reuse or free the pinned buffer).
+    if (area_ != nullptr) {
+      cuda::Event drained = area_->events_.back();
+      ECCL_RETURN_IF_ERROR(dev_->record(drained, area_->stream_));
+      ECCL_RETURN_IF_ERROR(dev_->synchronize(drained));
+    }
+    return outOfPlace ? blockingCopy(args_.recvbuf, args_.sendbuf, bytes_) : Status::ok();
+  });
 }
 
 Status Staging::blockingCopy(void* dst, const void* src, size_t bytes) {

@@ -39,6 +39,9 @@ class StagingArea {
   StagingArea& operator=(const StagingArea&) = delete;
   ~StagingArea() { release(); }
 
+  // The pinned buffer alone, of at least `bytes` (shared-state mirrors).
+  Result<void*> hostBuffer(cuda::Device* dev, size_t bytes);
+
  private:
   friend class Staging;
   // Ready for `bytes` in `segments` segments on `deviceIndex` (current on

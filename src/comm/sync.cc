@@ -47,33 +47,33 @@ size_t bytesOf(const ecclTensorInfo_t& t) { return t.count * dtypeSize(t.dtype);
 // leaves the device tensors as they were).
 class DeviceMirrors {
  public:
-  ~DeviceMirrors() {
-    for (const Mirror& m : mirrors_) dev_->freePinned(m.host);
-  }
-
-  // `shadow` (backed by `tensors`): `state` with the mirrors in place of
-  // the device tensors.
-  Status copyIn(const ecclSharedState_t& state, ecclSharedState_t* shadow,
+  // `shadow` (backed by `tensors`): `state` with the mirrors, carved from
+  // `area`'s pinned buffer (kept for the next sync), in place of the device
+  // tensors.
+  Status copyIn(const ecclSharedState_t& state, StagingArea& area, ecclSharedState_t* shadow,
                 std::vector<ecclTensorInfo_t>* tensors) {
     Result<cuda::Device*> found = cuda::device();
     if (!found) return found.status();
     dev_ = *found;
     tensors->assign(state.tensors, state.tensors + state.tensorCount);
+    auto onDevice = [](const ecclTensorInfo_t& t) { return t.memType == ecclMemCuda && bytesOf(t) > 0; };
+    size_t total = 0;
+    for (const ecclTensorInfo_t& t : *tensors) {
+      if (onDevice(t)) total += (bytesOf(t) + 63) / 64 * 64;
+    }
+    Result<void*> block = area.hostBuffer(dev_, total);
+    if (!block) return block.status();
+    auto* next = static_cast<std::byte*>(*block);
     for (uint32_t i = 0; i < tensors->size(); ++i) {
       ecclTensorInfo_t& t = (*tensors)[i];
-      if (t.memType != ecclMemCuda || bytesOf(t) == 0) continue;
-      Result<int> device = dev_->deviceOf(t.data, bytesOf(t));
+      if (!onDevice(t)) continue;
+      Result<int> device = dev_->deviceOf(t.data, bytesOf(t));  // (checked by the API)
       if (!device) return device.status();
-      if (*device < 0) {
-        return error(ecclInvalidArgument, fmt::format("tensor \"{}\" is marked ecclMemCuda but "
-                                                      "its data is host memory", t.name));
-      }
-      Result<void*> host = dev_->allocPinned(bytesOf(t));
-      if (!host) return host.status();
-      mirrors_.push_back({i, t.data, *host, bytesOf(t), *device});
-      ECCL_RETURN_IF_ERROR(cuda::copyAndWait(*dev_, *device, *host, t.data, bytesOf(t)));
-      t.data = *host;
+      mirrors_.push_back({i, t.data, next, bytesOf(t), *device});
+      ECCL_RETURN_IF_ERROR(cuda::copyAndWait(*dev_, *device, next, t.data, bytesOf(t)));
+      t.data = next;
       t.memType = ecclMemHost;
+      next += (bytesOf(t) + 63) / 64 * 64;
     }
     *shadow = state;
     shadow->tensors = tensors->data();
@@ -102,7 +102,7 @@ class DeviceMirrors {
 
 }  // namespace
 
-Status Communicator::runSync(Request& req) {
+Status Communicator::runSync(Request& req, StagingArea& area) {
   SyncArgs& args = *req.args().sync;
   ecclSharedState_t& state = *args.state;
   const bool onDevice = std::any_of(state.tensors, state.tensors + state.tensorCount,
@@ -111,12 +111,15 @@ Status Communicator::runSync(Request& req) {
   DeviceMirrors mirrors;
   ecclSharedState_t shadow;
   std::vector<ecclTensorInfo_t> tensors;
-  ECCL_RETURN_IF_ERROR(mirrors.copyIn(state, &shadow, &tensors));
+  // A device error here (rare: the API checked the pointers) keeps this member
+  // out of the sync; the others then fail it at the master's op deadline.
+  ECCL_RETURN_IF_ERROR(mirrors.copyIn(state, area, &shadow, &tensors));
   SyncArgs onHost{&shadow, args.strategy, args.info};
   std::vector<uint32_t> fetched;
   Status st = syncState(req, onHost, &fetched);
-  state.revision = shadow.revision;
   if (st.isOk()) st = mirrors.copyOut(fetched);
+  // Stale device tensors keep the old revision: the next sync repairs them.
+  if (st.isOk()) state.revision = shadow.revision;
   return st;
 }
 

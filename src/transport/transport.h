@@ -159,8 +159,14 @@ class Transport {
                                                       const CancelFlag& cancel) = 0;
 };
 
-// The registry: "tcp" is always there; other names give ecclUnsupported with
-// the reason (not compiled in, or no device).
+// The registry. Whether this build and machine can run transport `name`,
+// without opening anything (ecclCommCreate's check): ecclInvalidArgument for
+// an unknown name, ecclUnsupported with the reason for one that is not built
+// in or cannot load its library.
+Status checkTransport(const std::string& name);
+
+// "tcp" (and "nccl", whose data links are TCP too); other names give what
+// checkTransport gives.
 Result<std::unique_ptr<Transport>> createTransport(const std::string& name,
                                                    const TransportOptions& options);
 

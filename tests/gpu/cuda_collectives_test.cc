@@ -44,8 +44,10 @@ TEST(CudaPlugin, LoadsAndRunsOrSaysWhy) {
   spawnPeers(1, [&](ecclComm_t comm) {
     float host[4] = {1, 2, 3, 4};
     void* p = host;
-    if (why.empty()) ASSERT_EQ(cudaMalloc(&p, sizeof host), cudaSuccess);
-    if (why.empty()) ASSERT_EQ(cudaMemcpy(p, host, sizeof host, cudaMemcpyDefault), cudaSuccess);
+    if (why.empty()) {
+      ASSERT_EQ(cudaMalloc(&p, sizeof host), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(p, host, sizeof host, cudaMemcpyDefault), cudaSuccess);
+    }
     ecclOpOptions_t opts = ECCL_OP_OPTIONS_INIT;
     opts.memType = ecclMemCuda;
     const ecclResult_t rc = ecclAllReduce(p, p, 4, ecclFloat32, ecclSum, &opts, comm, nullptr);
@@ -74,7 +76,9 @@ class Device {
  public:
   explicit Device(const std::vector<std::byte>& bytes) : n_(bytes.size()) {
     EXPECT_EQ(cudaMalloc(&p_, std::max<size_t>(n_, 1)), cudaSuccess);
-    if (n_ > 0) EXPECT_EQ(cudaMemcpy(p_, bytes.data(), n_, cudaMemcpyDefault), cudaSuccess);
+    if (n_ > 0) {
+      EXPECT_EQ(cudaMemcpy(p_, bytes.data(), n_, cudaMemcpyDefault), cudaSuccess);
+    }
   }
   ~Device() { cudaFree(p_); }
   Device(const Device&) = delete;
@@ -82,7 +86,9 @@ class Device {
   void* get() const { return p_; }
   std::vector<std::byte> bytes() const {
     std::vector<std::byte> out(n_);
-    if (n_ > 0) EXPECT_EQ(cudaMemcpy(out.data(), p_, n_, cudaMemcpyDefault), cudaSuccess);
+    if (n_ > 0) {
+      EXPECT_EQ(cudaMemcpy(out.data(), p_, n_, cudaMemcpyDefault), cudaSuccess);
+    }
     return out;
   }
 

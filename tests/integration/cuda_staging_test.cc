@@ -164,6 +164,35 @@ TEST_F(CudaStaging, WaitsForTheCallersStream) {
   });
 }
 
+// A broadcast writes a receiver's buffer only after the caller's earlier
+// work on it: here a late copy of stale bytes, which must not land on top of
+// the result.
+TEST_F(CudaStaging, BroadcastWritesAfterTheCallersStream) {
+  spawnPeers(2, [&](ecclComm_t comm) {
+    const int rank = rankOf(comm);
+    constexpr size_t kCount = 1000;
+    DeviceBuffer buf(dev_, makeInput(rank, kCount, ecclInt32));
+    DeviceBuffer stale(dev_, makeInput(7, kCount, ecclInt32));
+    Result<cuda::Stream> stream = dev_.createStream();
+    ASSERT_TRUE(stream);
+    if (rank == 1) {  // only this copy is slow (the delay is read when a copy is queued)
+      dev_.setCopyDelay(std::chrono::milliseconds(200));
+      ASSERT_TRUE(dev_.copy(buf.p, stale.p, kCount * 4, *stream).isOk());
+      dev_.setCopyDelay(std::chrono::milliseconds(0));
+    }
+    const ecclOpOptions_t opts = onDevice(*stream);
+    ASSERT_EQ(ecclBroadcast(buf.p, kCount, ecclInt32, 0, &opts, comm, nullptr), ecclSuccess)
+        << ecclGetLastError(comm);
+    Result<cuda::Event> idle = dev_.createEvent();  // the caller's stream has run out too
+    ASSERT_TRUE(idle);
+    ASSERT_TRUE(dev_.record(*idle, *stream).isOk());
+    ASSERT_TRUE(dev_.synchronize(*idle).isOk());
+    EXPECT_TRUE(buf.bytes() == makeInput(0, kCount, ecclInt32)) << "rank " << rank;
+    dev_.destroyEvent(*idle);
+    dev_.destroyStream(*stream);
+  });
+}
+
 TEST_F(CudaStaging, BroadcastFromEveryRoot) {
   spawnPeers(3, [&](ecclComm_t comm) {
     const int rank = rankOf(comm);

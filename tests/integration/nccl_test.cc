@@ -276,7 +276,9 @@ TEST_F(NcclBackend, EveryDtypeAndOp) {
               << ecclGetLastError(comm);
           EXPECT_TRUE(read(out, input.size()) == expectedAllReduce(world, count, dt, op))
               << dtypeName(dt) << " " << opName(op) << " count " << count;
-          if (!inPlace) EXPECT_TRUE(read(in, input.size()) == input) << "sendbuf changed";
+          if (!inPlace) {
+            EXPECT_TRUE(read(in, input.size()) == input) << "sendbuf changed";
+          }
           dev_.release(in);
           if (!inPlace) dev_.release(out);
         }

@@ -41,9 +41,17 @@ void TagComm::abort() {
 
 Status TagComm::prepare(const Call& call, size_t bytes) {
   if (device_ != call.device) {  // another GPU: its own stream and scratch
+    const bool hadComm = comm_ != nullptr;
     abort();
     release();
     device_ = call.device;
+    if (hadComm) {
+      // The others keep their communicator: rebuilding alone would leave
+      // them waiting. Failing the op makes every member rebuild at the next.
+      return error(ecclInvalidUsage, fmt::format("this member's buffers moved to CUDA device {} "
+                                                 "since the tag's last op; its NCCL communicator "
+                                                 "is rebuilt at the next op", call.device));
+    }
   }
   if (stream_ == nullptr) {
     Result<cuda::Stream> s = dev_->createStream();
@@ -190,17 +198,34 @@ Status TagComm::run(const Api& api, cuda::Device& dev, const Call& call) {
   return Status::ok();
 }
 
-Status TagComm::finish(bool success) {
+Status TagComm::drain(std::chrono::milliseconds bound) {
+  if (stream_ == nullptr || done_ == nullptr) return Status::ok();
+  ECCL_RETURN_IF_ERROR(dev_->record(done_, stream_));
+  const auto deadline = Clock::now() + bound;
+  auto pause = std::chrono::microseconds(100);
+  for (;;) {
+    Result<bool> idle = dev_->query(done_);
+    if (!idle) return idle.status();
+    if (*idle) return Status::ok();
+    if (Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(2000));
+  }
+  stream_ = nullptr;  // abandoned, see drain()'s contract
+  done_ = nullptr;
+  scratch_ = nullptr;
+  scratchBytes_ = 0;
+  return error(ecclTimeout, fmt::format("the aborted NCCL op's stream did not drain in {} ms",
+                                        bound.count()));
+}
+
+Status TagComm::finish(bool success, std::chrono::milliseconds bound) {
   if (!success) {
     // The others aborted theirs: this one cannot be trusted to match them.
     abort();
-    if (stream_ != nullptr && done_ != nullptr) {
-      // Whatever the aborted op still had queued ends before the caller's
-      // buffers are touched again.
-      ECCL_RETURN_IF_ERROR(dev_->record(done_, stream_));
-      ECCL_RETURN_IF_ERROR(dev_->synchronize(done_));
-    }
-    return Status::ok();
+    // Whatever the aborted op still had queued ends before the caller's
+    // buffers are touched again.
+    return drain(bound);
   }
   if (pendingBytes_ == 0) return Status::ok();
   ECCL_RETURN_IF_ERROR(dev_->copy(pendingTo_, pendingFrom_, pendingBytes_, stream_));

@@ -65,8 +65,9 @@ class TagComm {
   // all-reduce (recvbuf).
   Status run(const Api& api, cuda::Device& dev, const Call& call);
   // After the master's verdict: success moves the result into place; failure
-  // aborts the communicator (if run() has not already).
-  Status finish(bool success);
+  // aborts the communicator (if run() has not already) and waits, at most
+  // `bound`, for what the aborted op left queued.
+  Status finish(bool success, std::chrono::milliseconds bound);
 
   // Aborted communicators so far (tests).
   uint64_t aborts() const { return aborts_; }
@@ -80,6 +81,10 @@ class TagComm {
   Status watch(const Call& call, const char* what, const std::function<Result<bool>()>& done);
   void abort();
   void release();
+  // Waits at most `bound` for the stream's queued work; when it does not end,
+  // the stream, event and scratch are abandoned (never reused or freed:
+  // freeing could wait on them) and the next op makes new ones.
+  Status drain(std::chrono::milliseconds bound);
 
   const Api* api_ = nullptr;
   cuda::Device* dev_ = nullptr;
