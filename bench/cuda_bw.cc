@@ -6,7 +6,10 @@
 // copies (what staging moves), device -> device copies (the memory limit the
 // kernels run against), and the reduction kernels (src/cuda/kernels.cu) for
 // sum on each floating dtype and float32 max, counting the bytes they read and
-// write (3 x the buffer). Times come from CUDA events, median of --iters.
+// write (3 x the buffer), and the codec kernels (src/cuda/codec_kernels.cu)
+// encoding float32 and decoding back to it, counting the float32 bytes (so
+// comparable with the host codec's figures, docs/codecs.md). Times come from
+// CUDA events, median of --iters.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,7 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "codec/codec.h"
 #include "common/dtype.h"
+#include "cuda/codec_kernels.h"
 #include "cuda/kernels.h"
 
 namespace {
@@ -74,7 +79,7 @@ int main(int argc, char** argv) {
   cudaStream_t stream;
   check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   auto row = [&](const std::string& what, double movedBytes, double seconds) {
-    std::printf("%-28s %10.1f GB/s\n", what.c_str(), movedBytes / seconds / 1e9);
+    std::printf("%-32s %10.1f GB/s\n", what.c_str(), movedBytes / seconds / 1e9);
   };
   row("copy pinned host -> device", static_cast<double>(bytes), timeIt(iters, stream, [&] {
         check(cudaMemcpyAsync(a, host, bytes, cudaMemcpyHostToDevice, stream), "H2D");
@@ -102,6 +107,45 @@ int main(int argc, char** argv) {
   row("divide float32 (avg)", 2.0 * static_cast<double>(bytes), timeIt(iters, stream, [&] {
         check(eccl::cuda::launchDivide(ecclFloat32, c, bytes / 4, 3, stream), "launchDivide");
       }));
+  // Codecs on float32 with the default block: encode a into c (at most half
+  // the buffer), decode c into b. Varied input, since constant blocks take
+  // a shortcut (no division).
+  auto* values = static_cast<float*>(host);
+  uint32_t lcg = 1;
+  for (size_t i = 0; i < bytes / 4; ++i) {
+    lcg = lcg * 1664525u + 1013904223u;
+    values[i] = static_cast<float>(static_cast<int32_t>(lcg)) * 0x1p-31f;
+  }
+  check(cudaMemcpy(a, host, bytes, cudaMemcpyHostToDevice), "H2D");
+  struct CodecCase {
+    ecclQuantization_t quant;
+    ecclRounding_t rounding;
+  };
+  for (const CodecCase k : {CodecCase{ecclQuantBfloat16, ecclRoundNearest},
+                            CodecCase{ecclQuantFloat16, ecclRoundNearest},
+                            CodecCase{ecclQuantUint8, ecclRoundNearest},
+                            CodecCase{ecclQuantUint8, ecclRoundStochastic},
+                            CodecCase{ecclQuantUint4, ecclRoundNearest}}) {
+    const bool blocked = k.quant == ecclQuantUint8 || k.quant == ecclQuantUint4;
+    const eccl::codec::Params p{ecclFloat32, k.rounding,
+                                blocked ? eccl::codec::kDefaultBlockElems : 0};
+    const size_t count = bytes / 4;
+    auto* encoded = static_cast<std::byte*>(c);
+    const std::string name = std::string(eccl::quantName(k.quant)) +
+                             (k.rounding == ecclRoundStochastic ? " stochastic" : "");
+    row("encode float32 " + name, static_cast<double>(bytes), timeIt(iters, stream, [&] {
+          check(eccl::cuda::launchEncode(k.quant, p, a, count, encoded, 7, stream),
+                "launchEncode");
+        }));
+    if (k.rounding == ecclRoundStochastic) continue;  // decoding does not depend on it
+    row("decode float32 " + name, static_cast<double>(bytes), timeIt(iters, stream, [&] {
+          check(eccl::cuda::launchDecode(k.quant, p, encoded, count, b, stream), "launchDecode");
+        }));
+    row("decodeAdd float32 " + name, static_cast<double>(bytes), timeIt(iters, stream, [&] {
+          check(eccl::cuda::launchDecodeAdd(k.quant, p, encoded, count, b, b, stream),
+                "launchDecodeAdd");
+        }));
+  }
   cudaStreamDestroy(stream);
   cudaFree(a);
   cudaFree(b);

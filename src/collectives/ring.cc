@@ -38,7 +38,9 @@ class RingIo {
   // Sends the elements of segment `s` at `data`: encoded when the op has a codec.
   Status sendElems(uint32_t step, uint32_t segment, Range s, const std::byte* data) {
     if (codec_ == nullptr) return sendBytes(step, segment, s, data, s.count * elem_);
-    return sendBytes(step, segment, s, encode(step, s, data), payloadFor(s.count));
+    Result<std::span<const std::byte>> enc = encode(step, s, data);
+    if (!enc) return enc.status();
+    return sendBytes(step, segment, s, enc->data(), enc->size());
   }
 
   // Sends a payload as it is: encoded bytes being forwarded, or raw elements.
@@ -54,10 +56,15 @@ class RingIo {
 
   // The owner's final value of a segment: encoded once, and `data` replaced
   // by what every other member will decode from those bytes.
-  std::span<const std::byte> finalize(uint32_t step, Range s, std::byte* data) {
-    const std::byte* enc = encode(step, s, data);
-    codec_->decode(ctx_.codecParams, enc, s.count, data);
-    return {enc, payloadFor(s.count)};
+  Result<std::span<const std::byte>> finalize(uint32_t step, Range s, std::byte* data) {
+    Result<std::span<const std::byte>> enc = encode(step, s, data);
+    if (!enc) return enc;
+    if (ctx_.elements != nullptr) {
+      ECCL_RETURN_IF_ERROR(ctx_.elements->decode(*enc, s.count, data));
+    } else {
+      codec_->decode(ctx_.codecParams, enc->data(), s.count, data);
+    }
+    return enc;
   }
 
   // The step's segments of `chunk` that have not arrived yet.
@@ -107,6 +114,7 @@ class RingIo {
   // dst = local OP (the frame's elements).
   Status combine(ecclRedOp_t op, std::byte* dst, const std::byte* local,
                  const transport::Frame& f, size_t elems) {
+    if (ctx_.elements != nullptr) return ctx_.elements->combine(op, f.bytes(), elems, local, dst);
     const std::byte* theirs = f.bytes().data();
     if (codec_ != nullptr && (op == ecclSum || op == ecclAvg)) {
       codec_->decodeAdd(ctx_.codecParams, theirs, elems, local, dst);
@@ -124,24 +132,36 @@ class RingIo {
   }
 
   // dst = the frame's elements.
-  void unpack(const transport::Frame& f, size_t elems, std::byte* dst) {
+  Status unpack(const transport::Frame& f, size_t elems, std::byte* dst) {
+    if (ctx_.elements != nullptr) return ctx_.elements->decode(f.bytes(), elems, dst);
     if (codec_ != nullptr) {
       codec_->decode(ctx_.codecParams, f.bytes().data(), elems, dst);
     } else if (elems > 0) {
       std::memcpy(dst, f.bytes().data(), elems * elem_);
     }
+    return Status::ok();
+  }
+
+  // data /= divisor, where the elements are.
+  Status divide(std::byte* data, size_t elems, uint64_t divisor) {
+    if (ctx_.elements != nullptr) return ctx_.elements->divide(data, elems, divisor);
+    if (!reduce::divide(dtype_, data, elems, divisor)) {
+      return error(ecclInvalidArgument, "no division kernel for this dtype");
+    }
+    return Status::ok();
   }
 
  private:
   size_t payloadFor(size_t elems) const {
     return codec_ != nullptr ? codec_->encodedBytes(ctx_.codecParams, elems) : elems * elem_;
   }
-  const std::byte* encode(uint32_t step, Range s, const std::byte* data) {
+  Result<std::span<const std::byte>> encode(uint32_t step, Range s, const std::byte* data) {
     const wire::DataHeader& b = ctx_.base;
+    const uint64_t seed = codec::segmentSeed(b.epoch, b.tag, b.seq, step, s.begin);
+    if (ctx_.elements != nullptr) return ctx_.elements->encode(data, s.count, seed);
     if (encoded_.size() < payloadFor(s.count)) encoded_.resize(payloadFor(s.count));
-    codec_->encode(ctx_.codecParams, data, s.count, encoded_.data(),
-                   codec::segmentSeed(b.epoch, b.tag, b.seq, step, s.begin));
-    return encoded_.data();
+    codec_->encode(ctx_.codecParams, data, s.count, encoded_.data(), seed);
+    return std::span<const std::byte>(encoded_.data(), payloadFor(s.count));
   }
   transport::Deadline deadline() const { return transport::Clock::now() + ctx_.progressTimeout; }
 
@@ -198,12 +218,13 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       ECCL_RETURN_IF_ERROR(awaitInput(ctx, s.begin * esz, s.count * esz));
       keep(ctx, s, esz);  // every chunk but ours is first written here
       ECCL_RETURN_IF_ERROR(io.combine(op, dst, in + s.begin * esz, *f, s.count));
-      if (owner && op == ecclAvg && !reduce::divide(dtype, dst, s.count, static_cast<uint64_t>(n))) {
-        return error(ecclInvalidArgument, "no division kernel for this dtype");
+      if (owner && op == ecclAvg) {
+        ECCL_RETURN_IF_ERROR(io.divide(dst, s.count, static_cast<uint64_t>(n)));
       }
       if (owner && ctx.codec != nullptr) {
-        const std::span<const std::byte> enc = io.finalize(next, s, dst);
-        ECCL_RETURN_IF_ERROR(io.sendBytes(next, j, s, enc.data(), enc.size()));
+        Result<std::span<const std::byte>> enc = io.finalize(next, s, dst);
+        if (!enc) return enc.status();
+        ECCL_RETURN_IF_ERROR(io.sendBytes(next, j, s, enc->data(), enc->size()));
       } else {
         ECCL_RETURN_IF_ERROR(io.sendElems(next, j, s, dst));
       }
@@ -220,7 +241,7 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       Result<transport::Frame> f = io.recvNext(wireStep, chunk, pending, &j, &s);
       if (!f) return f.status();
       if (step == 0) keep(ctx, s, esz);  // our own chunk, first written now
-      io.unpack(*f, s.count, out + s.begin * esz);
+      ECCL_RETURN_IF_ERROR(io.unpack(*f, s.count, out + s.begin * esz));
       if (step < n - 2) {
         ECCL_RETURN_IF_ERROR(
             io.sendBytes(wireStep + 1, j, s, f->bytes().data(), f->bytes().size()));
@@ -248,8 +269,9 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
         ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, p));
       } else {
         keep(ctx, s, esz);
-        const std::span<const std::byte> enc = io.finalize(0, s, p);
-        ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, enc.data(), enc.size()));
+        Result<std::span<const std::byte>> enc = io.finalize(0, s, p);
+        if (!enc) return enc.status();
+        ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, enc->data(), enc->size()));
       }
     }
     return Status::ok();
@@ -262,7 +284,7 @@ Status ringBroadcast(RingContext& ctx, void* buf, size_t count, ecclDataType_t d
     if (!f) return f.status();
     std::byte* p = data + s.begin * esz;
     keep(ctx, s, esz);
-    io.unpack(*f, s.count, p);
+    ECCL_RETURN_IF_ERROR(io.unpack(*f, s.count, p));
     if (pos != n - 1) {
       ECCL_RETURN_IF_ERROR(io.sendBytes(0, j, s, f->bytes().data(), f->bytes().size()));
     }

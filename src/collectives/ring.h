@@ -29,6 +29,7 @@
 
 #include <chrono>
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "codec/codec.h"
@@ -36,6 +37,26 @@
 #include "transport/transport.h"
 
 namespace eccl::collectives {
+
+// Where a codec op's elements live when the ring cannot touch them itself
+// (CUDA buffers, comm/device_ring.h): every operation on elements happens
+// there, and only encoded bytes cross between it and the wire. Pointers into
+// the op's buffers are the store's own (device) addresses; encoded bytes are
+// host memory. Each call completes before it returns.
+class ElementStore {
+ public:
+  virtual ~ElementStore() = default;
+  // The encoded bytes of `count` elements at `src`; valid until the next call.
+  virtual Result<std::span<const std::byte>> encode(const void* src, size_t count,
+                                                    uint64_t seed) = 0;
+  // dst = decode(encoded).
+  virtual Status decode(std::span<const std::byte> encoded, size_t count, void* dst) = 0;
+  // dst = local OP decode(encoded), as RingIo::combine does on the host.
+  virtual Status combine(ecclRedOp_t op, std::span<const std::byte> encoded, size_t count,
+                         const void* local, void* dst) = 0;
+  // data /= divisor (ecclAvg's one division).
+  virtual Status divide(void* data, size_t count, uint64_t divisor) = 0;
+};
 
 struct RingContext {
   int rank = 0;
@@ -61,6 +82,8 @@ struct RingContext {
   std::function<Status(size_t offset, size_t len)> awaitInput;
   const codec::Codec* codec = nullptr;  // none: raw elements
   codec::Params codecParams;
+  // With a codec only: the op's elements live there, not in host memory.
+  ElementStore* elements = nullptr;
   uint64_t bytesSent = 0;  // on the wire (encoded)
   uint64_t bytesReceived = 0;
   uint64_t logicalBytesSent = 0;  // the same without a codec

@@ -562,7 +562,18 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
   // (A broadcast root with a codec keeps the decoded value, so its buffer changes.)
   const bool changesInput = a.kind == wire::OpKind::kAllReduce || ctx.rank != a.root ||
                             a.quant != ecclQuantNone;
-  if (staging != nullptr && !viaNccl) {
+  // A codec op on device buffers keeps its elements on the device and moves
+  // only encoded bytes (comm/device_ring.h); others run on a pinned copy.
+  const bool deviceRing = staging != nullptr && !viaNccl && a.quant != ecclQuantNone && bytes > 0;
+  if (deviceRing) {
+    Result<collectives::ElementStore*> store = staging->startOnDevice(
+        tag.staging, {a.dtype, a.rounding, a.blockElems}, changesInput);
+    if (store) {
+      ctx.elements = *store;
+    } else {
+      local = store.status();
+    }
+  } else if (staging != nullptr && !viaNccl) {
     Result<OpArgs> host = staging->start(tag.staging, ctx.rank == a.root);
     if (host) {
       a = *host;
@@ -626,7 +637,7 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
       saved.emplace_back(offset, len);
     };
   }
-  if (staging != nullptr) {
+  if (staging != nullptr && !deviceRing) {
     ctx.awaitInput = [staging](size_t offset, size_t len) {
       return staging->awaitInput(offset, len);
     };
@@ -640,9 +651,12 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
                 ? collectives::gatherAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
                 : collectives::treeBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
   } else if (ringRuns) {
-    local = a.kind == wire::OpKind::kAllReduce
-                ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
-                : collectives::ringBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
+    auto ring = [&] {
+      return a.kind == wire::OpKind::kAllReduce
+                 ? collectives::ringAllReduce(ctx, a.sendbuf, a.recvbuf, a.count, a.dtype, a.op)
+                 : collectives::ringBroadcast(ctx, a.recvbuf, a.count, a.dtype, a.root);
+    };
+    local = deviceRing ? staging->withDevice(ring) : ring();
   }
   info.bytesSent = ctx.bytesSent;
   info.bytesReceived = ctx.bytesReceived;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "comm/device_ring.h"
 #include "common/dtype.h"
 
 namespace eccl::comm {
@@ -54,8 +55,25 @@ Status StagingArea::prepare(cuda::Device* dev, int deviceIndex, size_t bytes, si
   return Status::ok();
 }
 
+Result<void*> StagingArea::grow(Block& block, size_t bytes) {
+  if (block.bytes >= bytes && block.p != nullptr) return block.p;
+  if (block.p != nullptr) block.pinned ? dev_->freePinned(block.p) : dev_->freeDevice(block.p);
+  block.p = nullptr;
+  block.bytes = 0;
+  Result<void*> p = block.pinned ? dev_->allocPinned(bytes) : dev_->allocDevice(bytes);
+  if (!p) return p;
+  block.p = *p;
+  block.bytes = bytes;
+  return p;
+}
+
 void StagingArea::release() {
   if (dev_ == nullptr) return;
+  for (Block* b : {&encodedOut, &encodedIn, &hostOut, &hostIn, &scratch, &backup}) {
+    if (b->p != nullptr) b->pinned ? dev_->freePinned(b->p) : dev_->freeDevice(b->p);
+    b->p = nullptr;
+    b->bytes = 0;
+  }
   for (cuda::Event e : events_) dev_->destroyEvent(e);
   events_.clear();
   if (stream_ != nullptr) dev_->destroyStream(stream_);
@@ -151,6 +169,26 @@ Result<OpArgs> Staging::start(StagingArea& area, bool root) {
   return host;
 }
 
+Result<collectives::ElementStore*> Staging::startOnDevice(StagingArea& area,
+                                                          const codec::Params& params,
+                                                          bool changes) {
+  ECCL_RETURN_IF_ERROR(onDevice([&]() -> Status {
+    ECCL_RETURN_IF_ERROR(area.prepare(dev_, device_, 0, 0));
+    area_ = &area;
+    ECCL_RETURN_IF_ERROR(dev_->wait(area.stream_, ready_));
+    // An out-of-place all-reduce gets sendbuf back instead (restore()).
+    const bool inPlace = args_.kind != wire::OpKind::kAllReduce || args_.sendbuf == args_.recvbuf;
+    if (!changes || !inPlace || bytes_ == 0) return Status::ok();
+    Result<void*> backup = area.grow(area.backup, bytes_);
+    if (!backup) return backup.status();
+    ECCL_RETURN_IF_ERROR(dev_->copy(*backup, args_.recvbuf, bytes_, area.stream_));
+    backedUp_ = true;  // (the ring's first device work is queued behind this copy)
+    return Status::ok();
+  }));
+  elements_ = std::make_unique<DeviceElements>(*dev_, area, args_.quant, params);
+  return elements_.get();
+}
+
 Status Staging::awaitInput(size_t offset, size_t len) {
   if (len == 0 || area_ == nullptr) return Status::ok();
   const size_t last = (offset + len - 1) / segmentBytes_;
@@ -162,7 +200,8 @@ Status Staging::awaitInput(size_t offset, size_t len) {
 }
 
 Status Staging::commit(bool changed) {
-  if (bytes_ == 0 || !changed) return Status::ok();
+  // (The codec ring wrote the device buffers itself, each step waited for.)
+  if (bytes_ == 0 || !changed || elements_) return Status::ok();
   return onDevice([&]() -> Status {
     ECCL_RETURN_IF_ERROR(dev_->copy(args_.recvbuf, area_->pinned_, bytes_, area_->stream_));
     cuda::Event done = area_->events_.back();
@@ -182,6 +221,7 @@ Status Staging::restore() {
       ECCL_RETURN_IF_ERROR(dev_->record(drained, area_->stream_));
       ECCL_RETURN_IF_ERROR(dev_->synchronize(drained));
     }
+    if (backedUp_) return blockingCopy(args_.recvbuf, area_->backup.p, bytes_);
     return outOfPlace ? blockingCopy(args_.recvbuf, args_.sendbuf, bytes_) : Status::ok();
   });
 }

@@ -26,6 +26,7 @@
 #include <memory>
 #include <vector>
 
+#include "collectives/ring.h"
 #include "comm/request.h"
 #include "cuda/device.h"
 
@@ -41,6 +42,20 @@ class StagingArea {
 
   // The pinned buffer alone, of at least `bytes` (shared-state mirrors).
   Result<void*> hostBuffer(cuda::Device* dev, size_t bytes);
+
+  // Growable buffers of the codec ring on the device (comm/device_ring.h),
+  // on the area's device; freed with the area.
+  struct Block {
+    void* p = nullptr;
+    size_t bytes = 0;
+    bool pinned = false;  // else device memory
+  };
+  Result<void*> grow(Block& block, size_t bytes);
+  Block encodedOut{nullptr, 0, false}, encodedIn{nullptr, 0, false};
+  Block hostOut{nullptr, 0, true}, hostIn{nullptr, 0, true};
+  Block scratch{nullptr, 0, false}, backup{nullptr, 0, false};
+  cuda::Stream stream() const { return stream_; }
+  cuda::Event lastEvent() const { return events_.back(); }
 
  private:
   friend class Staging;
@@ -68,6 +83,14 @@ class Staging {
   // with the pinned buffer in place of the device buffers. `root`: whether
   // this member is a broadcast's root.
   Result<OpArgs> start(StagingArea& area, bool root);
+  // Instead of start(), for a codec op: the ring works on the device
+  // buffers themselves through the returned store (comm/device_ring.h), with
+  // `area`'s buffers. `changes`: whether this member's buffer takes new
+  // bytes; an in-place one is first backed up on the device, for restore().
+  // Run the ring inside withDevice().
+  Result<collectives::ElementStore*> startOnDevice(StagingArea& area, const codec::Params& params,
+                                                   bool changes);
+
   // The input's bytes [offset, offset + len) are in the pinned buffer.
   Status awaitInput(size_t offset, size_t len);
   Status awaitAll() { return awaitInput(0, bytes_); }
@@ -104,6 +127,8 @@ class Staging {
   StagingArea* area_ = nullptr;  // from start()
   size_t segmentBytes_ = 0;
   size_t segmentsReady_ = 0;  // copy-in segments known to be done
+  std::unique_ptr<collectives::ElementStore> elements_;  // startOnDevice()
+  bool backedUp_ = false;  // recvbuf's input is in area_->backup
 };
 
 }  // namespace eccl::comm

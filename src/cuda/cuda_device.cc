@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "cuda/device.h"
+#include "cuda/codec_kernels.h"
 #include "cuda/kernels.h"
 
 namespace eccl::cuda {
@@ -115,6 +116,20 @@ class CudaDevice final : public Device {
   Status divide(ecclDataType_t dtype, void* data, size_t count, uint64_t divisor,
                 Stream stream) override {
     return check(launchDivide(dtype, data, count, divisor, toStream(stream)), "divide kernel");
+  }
+
+  Status encode(ecclQuantization_t q, const codec::Params& p, const void* src, size_t count,
+                std::byte* out, uint64_t seed, Stream stream) override {
+    return check(launchEncode(q, p, src, count, out, seed, toStream(stream)), "encode kernel");
+  }
+  Status decode(ecclQuantization_t q, const codec::Params& p, const std::byte* in, size_t count,
+                void* out, Stream stream) override {
+    return check(launchDecode(q, p, in, count, out, toStream(stream)), "decode kernel");
+  }
+  Status decodeAdd(ecclQuantization_t q, const codec::Params& p, const std::byte* in,
+                   size_t count, const void* addend, void* out, Stream stream) override {
+    return check(launchDecodeAdd(q, p, in, count, addend, out, toStream(stream)),
+                 "decode-add kernel");
   }
 
  private:

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <string>
 
+#include "codec/codec.h"
 #include "common/status.h"
 #include "eccl/eccl.h"
 
@@ -80,6 +81,15 @@ class Device {
                         const void* b, size_t count, Stream stream) = 0;
   virtual Status divide(ecclDataType_t dtype, void* data, size_t count, uint64_t divisor,
                         Stream stream) = 0;
+
+  // The payload codecs (codec/codec.h) on the device: byte for byte and bit
+  // for bit what the host codec `q` gives.
+  virtual Status encode(ecclQuantization_t q, const codec::Params& p, const void* src,
+                        size_t count, std::byte* out, uint64_t seed, Stream stream) = 0;
+  virtual Status decode(ecclQuantization_t q, const codec::Params& p, const std::byte* in,
+                        size_t count, void* out, Stream stream) = 0;
+  virtual Status decodeAdd(ecclQuantization_t q, const codec::Params& p, const std::byte* in,
+                           size_t count, const void* addend, void* out, Stream stream) = 0;
 };
 
 // The device ecclMemCuda buffers go through: the test device when one is

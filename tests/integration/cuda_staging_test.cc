@@ -235,6 +235,87 @@ TEST_F(CudaStaging, BroadcastWithCodecGivesTheRootTheDecodedValue) {
   EXPECT_TRUE(results.v[2] == results.v[0]);
 }
 
+// A quantized all-reduce of device buffers keeps the elements on the device:
+// only encoded bytes cross between host and device, every codec op runs
+// there, and device and host members end with the same bits, for every codec
+// and op, in and out of place.
+TEST_F(CudaStaging, CodecsRunOnTheDeviceAndMoveOnlyEncodedBytes) {
+  constexpr size_t kCount = 300000;  // 1.2 MiB of float32: two segments
+  struct Case {
+    ecclQuantization_t quant;
+    ecclRedOp_t op;
+    bool inPlace;
+  };
+  const Case cases[] = {{ecclQuantUint8, ecclSum, true},     {ecclQuantUint4, ecclAvg, false},
+                        {ecclQuantBfloat16, ecclMax, true},  {ecclQuantFloat16, ecclProd, false},
+                        {ecclQuantUint8, ecclMin, false}};
+  for (const Case& c : cases) {
+    const HostDevice::Counts before = dev_.counts();
+    ByRank results(3);
+    spawnPeers(3, [&](ecclComm_t comm) {
+      const int rank = rankOf(comm);
+      std::vector<float> v(kCount);
+      std::mt19937 rng(40 + rank);
+      std::normal_distribution<float> g;
+      for (float& x : v) x = g(rng);
+      std::vector<std::byte> bytes(kCount * 4);
+      std::memcpy(bytes.data(), v.data(), bytes.size());
+      ecclOpOptions_t opts = onDevice();
+      if (rank == 1) opts.memType = ecclMemHost;
+      opts.quantization = c.quant;
+      opts.rounding = ecclRoundStochastic;
+      if (rank == 1) {  // the host member
+        std::vector<std::byte> out(bytes.size());
+        ASSERT_EQ(ecclAllReduce(bytes.data(), c.inPlace ? bytes.data() : out.data(), kCount,
+                                ecclFloat32, c.op, &opts, comm, nullptr), ecclSuccess);
+        results.put(rank, c.inPlace ? bytes : out);
+        return;
+      }
+      DeviceBuffer in(dev_, bytes), out(dev_, std::vector<std::byte>(bytes.size()));
+      ASSERT_EQ(ecclAllReduce(in.p, c.inPlace ? in.p : out.p, kCount, ecclFloat32, c.op, &opts,
+                              comm, nullptr), ecclSuccess) << ecclGetLastError(comm);
+      results.put(rank, (c.inPlace ? in : out).bytes());
+      if (!c.inPlace) {
+        EXPECT_TRUE(in.bytes() == bytes) << "sendbuf changed";
+      }
+    });
+    EXPECT_TRUE(results.v[0] == results.v[1]) << "codec " << c.quant << " op " << c.op;
+    EXPECT_TRUE(results.v[2] == results.v[1]) << "codec " << c.quant << " op " << c.op;
+    // What crossed "PCIe" is encoded segments: each device member encodes
+    // each chunk once (n chunks of the buffer) and receives 2(n-1) of them.
+    // Staging the float32s would move 4 bytes per element each way.
+    const codec::Params params{ecclFloat32, ecclRoundStochastic, codec::kDefaultBlockElems};
+    const size_t encoded = codec::find(c.quant)->encodedBytes(params, kCount);
+    const HostDevice::Counts after = dev_.counts();
+    EXPECT_LE(after.bytesToHost - before.bytesToHost, 2 * (encoded + 4096)) << "codec " << c.quant;
+    EXPECT_LE(after.bytesToDevice - before.bytesToDevice, 2 * (2 * encoded * 2 / 3 + 4096))
+        << "codec " << c.quant;
+    EXPECT_LT(encoded, kCount * 4);
+  }
+  EXPECT_GT(dev_.codecCalls(), 0u);
+}
+
+// A failed codec op on device buffers leaves every buffer as it was, the
+// in-place ones restored from the device backup.
+TEST_F(CudaStaging, FailedCodecOpsLeaveTheDeviceInput) {
+  spawnPeers(3, [&](ecclComm_t comm) {
+    const int rank = rankOf(comm);
+    const size_t n = rank == 2 ? 300000 : 200000;
+    const std::vector<std::byte> input = makeInput(rank, n, ecclFloat32);
+    ecclOpOptions_t opts = onDevice();
+    opts.quantization = ecclQuantUint8;
+    DeviceBuffer v(dev_, input), out(dev_, std::vector<std::byte>(input.size(), std::byte{3}));
+    EXPECT_EQ(ecclAllReduce(v.p, v.p, n, ecclFloat32, ecclSum, &opts, comm, nullptr),
+              ecclInvalidUsage);
+    EXPECT_TRUE(v.bytes() == input);
+    EXPECT_EQ(ecclAllReduce(v.p, out.p, n, ecclFloat32, ecclSum, &opts, comm, nullptr),
+              ecclInvalidUsage);
+    EXPECT_TRUE(out.bytes() == input);
+    EXPECT_EQ(ecclBroadcast(v.p, n, ecclFloat32, 0, &opts, comm, nullptr), ecclInvalidUsage);
+    EXPECT_TRUE(v.bytes() == input);
+  });
+}
+
 // All or nothing: a failed op (members disagree on the count) leaves every
 // device buffer as the host contract says, and the device result is never
 // written: nothing is copied back to the device.

@@ -210,8 +210,10 @@ Status HostDevice::copy(void* dst, const void* src, size_t bytes, cuda::Stream s
       ++counts_.deviceToDevice;
     } else if (to == Kind::kDevice) {
       ++counts_.toDevice;
+      counts_.bytesToDevice += bytes;
     } else if (from == Kind::kDevice) {
       ++counts_.toHost;
+      counts_.bytesToHost += bytes;
     }
   }
   const auto delay = std::chrono::microseconds(copyDelayUs_.load());
@@ -247,6 +249,37 @@ Status HostDevice::reduce(ecclDataType_t dtype, ecclRedOp_t op, void* dst, const
 Status HostDevice::divide(ecclDataType_t dtype, void* data, size_t count, uint64_t divisor,
                           cuda::Stream stream) {
   streamOf(stream)->enqueue([=] { (void)reduce::divide(dtype, data, count, divisor); });
+  return Status::ok();
+}
+
+}  // namespace eccl::test
+
+namespace eccl::test {
+
+Status HostDevice::encode(ecclQuantization_t q, const codec::Params& p, const void* src,
+                          size_t count, std::byte* out, uint64_t seed, cuda::Stream stream) {
+  const codec::Codec* c = codec::find(q);
+  if (c == nullptr) return error(ecclInvalidArgument, "test device: no such codec");
+  ++codecCalls_;
+  streamOf(stream)->enqueue([=] { c->encode(p, src, count, out, seed); });
+  return Status::ok();
+}
+
+Status HostDevice::decode(ecclQuantization_t q, const codec::Params& p, const std::byte* in,
+                          size_t count, void* out, cuda::Stream stream) {
+  const codec::Codec* c = codec::find(q);
+  if (c == nullptr) return error(ecclInvalidArgument, "test device: no such codec");
+  ++codecCalls_;
+  streamOf(stream)->enqueue([=] { c->decode(p, in, count, out); });
+  return Status::ok();
+}
+
+Status HostDevice::decodeAdd(ecclQuantization_t q, const codec::Params& p, const std::byte* in,
+                             size_t count, const void* addend, void* out, cuda::Stream stream) {
+  const codec::Codec* c = codec::find(q);
+  if (c == nullptr) return error(ecclInvalidArgument, "test device: no such codec");
+  ++codecCalls_;
+  streamOf(stream)->enqueue([=] { c->decodeAdd(p, in, count, addend, out); });
   return Status::ok();
 }
 

@@ -36,6 +36,7 @@ class HostDevice : public cuda::Device {
   // Copies and reductions run so far (host to device, device to host, other).
   struct Counts {
     uint64_t toDevice = 0, toHost = 0, deviceToDevice = 0;
+    uint64_t bytesToDevice = 0, bytesToHost = 0;  // what crossed "PCIe"
   };
   Counts counts() const;
   // Pinned blocks still allocated (a leak check).
@@ -62,6 +63,15 @@ class HostDevice : public cuda::Device {
                 size_t count, cuda::Stream stream) override;
   Status divide(ecclDataType_t dtype, void* data, size_t count, uint64_t divisor,
                 cuda::Stream stream) override;
+  // The host codecs, run on the stream (so in stream order, like kernels).
+  Status encode(ecclQuantization_t q, const codec::Params& p, const void* src, size_t count,
+                std::byte* out, uint64_t seed, cuda::Stream stream) override;
+  Status decode(ecclQuantization_t q, const codec::Params& p, const std::byte* in, size_t count,
+                void* out, cuda::Stream stream) override;
+  Status decodeAdd(ecclQuantization_t q, const codec::Params& p, const std::byte* in,
+                   size_t count, const void* addend, void* out, cuda::Stream stream) override;
+  // Codec calls so far (a test's proof that the elements stayed on the device).
+  uint64_t codecCalls() const { return codecCalls_.load(); }
 
   class Worker;  // one stream
   struct Marker;  // one event
@@ -78,6 +88,7 @@ class HostDevice : public cuda::Device {
   Counts counts_;
   std::unique_ptr<Worker> default_;
   std::atomic<int64_t> copyDelayUs_{0};
+  std::atomic<uint64_t> codecCalls_{0};
 };
 
 }  // namespace eccl::test
