@@ -23,107 +23,14 @@
 #include "common/half.h"
 #include "cuda/codec_kernels.h"
 #include "eccl/eccl.h"
+#include "support/codec_cases.h"
 
 namespace eccl::cuda {
 namespace {
 
-using Bytes = std::vector<std::byte>;
-
-constexpr ecclDataType_t kSources[] = {ecclFloat32, ecclFloat64, ecclFloat16, ecclBfloat16};
-constexpr ecclQuantization_t kCodecs[] = {ecclQuantFloat16, ecclQuantBfloat16, ecclQuantUint8,
-                                          ecclQuantUint4};
-constexpr size_t kCounts[] = {0, 1, 7, 1000, 100003};
-const std::vector<uint32_t> kBlockList = {8, 256, 32768};
-constexpr uint64_t kSeeds[] = {0, 12345, 0xdeadbeefcafef00dULL};
+using namespace test::codec_cases;  // NOLINT: the shared grid and data
 constexpr size_t kGuard = 64;  // bytes after each output
 constexpr auto kGuardByte = std::byte{0xa5};
-
-// ---- Data (as tests/unit/cuda_codec_elementwise_test.cc) ------------------------------
-
-struct Format {
-  int expBits;
-  int mantBits;
-};
-
-Format formatOf(ecclDataType_t dt) {
-  switch (dt) {
-    case ecclFloat16: return {5, 10};
-    case ecclBfloat16: return {8, 7};
-    case ecclFloat32: return {8, 23};
-    default: return {11, 52};
-  }
-}
-
-uint64_t loadBits(ecclDataType_t dt, const Bytes& buf, size_t i) {
-  uint64_t v = 0;
-  std::memcpy(&v, buf.data() + i * dtypeSize(dt), dtypeSize(dt));  // little-endian
-  return v;
-}
-
-bool isNan(ecclDataType_t dt, uint64_t bits) {
-  const Format f = formatOf(dt);
-  const uint64_t expMax = (uint64_t{1} << f.expBits) - 1;
-  return ((bits >> f.mantBits) & expMax) == expMax && (bits & ((uint64_t{1} << f.mantBits) - 1));
-}
-
-uint64_t makeBits(ecclDataType_t dt, uint64_t sign, uint64_t exp, uint64_t mant) {
-  const Format f = formatOf(dt);
-  return sign << (f.expBits + f.mantBits) | exp << f.mantBits |
-         (mant & ((uint64_t{1} << f.mantBits) - 1));
-}
-
-uint64_t bitsOfValue(ecclDataType_t dt, double v) {
-  switch (dt) {
-    case ecclFloat32: return std::bit_cast<uint32_t>(static_cast<float>(v));
-    case ecclFloat64: return std::bit_cast<uint64_t>(v);
-    case ecclFloat16: return floatToHalf(static_cast<float>(v));
-    default: return floatToBf16(static_cast<float>(v));
-  }
-}
-
-// count elements of dt in stretches of one kind each: normal numbers of some
-// scale, with or without NaN, infinities and the like; constants; signed
-// zeros; any bit pattern; the largest finite values; a few ulps apart;
-// subnormals.
-Bytes randomData(ecclDataType_t dt, size_t count, std::mt19937_64& rng) {
-  const Format f = formatOf(dt);
-  const uint64_t expMax = (uint64_t{1} << f.expBits) - 1;
-  const uint64_t mantAll = (uint64_t{1} << f.mantBits) - 1;
-  const uint64_t quiet = uint64_t{1} << (f.mantBits - 1);
-  auto special = [&] {
-    const uint64_t kinds[][2] = {{expMax, quiet}, {expMax, quiet | 5}, {expMax, 1},
-                                 {expMax, mantAll}, {expMax, 0},       {0, 0},
-                                 {0, 1},            {0, mantAll},      {expMax - 1, mantAll}};
-    const auto& k = kinds[rng() % std::size(kinds)];
-    return makeBits(dt, rng() & 1, k[0], k[1]);
-  };
-  std::normal_distribution<double> normal(0.0, 1.0);
-  Bytes buf(count * dtypeSize(dt));
-  for (size_t i = 0; i < count;) {
-    const size_t len = std::min<size_t>(count - i, rng() % 2 ? 1 + rng() % 64 : 1 + rng() % 40000);
-    const uint64_t kind = rng() % 9;
-    const double sigma = std::pow(10.0, static_cast<double>(rng() % 21) - 10);
-    const uint64_t constant = rng() % 3 == 0 ? special() : bitsOfValue(dt, sigma);
-    const uint64_t base = makeBits(dt, rng() & 1, rng() % expMax, rng());
-    for (size_t j = i; j < i + len; ++j) {
-      uint64_t bits = 0;
-      switch (kind) {
-        case 0: bits = bitsOfValue(dt, sigma * normal(rng)); break;
-        case 1: bits = constant; break;
-        case 2: bits = makeBits(dt, rng() & 1, 0, 0); break;
-        case 3: bits = makeBits(dt, rng() & 1, rng() % expMax, rng()); break;
-        case 4: bits = rng(); break;
-        case 5: bits = rng() % 64 == 0 ? special() : bitsOfValue(dt, sigma * normal(rng)); break;
-        case 6: bits = makeBits(dt, rng() & 1, expMax - 1, mantAll - rng() % 4); break;
-        case 7: bits = base + rng() % 4; break;
-        default: bits = makeBits(dt, rng() & 1, 0, rng()); break;
-      }
-      std::memcpy(buf.data() + j * dtypeSize(dt), &bits, dtypeSize(dt));
-    }
-    i += len;
-  }
-  return buf;
-}
 
 // ---- Device memory ---------------------------------------------------------------------
 
@@ -253,7 +160,8 @@ TEST_F(CudaCodecTest, MatchesHostCodec) {
           for (size_t n : kCounts) {
             for (uint64_t seed : kSeeds) {
               if (rounding == ecclRoundNearest && seed != kSeeds[0]) continue;
-              const Bytes src = randomData(dt, n, rng), addend = randomData(dt, n, rng);
+              const Bytes src = Generator(dt, rng()).buffer(n);
+              const Bytes addend = Generator(dt, rng()).buffer(n);
               check(q, p, src, addend, n, seed, ++caseNo % 3 == 0 ? 1 : 0);  // odd addresses too
               if (::testing::Test::HasFailure()) return;
             }
