@@ -15,6 +15,7 @@
 
 #include "support/peers.h"
 #include "support/reference.h"
+#include "transport/transport.h"
 
 namespace eccl::test {
 namespace {
@@ -206,6 +207,34 @@ TEST_F(CudaCollectives, ReadsAfterTheCallersStream) {
     EXPECT_EQ(got, std::vector<float>(kCount, 3.0f));
     cudaStreamDestroy(stream);
   });
+}
+
+// Real NCCL, at the one world size a single GPU allows (NCCL refuses two
+// ranks on one device): the communicator is made, the op runs on it, and a
+// second op reuses it.
+TEST_F(CudaCollectives, NcclWorldOfOne) {
+  const Status nccl = transport::checkTransport("nccl");
+  if (!nccl.isOk()) GTEST_SKIP() << nccl.message();
+  PeerOptions options;
+  options.transport = "nccl";
+  spawnPeers(1, [&](ecclComm_t comm) {
+    for (const ecclRedOp_t op : {ecclSum, ecclAvg, ecclMax}) {
+      const std::vector<std::byte> input = makeInput(0, 1 << 20, ecclFloat32);
+      Device in(input), out(std::vector<std::byte>(input.size()));
+      const ecclOpOptions_t opts = cudaOpts();
+      ASSERT_EQ(ecclAllReduce(in.get(), out.get(), 1 << 20, ecclFloat32, op, &opts, comm, nullptr),
+                ecclSuccess) << ecclGetLastError(comm);
+      EXPECT_TRUE(out.bytes() == input) << opName(op);
+      ASSERT_EQ(ecclAllReduce(in.get(), in.get(), 1 << 20, ecclFloat32, op, &opts, comm, nullptr),
+                ecclSuccess) << ecclGetLastError(comm);
+      EXPECT_TRUE(in.bytes() == input) << opName(op) << " in place";
+    }
+    Device buf(makeInput(0, 1000, ecclInt32));
+    const ecclOpOptions_t opts = cudaOpts();
+    ASSERT_EQ(ecclBroadcast(buf.get(), 1000, ecclInt32, 0, &opts, comm, nullptr), ecclSuccess)
+        << ecclGetLastError(comm);
+    EXPECT_TRUE(buf.bytes() == makeInput(0, 1000, ecclInt32));
+  }, options);
 }
 
 TEST_F(CudaCollectives, FailedOpsLeaveTheDeviceInput) {

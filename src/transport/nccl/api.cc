@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <string>
 
 namespace eccl::transport::nccl {
 namespace {
@@ -19,11 +20,21 @@ bool bind(void* lib, const char* name, F* fn, std::string* missing) {
 
 Result<const Api*> load() {
   constexpr const char* kLibrary = "libnccl.so.2";
-  void* lib = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
-  if (lib == nullptr) {
+  // The loader's search path first, then where the build found NCCL (the
+  // CUDA toolkit's library folder is often not on the search path).
+  void* lib = nullptr;
+  std::string tried;
+  for (const char* path : {kLibrary, ECCL_NCCL_BUILD_LIBRARY}) {
+    if (path[0] == '\0') continue;
+    lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib != nullptr) break;
     const char* why = dlerror();
-    return error(ecclUnsupported, fmt::format("transport \"nccl\": {} could not be loaded: {}",
-                                              kLibrary, why != nullptr ? why : "?"));
+    tried += fmt::format("\n  {}: {}", path, why != nullptr ? why : "not loadable");
+  }
+  if (lib == nullptr) {
+    return error(ecclUnsupported, fmt::format("transport \"nccl\": {} could not be loaded "
+                                              "(install NCCL 2.18 or newer); tried:{}",
+                                              kLibrary, tried));
   }
   static Api real{};
   std::string missing;
