@@ -77,19 +77,7 @@ class RingIo {
   Result<transport::Frame> recvNext(uint32_t step, Range chunk, std::vector<uint8_t>& pending,
                                     uint32_t* j, Range* s) {
     const wire::DataHeader& b = ctx_.base;
-    const transport::Deadline giveUp = lastFrame_ + ctx_.progressTimeout;
-    Result<transport::Frame> f = error(ecclTimeout, "");
-    for (;;) {
-      const auto now = transport::Clock::now();
-      f = ctx_.left->recvAny({b.tag, b.seq, step, 0}, pending,
-                             std::min(giveUp, now + ctx_.stallReport), *ctx_.cancel);
-      if (f || f.status().code() != ecclTimeout || transport::Clock::now() >= giveUp) break;
-      if (ctx_.onStall) {
-        ctx_.onStall(ctx_.left->remotePeer(), false,
-                     std::chrono::duration_cast<std::chrono::milliseconds>(
-                         transport::Clock::now() - lastFrame_));
-      }
-    }
+    Result<transport::Frame> f = awaitFrame(ctx_, ctx_.left, step, pending, lastFrame_);
     if (!f) return f;
     lastFrame_ = transport::Clock::now();
     const wire::DataHeader& h = f->header;
@@ -175,6 +163,28 @@ class RingIo {
   transport::Deadline lastFrame_ = transport::Clock::now();  // op start, then each arrival
   transport::StallWatch watch_;
 };
+
+}  // namespace
+
+Result<transport::Frame> awaitFrame(RingContext& ctx, transport::Link* link, uint32_t step,
+                                    std::span<const uint8_t> pending,
+                                    transport::Deadline lastFrame) {
+  const wire::DataHeader& b = ctx.base;
+  const transport::Deadline giveUp = lastFrame + ctx.progressTimeout;
+  for (;;) {
+    Result<transport::Frame> f =
+        link->recvAny({b.tag, b.seq, step, 0}, pending,
+                      std::min(giveUp, transport::Clock::now() + ctx.stallReport), *ctx.cancel);
+    if (f || f.status().code() != ecclTimeout || transport::Clock::now() >= giveUp) return f;
+    if (ctx.onStall) {
+      ctx.onStall(link->remotePeer(), false,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(transport::Clock::now() -
+                                                                        lastFrame));
+    }
+  }
+}
+
+namespace {
 
 void keep(RingContext& ctx, Range s, size_t esz) {
   if (ctx.beforeOverwrite && s.count > 0) ctx.beforeOverwrite(s.begin * esz, s.count * esz);

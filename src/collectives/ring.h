@@ -90,6 +90,13 @@ struct RingContext {
   uint64_t logicalBytesReceived = 0;
 };
 
+// Whichever pending segment of step `step` arrives next from `link`, with
+// the context's waiting rules: a stall report every ctx.stallReport without
+// one, ecclTimeout once ctx.progressTimeout passed since `lastFrame`.
+Result<transport::Frame> awaitFrame(RingContext& ctx, transport::Link* link, uint32_t step,
+                                    std::span<const uint8_t> pending,
+                                    transport::Deadline lastFrame);
+
 // ctx.awaitInput(offset, len) when set.
 inline Status awaitInput(RingContext& ctx, size_t offset, size_t len) {
   return ctx.awaitInput && len > 0 ? ctx.awaitInput(offset, len) : Status::ok();

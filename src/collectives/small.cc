@@ -51,18 +51,7 @@ class HopIo {
     std::vector<uint8_t> pending(segmentCount(total, segElems_), 1);
     transport::Deadline lastFrame = transport::Clock::now();
     for (size_t left = pending.size(); left > 0; --left) {
-      Result<transport::Frame> f = error(ecclTimeout, "");
-      for (;;) {
-        const transport::Deadline giveUp = lastFrame + ctx_.progressTimeout;
-        f = link->recvAny({b.tag, b.seq, step, 0}, pending,
-                          std::min(giveUp, transport::Clock::now() + ctx_.stallReport), *ctx_.cancel);
-        if (f || f.status().code() != ecclTimeout || transport::Clock::now() >= giveUp) break;
-        if (ctx_.onStall) {
-          ctx_.onStall(link->remotePeer(), false,
-                       std::chrono::duration_cast<std::chrono::milliseconds>(
-                           transport::Clock::now() - lastFrame));
-        }
-      }
+      Result<transport::Frame> f = awaitFrame(ctx_, link, step, pending, lastFrame);
       if (!f) return f.status();
       lastFrame = transport::Clock::now();
       const wire::DataHeader& h = f->header;
