@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "common/dtype.h"
+#include "codec/random.h"
 #include "common/kernels.h"
 
 namespace eccl::codec {
@@ -17,31 +18,6 @@ namespace {
 using kernels::Bfloat16;
 using kernels::Half;
 using kernels::Native;
-
-// ---- Random stream for stochastic rounding --------------------------------
-
-ECCL_ALWAYS_INLINE uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// 32-bit finalizer (lowbias32): 32-bit multiplies only, so it vectorizes.
-ECCL_ALWAYS_INLINE uint32_t mix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
-
-// 32 random bits for element i of a stream.
-ECCL_ALWAYS_INLINE uint32_t randomBits(uint64_t stream, size_t i) {
-  return mix32((static_cast<uint32_t>(i) * 0x9e3779b9U) ^ static_cast<uint32_t>(stream)) ^
-         static_cast<uint32_t>(stream >> 32);
-}
 
 // ---- Wire element types of the cast codecs ---------------------------------
 
@@ -340,7 +316,7 @@ struct Affine {
       C lo, hi;
       uint8_t* dst = kBits == 8 ? codes + begin : q;
       if (scanBlock<E>(x + begin, len, &lo, &hi)) {
-        quantize(x + begin, len, lo, hi, dst, stochastic, splitmix64(seed + k));
+        quantize(x + begin, len, lo, hi, dst, stochastic, blockStream(seed, k));
       } else {  // NaN or infinity: the whole block decodes as NaN
         lo = hi = std::numeric_limits<C>::quiet_NaN();
         std::memset(dst, 0, len);

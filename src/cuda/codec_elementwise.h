@@ -33,6 +33,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "codec/random.h"
 #include "cuda/elementwise.h"
 
 namespace eccl::cuda {
@@ -122,32 +123,10 @@ ECCL_HD inline float narrowDouble(double d) {
 ECCL_HD inline int32_t isNegative(float x) { return static_cast<int32_t>(bitsOf(x) >> 31); }
 ECCL_HD inline int32_t isNegative(double x) { return static_cast<int32_t>(bitsOf(x) >> 63); }
 
-// ---- Random stream for stochastic rounding (codec.cc's) -------------------------
+// ---- Random stream for stochastic rounding: codec/random.h, shared with codec.cc --
 
-ECCL_HD inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-ECCL_HD inline uint32_t mix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
-
-// 32 random bits for element i of a stream (i wraps at 2^32, as in codec.cc).
-ECCL_HD inline uint32_t randomBits(uint64_t stream, size_t i) {
-  return mix32((static_cast<uint32_t>(i) * 0x9e3779b9U) ^ static_cast<uint32_t>(stream)) ^
-         static_cast<uint32_t>(stream >> 32);
-}
-
-// The stream of affine block k.
-ECCL_HD inline uint64_t blockStream(uint64_t seed, size_t k) { return splitmix64(seed + k); }
+using codec::blockStream;
+using codec::randomBits;
 
 // ---- Cast codecs: float16 and bfloat16 on the wire ---------------------------------
 

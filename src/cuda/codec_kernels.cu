@@ -145,23 +145,11 @@ __global__ void affineDecodeKernel(const std::byte* __restrict__ in, size_t n, s
   }
 }
 
-// Calls fn(E{}) for a float dtype; the callers checked it is one.
-template <typename Fn>
-void withSource(ecclDataType_t dtype, Fn&& fn) {
-  switch (dtype) {
-    case ecclFloat32: fn(Native<float>{}); break;
-    case ecclFloat64: fn(Native<double>{}); break;
-    case ecclFloat16: fn(Half{}); break;
-    case ecclBfloat16: fn(Bfloat16{}); break;
-    default: break;
-  }
-}
-
 }  // namespace
 
 cudaError_t encode(const CodecShape& shape, const void* src, size_t count, std::byte* out,
                    uint64_t seed, cudaStream_t stream) {
-  withSource(shape.dtype, [&](auto e) {
+  withFloatCodec(shape.dtype, [&](auto e) {
     using E = decltype(e);
     const auto* x = static_cast<const typename E::Storage*>(src);
     if (shape.bits == 16) {
@@ -179,7 +167,7 @@ cudaError_t encode(const CodecShape& shape, const void* src, size_t count, std::
 
 cudaError_t decode(const CodecShape& shape, const std::byte* in, size_t count,
                    const void* addend, void* out, cudaStream_t stream) {
-  withSource(shape.dtype, [&](auto e) {
+  withFloatCodec(shape.dtype, [&](auto e) {
     using E = decltype(e);
     using S = typename E::Storage;
     const auto* a = static_cast<const S*>(addend);

@@ -308,6 +308,19 @@ class Divider {
 
 // ---- Dispatch by value (host side) ------------------------------------------------
 
+// The same for the floating dtypes only (the payload codecs' sources);
+// false for the others.
+template <typename Fn>
+bool withFloatCodec(ecclDataType_t dtype, Fn&& fn) {
+  switch (dtype) {
+    case ecclFloat32: fn(Native<float>{}); return true;
+    case ecclFloat64: fn(Native<double>{}); return true;
+    case ecclFloat16: fn(Half{}); return true;
+    case ecclBfloat16: fn(Bfloat16{}); return true;
+    default: return false;
+  }
+}
+
 // Calls fn(Codec{}) for dtype's codec and returns true, or returns false for
 // a dtype out of range.
 template <typename Fn>

@@ -23,28 +23,19 @@
 #include "common/half.h"
 #include "cuda/codec_kernels.h"
 #include "eccl/eccl.h"
+#include "gpu/gpu_support.h"
 #include "support/codec_cases.h"
 
 namespace eccl::cuda {
 namespace {
 
+using test::DeviceBuffer;
 using namespace test::codec_cases;  // NOLINT: the shared grid and data
 constexpr size_t kGuard = 64;  // bytes after each output
 constexpr auto kGuardByte = std::byte{0xa5};
 
 // ---- Device memory ---------------------------------------------------------------------
 
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&p_, bytes + 1), cudaSuccess); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  std::byte* get() const { return static_cast<std::byte*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
 
 // bytes + kGuard guard bytes at dev: host bytes in, then everything back.
 void upload(std::byte* dev, const Bytes& host) {
@@ -84,18 +75,8 @@ void expectSameElements(ecclDataType_t dt, const Bytes& got, const Bytes& want, 
   expectGuard(got, n * dtypeSize(dt), what);
 }
 
-class CudaCodecTest : public ::testing::Test {
+class CudaCodecTest : public test::GpuTest {
  protected:
-  void SetUp() override {
-    int n = 0;
-    const cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess) GTEST_SKIP() << "no CUDA device: " << cudaGetErrorString(e);
-    if (n == 0) GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none";
-    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
-  }
-  void TearDown() override {
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
-  }
 
   // One case: the kernels' encode, decode and in-place decode-and-add against
   // the host codec. The encoded bytes sit `offset` bytes into their buffer.
@@ -145,7 +126,6 @@ class CudaCodecTest : public ::testing::Test {
                        });
   }
 
-  cudaStream_t stream_ = nullptr;
 };
 
 TEST_F(CudaCodecTest, MatchesHostCodec) {

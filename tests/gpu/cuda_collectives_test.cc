@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu/gpu_support.h"
 #include "support/peers.h"
 #include "support/reference.h"
 #include "transport/transport.h"
@@ -29,19 +30,10 @@ const bool kEnvironment = [] {
   return true;
 }();
 
-// Why this machine cannot run the GPU tests; empty when it can.
-std::string noGpu() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) return std::string("no CUDA device: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
-  if (n == 0) return "no CUDA device";
-  return "";
-}
-
 // Runs everywhere: the plugin is found and loads; without a GPU the op is
 // ecclUnsupported and says why (not that the plugin is missing).
 TEST(CudaPlugin, LoadsAndRunsOrSaysWhy) {
-  const std::string why = noGpu();
+  const std::string why = noGpuReason();
   spawnPeers(1, [&](ecclComm_t comm) {
     float host[4] = {1, 2, 3, 4};
     void* p = host;
@@ -64,13 +56,7 @@ TEST(CudaPlugin, LoadsAndRunsOrSaysWhy) {
   });
 }
 
-class CudaCollectives : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const std::string why = noGpu();
-    if (!why.empty()) GTEST_SKIP() << why;
-  }
-};
+using CudaCollectives = GpuTest;
 
 // A device copy of host bytes, freed at scope exit.
 class Device {

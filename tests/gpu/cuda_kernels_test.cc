@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda/kernels.h"
+#include "gpu/gpu_support.h"
 #include "eccl/eccl.h"
 #include "reduce/reduce.h"
 
@@ -96,33 +97,9 @@ std::vector<uint8_t> randomData(ecclDataType_t dtype, size_t count, std::mt19937
 }
 
 // Device memory, freed on scope exit.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&p_, bytes), cudaSuccess); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  uint8_t* get() const { return static_cast<uint8_t*>(p_); }
 
- private:
-  void* p_ = nullptr;
-};
-
-class CudaKernelsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    int n = 0;
-    const cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess) GTEST_SKIP() << "no CUDA device: " << cudaGetErrorString(e);
-    if (n == 0) GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none";
-    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
-  }
-  void TearDown() override {
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
-  }
-
-  cudaStream_t stream_ = nullptr;
-};
+using CudaKernelsTest = test::GpuTest;
+using test::DeviceBuffer;
 
 const size_t kSizes[] = {0, 1, 1000, (size_t{1} << 20) + 3};
 
@@ -187,9 +164,9 @@ TEST_F(CudaKernelsTest, ReduceMatchesCpu) {
           ASSERT_EQ(cudaMemcpy(db.get() + off, b.data(), b.size(), cudaMemcpyHostToDevice),
                     cudaSuccess);
           ASSERT_EQ(cudaMemset(dd.get(), kGuardByte, bytes), cudaSuccess);
-          uint8_t* x = da.get() + off;
-          uint8_t* y = mode == Mode::kAllSame ? x : db.get() + off;
-          uint8_t* dst = mode == Mode::kDstIsA || mode == Mode::kAllSame ? x
+          std::byte* x = da.get() + off;
+          std::byte* y = mode == Mode::kAllSame ? x : db.get() + off;
+          std::byte* dst = mode == Mode::kDstIsA || mode == Mode::kAllSame ? x
                          : mode == Mode::kDstIsB                         ? y
                                                                          : dd.get() + off;
           ASSERT_EQ(launchReduce(dtype, op, dst, x, y, count, stream_), cudaSuccess) << what;

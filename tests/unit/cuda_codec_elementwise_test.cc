@@ -30,13 +30,7 @@ using namespace test::codec_cases;  // NOLINT: the shared grid and data
 
 template <typename Fn>
 void withSource(ecclDataType_t dtype, Fn&& fn) {
-  switch (dtype) {
-    case ecclFloat32: fn(Native<float>{}); break;
-    case ecclFloat64: fn(Native<double>{}); break;
-    case ecclFloat16: fn(Half{}); break;
-    case ecclBfloat16: fn(Bfloat16{}); break;
-    default: FAIL() << "not a float dtype: " << dtype;
-  }
+  ASSERT_TRUE(withFloatCodec(dtype, fn)) << "not a float dtype: " << dtype;
 }
 
 int bitsOfCodec(ecclQuantization_t q) {
