@@ -7,6 +7,7 @@ packages=(
   cmake ninja-build g++ clang libclang-rt-dev pkg-config libasan8 libtsan2 libubsan1
   libasio-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libssl-dev openssl libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libibverbs-dev  # the RDMA transport builds against rdma-core's verbs.h (no device needed)
   python3  # examples.diloco checks the example's output with a script
   # The Python package (bindings/python) and its tests: Debian's torch 1.13 (CPU) is enough.
   python3-dev pybind11-dev python3-numpy python3-pytest python3-torch

@@ -58,6 +58,7 @@ struct Options {
   uint32_t quantBlock = 0;
   bool receiver = false;  // sync: this process is the one that fetches
   std::string memory = "host";
+  std::string transport = "tcp";
 };
 
 // The benchmarked buffer: host memory, or with --memory cuda a device buffer
@@ -308,6 +309,7 @@ int runPeer(const Options& o, const std::string& masterAddr, int world) {
   cfg.masterAddress = masterAddr.c_str();
   cfg.streamsPerPeer = o.streams;
   cfg.opTimeoutMs = o.timeoutMs;
+  cfg.transport = o.transport.c_str();
   ecclComm_t comm = nullptr;
   CHECK_ECCL(ecclCommCreate(&cfg, &comm), nullptr);
   CHECK_ECCL(ecclCommConnect(comm), comm);
@@ -522,6 +524,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--receiver", o.receiver, "sync: this process fetches (default: the last rank)");
   app.add_flag("--json", o.json, "print one JSON object instead of the table");
+  app.add_option("--transport", o.transport, "data links: tcp, ibverbs (RDMA) or nccl (with --memory cuda)")
+      ->check(CLI::IsMember({"tcp", "ibverbs", "nccl"}))->capture_default_str();
   app.add_option("--memory", o.memory, "buffers in host memory or CUDA device memory (staged)")
       ->check(CLI::IsMember({"host", "cuda"}))->capture_default_str();
   app.add_flag("--optimize", o.optimize,

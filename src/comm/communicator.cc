@@ -159,6 +159,8 @@ Status Communicator::registerAndJoin() {
   topts.sharedMemory = env::sharedMemory();
   topts.authToken = options_.authToken;
   topts.tls = options_.tls;
+  topts.rdmaDevice = env::ibDevice();
+  topts.rdmaGidIndex = env::ibGidIndex();
   Result<std::unique_ptr<transport::Transport>> t = transport::createTransport(options_.transport, topts);
   if (!t) return t.status();
   transport_ = std::move(*t);

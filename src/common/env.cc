@@ -9,6 +9,8 @@ namespace {
 constexpr Knob kKnobs[] = {
     {"ECCL_AUTH_TOKEN", "", "shared auth token, used when ecclMasterConfig_t/ecclCommConfig_t.authToken is NULL"},
     {"ECCL_CUDA_PLUGIN", "", "path of the CUDA plugin (libeccl_cuda.so) to load for ecclMemCuda buffers; empty = next to libeccl, then the loader's search path"},
+    {"ECCL_IB_DEVICE", "", "transport \"ibverbs\": the RDMA device, as name or name:port (e.g. mlx5_0:1); empty = the first device with an active port"},
+    {"ECCL_IB_GID_INDEX", "-1", "transport \"ibverbs\": GID index to address peers by (RoCE; -1 = 0 on RoCE ports, LID addressing on InfiniBand)"},
     {"ECCL_LOG_LEVEL", "warn", "trace, debug, info, warn, error or off"},
     {"ECCL_LOG_SUBSYS", "", "comma-separated subsystems to log: master, comm, transport, coll, api (empty = all)"},
     {"ECCL_MASTER_MAX_CONNECTIONS", "4096", "connections a master holds at once; more are closed at accept (16 .. 1000000)"},
@@ -72,6 +74,13 @@ uint32_t masterRegisterTimeoutMs() {
   return static_cast<uint32_t>(readUint("ECCL_MASTER_REGISTER_TIMEOUT_MS", 100, 600000));
 }
 std::string cudaPlugin() { return read("ECCL_CUDA_PLUGIN"); }
+std::string ibDevice() { return read("ECCL_IB_DEVICE"); }
+int ibGidIndex() {
+  const std::string s = read("ECCL_IB_GID_INDEX");
+  char* end = nullptr;
+  const long v = std::strtol(s.c_str(), &end, 10);
+  return (end == s.c_str() || *end != '\0' || v < -1 || v > 255) ? -1 : static_cast<int>(v);
+}
 std::string authToken() { return read("ECCL_AUTH_TOKEN"); }
 
 std::string tlsMode() { return read("ECCL_TLS"); }

@@ -37,6 +37,10 @@ uint32_t masterMaxConnectionsPerSource();
 uint32_t masterRegisterTimeoutMs();
 // ECCL_CUDA_PLUGIN: the CUDA plugin's path (empty: next to libeccl, then the search path).
 std::string cudaPlugin();
+// ECCL_IB_DEVICE: the RDMA device ("name" or "name:port"; empty: the first active port).
+std::string ibDevice();
+// ECCL_IB_GID_INDEX: the GID index peers are addressed by (-1: 0 on RoCE, LID on InfiniBand).
+int ibGidIndex();
 // ECCL_AUTH_TOKEN: the shared token when a config leaves authToken unset.
 std::string authToken();
 // ECCL_TLS, ECCL_TLS_CERT, ECCL_TLS_KEY, ECCL_TLS_CA: TLS when a config leaves them NULL.

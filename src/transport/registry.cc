@@ -4,6 +4,9 @@
 #ifdef ECCL_HAVE_NCCL
 #include "transport/nccl/api.h"
 #endif
+#ifdef ECCL_HAVE_IBVERBS
+#include "transport/ibverbs/transport.h"
+#endif
 
 namespace eccl::transport {
 
@@ -19,8 +22,24 @@ Status checkTransport(const std::string& name) {
 #endif
   }
   if (name == "ibverbs") {
-    return error(ecclUnsupported,
-                 fmt::format("transport '{}' is not built into this ECCL yet; use \"tcp\"", name));
+#ifdef ECCL_HAVE_IBVERBS
+    // Loads libibverbs and lists devices; which one is usable is found when
+    // the transport opens it (ecclUnsupported naming what was found).
+    Result<const ibverbs::Api*> api = ibverbs::api();
+    if (!api) return api.status();
+    int count = 0;
+    ibv_device** list = (*api)->getDeviceList(&count);
+    if (list != nullptr) (*api)->freeDeviceList(list);
+    if (count <= 0) {
+      return error(ecclUnsupported, "transport \"ibverbs\": no RDMA device found "
+                                    "(ibv_get_device_list lists none: is the driver loaded?)");
+    }
+    return Status::ok();
+#else
+    return error(ecclUnsupported, "transport \"ibverbs\": this ECCL was built without RDMA verbs "
+                                  "(configure with ECCL_WITH_IBVERBS=ON where rdma-core's "
+                                  "libibverbs-dev is installed)");
+#endif
   }
   return error(ecclInvalidArgument,
                fmt::format("unknown transport '{}' (known: tcp, ibverbs, nccl)", name));
@@ -29,6 +48,15 @@ Status checkTransport(const std::string& name) {
 Result<std::unique_ptr<Transport>> createTransport(const std::string& name,
                                                    const TransportOptions& options) {
   ECCL_RETURN_IF_ERROR(checkTransport(name));
+#ifdef ECCL_HAVE_IBVERBS
+  if (name == "ibverbs") {
+    ibverbs::VerbsOptions verbs;
+    verbs.device = {options.rdmaDevice, options.rdmaGidIndex};
+    Result<std::unique_ptr<ibverbs::VerbsTransport>> t = ibverbs::VerbsTransport::create(options, verbs);
+    if (!t) return t.status();
+    return std::unique_ptr<Transport>(std::move(*t));
+  }
+#endif
   // "nccl": device-buffer collectives run on NCCL (comm/communicator.cc); the
   // data links, for host buffers and NCCL's unique id, are TCP.
   Result<std::unique_ptr<tcp::TcpTransport>> t = tcp::TcpTransport::create(options);

@@ -1,6 +1,6 @@
 // Transport and Link: the data-path interface every backend implements
 // (tcp/, with shm/ for links between peers on one host that the TCP transport
-// sets up; ibverbs/ and nccl/ later as siblings with the same file names).
+// sets up; ibverbs/, RDMA queue pairs set up over a TCP stream; nccl/).
 //
 // Link: an ordered, reliable channel to one neighbour made of N parallel
 // streams. A sender cuts large transfers into frames (one pipelining segment
@@ -122,6 +122,10 @@ struct TransportOptions {
   bool sharedMemory = true;
   std::string authToken;
   security::TlsOptions tls;  // TLS 1.3 on every stream after the handshake
+  // Transport "ibverbs" (ibverbs/device.h): the device ("name" or
+  // "name:port"; empty: the first active port) and GID index (-1: default).
+  std::string rdmaDevice;
+  int rdmaGidIndex = -1;
 };
 
 class Transport {
@@ -165,8 +169,8 @@ class Transport {
 // in or cannot load its library.
 Status checkTransport(const std::string& name);
 
-// "tcp" (and "nccl", whose data links are TCP too); other names give what
-// checkTransport gives.
+// "tcp" (and "nccl", whose data links are TCP too) or "ibverbs"; other names
+// give what checkTransport gives.
 Result<std::unique_ptr<Transport>> createTransport(const std::string& name,
                                                    const TransportOptions& options);
 

@@ -79,7 +79,9 @@ Result<LinkHello> decodeHello(std::span<const std::byte> bytes) {
   r.u64(&h.channel);
   r.fixed(&h.nonce);
   r.u32(&h.flags);
-  if ((h.flags & ~kHelloOffersShm) != 0 || ((h.flags & kHelloOffersShm) != 0 && h.streamIndex != 0)) {
+  const bool shm = (h.flags & kHelloOffersShm) != 0, rdma = (h.flags & kHelloRdma) != 0;
+  if ((h.flags & ~(kHelloOffersShm | kHelloRdma)) != 0 || (shm && (h.streamIndex != 0 || rdma)) ||
+      (rdma && (h.streamIndex != 0 || h.streamCount != 1))) {
     return error(ecclInvalidArgument, fmt::format("link hello with flags {:#x} on stream {}", h.flags,
                                                   h.streamIndex));
   }
@@ -172,6 +174,73 @@ Result<ShmOffer> decodeShmOffer(std::span<const std::byte> bytes) {
   if (o.pid == 0 || o.fd > static_cast<uint32_t>(INT32_MAX)) {
     return error(ecclInvalidArgument, fmt::format("shared-memory offer naming descriptor {} of "
                                                   "process {}", o.fd, o.pid));
+  }
+  return o;
+}
+
+void encodeVerbsOffer(const VerbsOffer& o, std::byte* out) {
+  Writer w;
+  putPrefix(w, kVerbsOfferMagic);
+  w.u32(o.refusal);
+  w.u16(o.lid);
+  w.u8(o.mtu);
+  w.u8(o.global);
+  w.fixed(o.gid);
+  w.u64(o.slotAddress);
+  w.u32(o.rkey);
+  w.u32(o.slotBytes);
+  w.u32(o.slotsPerQp);
+  w.u32(static_cast<uint32_t>(o.qps.size()));
+  for (const VerbsQp& q : o.qps) {
+    w.u32(q.qpn);
+    w.u32(q.psn);
+  }
+  copyOut(w, out, kVerbsOfferBytes);
+}
+
+Result<VerbsOffer> decodeVerbsOffer(std::span<const std::byte> bytes, bool acceptor) {
+  Reader r({});
+  ECCL_RETURN_IF_ERROR(openMessage(bytes, kVerbsOfferBytes, kVerbsOfferMagic, "RDMA link offer", &r));
+  VerbsOffer o;
+  uint32_t count = 0;
+  r.u32(&o.refusal);
+  r.u16(&o.lid);
+  r.u8(&o.mtu);
+  r.u8(&o.global);
+  r.fixed(&o.gid);
+  r.u64(&o.slotAddress);
+  r.u32(&o.rkey);
+  r.u32(&o.slotBytes);
+  r.u32(&o.slotsPerQp);
+  r.u32(&count);
+  auto bad = [](std::string why) {
+    return error(ecclInvalidArgument, fmt::format("RDMA link offer: {}", why));
+  };
+  if (o.refusal != 0) {
+    if (!acceptor || count != 0) return bad("a refusal from the dialler, or one naming queue pairs");
+    return o;
+  }
+  if (count == 0 || count > kMaxStreams) return bad(fmt::format("{} queue pairs", count));
+  if (o.mtu < 1 || o.mtu > 5 || o.global > 1) return bad(fmt::format("mtu {} / global {}", o.mtu, o.global));
+  for (uint32_t i = 0; i < count; ++i) {
+    VerbsQp q;
+    r.u32(&q.qpn);
+    r.u32(&q.psn);
+    if (q.qpn == 0 || q.qpn >= (1u << 24) || q.psn >= (1u << 24)) {
+      return bad(fmt::format("queue pair {} / psn {}", q.qpn, q.psn));
+    }
+    o.qps.push_back(q);
+  }
+  if (acceptor) {
+    if (o.slotBytes < kMinVerbsSlotBytes || o.slotBytes > kMaxVerbsSlotBytes || o.slotsPerQp < 2 ||
+        o.slotsPerQp > kMaxVerbsSlotsPerQp || o.slotAddress == 0 || o.rkey == 0) {
+      return bad(fmt::format("{} slots of {} bytes at {:#x}", o.slotsPerQp, o.slotBytes, o.slotAddress));
+    }
+    // The region's end must not wrap the address space.
+    const uint64_t span = uint64_t{o.slotBytes} * o.slotsPerQp * count;
+    if (o.slotAddress > UINT64_MAX - span) return bad("slots past the end of the address space");
+  } else if (o.slotAddress != 0 || o.rkey != 0 || o.slotBytes != 0 || o.slotsPerQp != 0) {
+    return bad("receive slots offered by the sending side");
   }
   return o;
 }

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "common/status.h"
 #include "wire/control.h"
@@ -22,7 +23,9 @@ inline constexpr uint32_t kChallengeMagic = 0x43434345;  // "ECCC"
 inline constexpr uint32_t kProofMagic = 0x50434345;      // "ECCP"
 inline constexpr uint32_t kDataMagic = 0x44434345;       // "ECCD"
 inline constexpr uint32_t kShmOfferMagic = 0x53434345;   // "ECCS"
-inline constexpr uint16_t kDataVersion = 7;
+inline constexpr uint32_t kVerbsOfferMagic = 0x52434345;  // "ECCR"
+// 8: the RDMA transport's queue-pair exchange (VerbsOffer).
+inline constexpr uint16_t kDataVersion = 8;
 // Magic and version lead every handshake message, so the version is checked
 // (and a readable mismatch logged) before the rest is read.
 inline constexpr size_t kHandshakePrefixBytes = 8;
@@ -30,6 +33,7 @@ inline constexpr size_t kHelloBytes = 84;
 inline constexpr size_t kChallengeBytes = 72;
 inline constexpr size_t kProofBytes = 40;
 inline constexpr size_t kShmOfferBytes = 80;
+inline constexpr size_t kVerbsOfferBytes = 576;
 inline constexpr size_t kDataHeaderBytes = 64;
 inline constexpr uint32_t kMaxStreams = 64;
 
@@ -57,6 +61,10 @@ struct LinkHello {
   uint32_t flags = 0;
 };
 inline constexpr uint32_t kHelloOffersShm = 1;
+// kHelloRdma on a link's one stream: an RDMA link (transport "ibverbs"),
+// whose VerbsOffer follows the confirmation. An acceptor of another
+// transport refuses it, and an RDMA acceptor refuses a hello without it.
+inline constexpr uint32_t kHelloRdma = 2;
 
 // Where peers on one host meet: the same kernel (boot id), network and pid
 // namespace (so /proc/<pid> names the dialler) and user.
@@ -139,6 +147,35 @@ std::array<std::byte, 44> linkContext(const LinkHello& hello);
 // The ring size must be a power of two in [kMinShmRingBytes, kMaxShmRingBytes].
 void encodeShmOffer(const ShmOffer& offer, std::byte* out /* kShmOfferBytes */);
 Result<ShmOffer> decodeShmOffer(std::span<const std::byte> bytes);
+
+// One side of an RDMA link's set-up (transport/ibverbs/), sent on the link's
+// one authenticated TCP stream: the dialler (the sending side) offers its
+// queue pairs, the acceptor answers with its own and the receive slots the
+// dialler writes into. `refusal` != 0 (an ecclResult_t, acceptor only): it
+// could not set up its side, and no queue pair is named.
+struct VerbsQp {
+  uint32_t qpn = 0;  // 24 bits
+  uint32_t psn = 0;  // 24 bits
+};
+struct VerbsOffer {
+  uint32_t refusal = 0;
+  uint16_t lid = 0;      // InfiniBand; 0 on RoCE
+  uint8_t mtu = 0;       // ibv_mtu, 1 (256 B) .. 5 (4096 B)
+  uint8_t global = 0;    // 1: address by gid (RoCE, or IB across subnets)
+  std::array<std::byte, 16> gid{};
+  uint64_t slotAddress = 0;  // acceptor: its receive slots, slotsPerQp per queue pair in order
+  uint32_t rkey = 0;
+  uint32_t slotBytes = 0;
+  uint32_t slotsPerQp = 0;
+  std::vector<VerbsQp> qps;  // 1 .. kMaxStreams (0 with a refusal)
+};
+inline constexpr uint32_t kMinVerbsSlotBytes = 4096;
+inline constexpr uint32_t kMaxVerbsSlotBytes = 16u << 20;
+inline constexpr uint32_t kMaxVerbsSlotsPerQp = 1024;
+void encodeVerbsOffer(const VerbsOffer& offer, std::byte* out /* kVerbsOfferBytes */);
+// `acceptor`: the answer, which must name the receive slots (the dialler's
+// offer names none).
+Result<VerbsOffer> decodeVerbsOffer(std::span<const std::byte> bytes, bool acceptor);
 
 // A shared-state transfer request (receiver -> source, the payload of a
 // kSync frame on the requests channel): `length` bytes at `offset` of tensor

@@ -1,5 +1,5 @@
 // libFuzzer target: the data-link handshake (hello, challenge, proof,
-// shared-memory offer), data
+// shared-memory offer, RDMA link offer), data
 // frame headers and shared-state transfer requests. Any input must decode or
 // fail cleanly; what decodes must re-encode to what decodes the same.
 #include <cstddef>
@@ -42,6 +42,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                               return a.host == b.host && a.pid == b.pid && a.fd == b.fd &&
                                      a.ringBytes == b.ringBytes && a.nonce == b.nonce;
                             });
+  for (bool acceptor : {false, true}) {
+    roundTrip<kVerbsOfferBytes>(
+        in, [acceptor](std::span<const std::byte> b) { return decodeVerbsOffer(b, acceptor); },
+        encodeVerbsOffer, [](const VerbsOffer& a, const VerbsOffer& b) {
+          bool same = a.refusal == b.refusal && a.lid == b.lid && a.mtu == b.mtu &&
+                      a.global == b.global && a.gid == b.gid && a.slotAddress == b.slotAddress &&
+                      a.rkey == b.rkey && a.slotBytes == b.slotBytes &&
+                      a.slotsPerQp == b.slotsPerQp && a.qps.size() == b.qps.size();
+          for (size_t i = 0; same && i < a.qps.size(); ++i) {
+            same = a.qps[i].qpn == b.qps[i].qpn && a.qps[i].psn == b.qps[i].psn;
+          }
+          return same;
+        });
+  }
   roundTrip<kChallengeBytes>(in, decodeChallenge, encodeChallenge,
                              [](const LinkChallenge& a, const LinkChallenge& b) {
                                return a.nonce == b.nonce && a.proof == b.proof;

@@ -47,10 +47,13 @@ void checkAllReduce(ecclComm_t comm, size_t count, ecclDataType_t dt, ecclRedOp_
       << dtypeName(dt) << " " << opName(op) << " count " << count << " rank " << rank;
   EXPECT_EQ(info.worldSize, world);
   // Peers of one process share a host: their links run through shared
-  // memory unless ECCL_SHM=0 (the tcp.* run of this suite).
+  // memory unless ECCL_SHM=0 (the tcp.* run of this suite) or the links are
+  // RDMA (the ibverbs.* run).
   if (world > 1 && count > 0) {
     const char* shm = std::getenv("ECCL_SHM");
-    EXPECT_EQ(info.sharedMemory, shm != nullptr && std::string(shm) == "0" ? 0u : 1u);
+    const char* transport = std::getenv("ECCL_TEST_TRANSPORT");
+    const bool tcp = transport == nullptr || std::string(transport) == "tcp";
+    EXPECT_EQ(info.sharedMemory, tcp && !(shm != nullptr && std::string(shm) == "0") ? 1u : 0u);
   }
   if (!inPlace) {
     EXPECT_TRUE(in == makeInput(rank, count, dt)) << "sendbuf was modified";

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "support/peers.h"
+#include "transport/transport.h"
 #include "wire/control.h"
 
 namespace eccl::test {
@@ -220,9 +221,12 @@ TEST(Errors, InvalidArgumentsCarryAMessage) {
   cfg.masterAddress = "127.0.0.1:1";
   cfg.transport = "carrier-pigeon";
   EXPECT_EQ(ecclCommCreate(&cfg, &comm), ecclInvalidArgument);
-  cfg.transport = "ibverbs";
-  EXPECT_EQ(ecclCommCreate(&cfg, &comm), ecclUnsupported);
-  EXPECT_TRUE(mentions(ecclGetLastError(nullptr), "ibverbs"));
+  // Without an RDMA device (the ibverbs.* run puts a stand-in provider in).
+  if (transport::checkTransport("ibverbs").code() == ecclUnsupported) {
+    cfg.transport = "ibverbs";
+    EXPECT_EQ(ecclCommCreate(&cfg, &comm), ecclUnsupported);
+    EXPECT_TRUE(mentions(ecclGetLastError(nullptr), "ibverbs"));
+  }
   ecclCommConfig_t zeroed{};
   EXPECT_EQ(ecclCommCreate(&zeroed, &comm), ecclInvalidArgument);
   EXPECT_TRUE(mentions(ecclGetLastError(nullptr), "ECCL_COMM_CONFIG_INIT"));
@@ -277,10 +281,8 @@ TEST(Errors, LifecycleCallsDoNotOverlap) {
   LocalMaster master;
   ecclComm_t member = connectPeer(master.address());
   ASSERT_NE(member, nullptr);
-  ecclCommConfig_t cfg = ECCL_COMM_CONFIG_INIT;
   const std::string address = master.address();
-  cfg.masterAddress = address.c_str();
-  cfg.opTimeoutMs = kTestOpTimeoutMs;
+  ecclCommConfig_t cfg = commConfig(address, {});
   ecclComm_t newcomer = nullptr;
   ASSERT_EQ(ecclCommCreate(&cfg, &newcomer), ecclSuccess);
   // The newcomer's connect blocks while it is pending.

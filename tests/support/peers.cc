@@ -3,10 +3,37 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
+#ifdef ECCL_HAVE_IBVERBS
+#include "support/fake_verbs.h"
+#endif
+
 namespace eccl::test {
+namespace {
+
+// ECCL_TEST_TRANSPORT: the transport of peers whose options name none (the
+// integration suite's passes over other transports, tests/CMakeLists.txt).
+// "ibverbs" runs over the in-process stand-in provider, installed for the
+// life of the process.
+const char* defaultTransport() {
+  static const char* name = [] {
+    static const std::string t = std::getenv("ECCL_TEST_TRANSPORT") ? std::getenv("ECCL_TEST_TRANSPORT") : "";
+#ifdef ECCL_HAVE_IBVERBS
+    if (t == "ibverbs") {
+      static FakeVerbs* fake = new FakeVerbs();  // never destroyed: peers may outlive statics
+      transport::ibverbs::setApiForTesting(fake->api());
+    }
+#endif
+    return t.empty() ? nullptr : t.c_str();
+  }();
+  return name;
+}
+
+}  // namespace
 
 LocalMaster::LocalMaster(const char* authToken) {
   ecclMasterConfig_t cfg = ECCL_MASTER_CONFIG_INIT;
@@ -30,7 +57,7 @@ ecclCommConfig_t commConfig(const std::string& masterAddress, const PeerOptions&
   cfg.tlsCertFile = options.tlsCertFile;
   cfg.tlsKeyFile = options.tlsKeyFile;
   cfg.tlsCaFile = options.tlsCaFile;
-  cfg.transport = options.transport;
+  cfg.transport = options.transport != nullptr ? options.transport : defaultTransport();
   cfg.opTimeoutMs = kTestOpTimeoutMs;
   cfg.connectTimeoutMs = 5000;
   return cfg;

@@ -32,7 +32,7 @@ struct PeerOptions {
   const char* tlsCertFile = nullptr;
   const char* tlsKeyFile = nullptr;
   const char* tlsCaFile = nullptr;
-  const char* transport = nullptr;  // NULL: tcp
+  const char* transport = nullptr;  // NULL: ECCL_TEST_TRANSPORT, else tcp
 };
 
 // The config connectPeer uses (pointers into `masterAddress` and `options`).

@@ -256,7 +256,20 @@ TEST(Wire, DataHeaderAndHello) {
   encodeHello(offers, hb);
   EXPECT_FALSE(decodeHello(hb).hasValue());
   offers.streamIndex = 0;
-  offers.flags = 2;
+  offers.flags = 4;
+  encodeHello(offers, hb);
+  EXPECT_FALSE(decodeHello(hb).hasValue());
+  // The RDMA flag: a link of one stream, never with a shared-memory offer.
+  offers.flags = kHelloRdma;
+  offers.streamCount = 1;
+  encodeHello(offers, hb);
+  ASSERT_TRUE(decodeHello(hb).hasValue());
+  EXPECT_EQ(decodeHello(hb)->flags, kHelloRdma);
+  offers.flags = kHelloRdma | kHelloOffersShm;
+  encodeHello(offers, hb);
+  EXPECT_FALSE(decodeHello(hb).hasValue());
+  offers.flags = kHelloRdma;
+  offers.streamCount = 2;
   encodeHello(offers, hb);
   EXPECT_FALSE(decodeHello(hb).hasValue());
   // Every field but the nonce changes the context the proofs are bound to.
@@ -292,6 +305,76 @@ TEST(Wire, DataHeaderAndHello) {
   ASSERT_TRUE(pback.hasValue());
   EXPECT_EQ(pback->proof, pr.proof);
   EXPECT_FALSE(decodeProof(std::span(pb).first(kProofBytes - 1)).hasValue());
+}
+
+TEST(Wire, VerbsOfferRoundTripsAndRejectsBadOffers) {
+  VerbsOffer o;
+  o.lid = 17;
+  o.mtu = 5;
+  o.global = 1;
+  o.gid[15] = std::byte{3};
+  o.qps = {{0x123, 0xabcdef}, {0xfffffe, 0}};
+  std::byte b[kVerbsOfferBytes];
+  encodeVerbsOffer(o, b);
+  Result<VerbsOffer> d = decodeVerbsOffer(b, /*acceptor=*/false);
+  ASSERT_TRUE(d.hasValue()) << d.status().message();
+  EXPECT_EQ(d->lid, 17);
+  EXPECT_EQ(d->gid, o.gid);
+  ASSERT_EQ(d->qps.size(), 2u);
+  EXPECT_EQ(d->qps[1].qpn, 0xfffffeu);
+  EXPECT_EQ(d->qps[0].psn, 0xabcdefu);
+  // The dialler's offer names no slots; the acceptor's answer must.
+  EXPECT_FALSE(decodeVerbsOffer(b, /*acceptor=*/true).hasValue());
+  VerbsOffer a = o;
+  a.slotAddress = 0x7f0000000000;
+  a.rkey = 99;
+  a.slotBytes = 256 << 10;
+  a.slotsPerQp = 8;
+  encodeVerbsOffer(a, b);
+  d = decodeVerbsOffer(b, /*acceptor=*/true);
+  ASSERT_TRUE(d.hasValue()) << d.status().message();
+  EXPECT_EQ(d->slotAddress, a.slotAddress);
+  EXPECT_EQ(d->slotsPerQp, 8u);
+  EXPECT_FALSE(decodeVerbsOffer(b, /*acceptor=*/false).hasValue());
+  auto rejects = [&](VerbsOffer x, bool acceptor, const char* what) {
+    encodeVerbsOffer(x, b);
+    EXPECT_FALSE(decodeVerbsOffer(b, acceptor).hasValue()) << what;
+  };
+  VerbsOffer x = o;
+  x.qps.clear();
+  rejects(x, false, "no queue pairs");
+  x.qps.assign(kMaxStreams, {1, 1});
+  encodeVerbsOffer(x, b);
+  EXPECT_TRUE(decodeVerbsOffer(b, false).hasValue()) << "the most queue pairs";
+  x = o;
+  x.qps[0].qpn = 1u << 24;
+  rejects(x, false, "a 25-bit queue pair number");
+  x = o;
+  x.qps[0].psn = 1u << 24;
+  rejects(x, false, "a 25-bit psn");
+  x = o;
+  x.mtu = 6;
+  rejects(x, false, "mtu 6");
+  x = a;
+  x.slotBytes = kMaxVerbsSlotBytes * 2;
+  rejects(x, true, "huge slots");
+  x = a;
+  x.slotsPerQp = kMaxVerbsSlotsPerQp + 1;
+  rejects(x, true, "too many slots");
+  x = a;
+  x.slotAddress = UINT64_MAX - 4096;
+  rejects(x, true, "slots wrapping the address space");
+  x = VerbsOffer{};
+  x.refusal = ecclUnsupported;
+  encodeVerbsOffer(x, b);
+  d = decodeVerbsOffer(b, true);
+  ASSERT_TRUE(d.hasValue());
+  EXPECT_EQ(d->refusal, static_cast<uint32_t>(ecclUnsupported));
+  rejects(x, false, "a refusal from the dialler");
+  encodeVerbsOffer(o, b);
+  EXPECT_FALSE(decodeVerbsOffer(std::span(b).first(kVerbsOfferBytes - 1), false).hasValue());
+  b[4] = std::byte{7};  // a version-7 peer
+  EXPECT_EQ(decodeVerbsOffer(b, false).status().code(), ecclVersionMismatch);
 }
 
 TEST(Wire, ShmOfferRoundTripsAndRejectsBadRings) {

@@ -70,8 +70,9 @@ struct TcpTransport::Handshake {
   short events() const { return phase == Phase::kTls ? socket.pollEvents() : POLLIN; }
 };
 
-Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOptions& options) {
-  std::unique_ptr<TcpTransport> t(new TcpTransport(options));
+Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOptions& options,
+                                                           std::shared_ptr<LinkMaker> maker) {
+  std::unique_ptr<TcpTransport> t(new TcpTransport(options, std::move(maker)));
   asio::error_code ec;
   asio::ip::address addr = asio::ip::address_v6::any();  // dual-stack where allowed
   const std::string& listen = options.listenAddress.empty() ? options.bindAddress : options.listenAddress;
@@ -114,9 +115,9 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOption
         security::TlsContext::create(options.tls, options.authToken, /*server=*/true);
     if (!sv) return sv.status();
     t->tlsServer_ = *sv;
-    t->dialer_ = std::make_shared<StreamDialer>(options, *c);
+    t->dialer_ = std::make_shared<StreamDialer>(options, *c, t->maker_ ? wire::kHelloRdma : 0);
   } else {
-    t->dialer_ = std::make_shared<StreamDialer>(options, nullptr);
+    t->dialer_ = std::make_shared<StreamDialer>(options, nullptr, t->maker_ ? wire::kHelloRdma : 0);
   }
   const log::Context ctx = log::threadContext();
   TcpTransport* raw = t.get();
@@ -238,6 +239,13 @@ bool TcpTransport::advance(Handshake& h) {
         break;
       }
       h.hello = *hello;
+      if (((h.hello.flags & wire::kHelloRdma) != 0) != (maker_ != nullptr)) {
+        st = error(ecclInvalidUsage,
+                   fmt::format("it opens {} link and this peer's transport is {}: every member of "
+                               "a group must use the same transport",
+                               maker_ ? "a TCP" : "an RDMA", maker_ ? "\"ibverbs\"" : "TCP"));
+        break;
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         st = checkExpected(h.hello);
@@ -450,7 +458,7 @@ Result<Socket> StreamDialer::stream(const Endpoint& to, uint64_t selfId, uint64_
     }
   }
   const wire::LinkHello hello{selfId, to.peerId, epoch, index, count, channel, *nonce,
-                              offered ? wire::kHelloOffersShm : 0u};
+                              (offered ? wire::kHelloOffersShm : 0u) | helloFlags_};
   std::byte hb[wire::kHelloBytes];
   wire::encodeHello(hello, hb);
   iovec iov{hb, sizeof(hb)};
@@ -510,7 +518,7 @@ Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t se
                                                  uint64_t epoch, uint64_t channel,
                                                  Deadline deadline, const CancelFlag& cancel,
                                                  uint32_t fixedStreams) {
-  uint32_t count = fixedStreams != 0 ? fixedStreams : options_.streams;
+  uint32_t count = maker_ ? 1 : fixedStreams != 0 ? fixedStreams : options_.streams;
   const bool adaptive = count == 0;
   if (adaptive) {
     std::lock_guard<std::mutex> lock(learned_->mu);
@@ -525,7 +533,8 @@ Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t se
     // for a while, but not for the whole deadline (a refusal may be final).
     const Deadline retryUntil = std::min(deadline, Clock::now() + 2 * kHandshakeTimeout);
     for (;;) {
-      Result<Socket> s = dialer_->stream(to, selfId, epoch, channel, i, count, deadline, cancel, &ring);
+      Result<Socket> s = dialer_->stream(to, selfId, epoch, channel, i, count, deadline, cancel,
+                                         maker_ ? nullptr : &ring);
       if (s) {
         streams.push_back(std::move(*s));
         break;
@@ -536,6 +545,9 @@ Result<std::unique_ptr<Link>> TcpTransport::dial(const Endpoint& to, uint64_t se
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+  }
+  if (maker_) {
+    return maker_->dialled(to, epoch, channel, fixedStreams, std::move(streams[0]), deadline, cancel);
   }
   if (ring) {
     ECCL_LOG(kDebug, kTransport, "link to peer {} (epoch {}, channel {}): shared memory", to.peerId,
@@ -619,6 +631,14 @@ Result<std::unique_ptr<Link>> TcpTransport::claim(std::unique_lock<std::mutex>& 
       parkedStreams_ -= it->second.arrived;
       parked_.erase(it);
       return std::unique_ptr<Link>(std::move(link));
+    }
+    if (maker_ && it != parked_.end() && it->second.streams[0].valid()) {
+      // The maker's set-up talks to the dialler: not under the acceptor's lock.
+      Socket stream = std::move(it->second.streams[0]);
+      parkedStreams_ -= it->second.arrived;
+      parked_.erase(it);
+      lock.unlock();
+      return maker_->accepted(from, epoch, channel, std::move(stream), deadline, cancel);
     }
     if (it != parked_.end() &&
         std::all_of(it->second.streams.begin(), it->second.streams.end(),

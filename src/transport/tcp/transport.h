@@ -42,8 +42,10 @@ inline constexpr uint64_t kMaxEpochsAhead = 2;
 // by a transport and its adaptive links, which dial more streams later.
 class StreamDialer {
  public:
-  StreamDialer(TransportOptions options, std::shared_ptr<security::TlsContext> tls)
-      : options_(std::move(options)), tls_(std::move(tls)) {}
+  // `helloFlags` go on every hello (kHelloRdma for an RDMA transport's links).
+  StreamDialer(TransportOptions options, std::shared_ptr<security::TlsContext> tls,
+               uint32_t helloFlags = 0)
+      : options_(std::move(options)), tls_(std::move(tls)), helloFlags_(helloFlags) {}
   // Stream `index` of the link (from selfId to `to`, epoch, channel) that
   // opened with `count` streams; ecclPeerLost when the acceptor refused it.
   // With `ring` given (stream 0, no TLS), it offers the acceptor a
@@ -57,11 +59,29 @@ class StreamDialer {
  private:
   TransportOptions options_;
   std::shared_ptr<security::TlsContext> tls_;
+  uint32_t helloFlags_ = 0;
+};
+
+// Makes a transport's links out of their one authenticated stream, in place
+// of TcpLink or ShmLink: how the RDMA transport (ibverbs/transport.h) sets up
+// its links over this acceptor, handshake and limits. A transport with a
+// maker opens one stream per link, never adaptive, never shared memory.
+class LinkMaker {
+ public:
+  virtual ~LinkMaker() = default;
+  // `streams`: what the caller asked for (0: the transport's setting).
+  virtual Result<std::unique_ptr<Link>> dialled(const Endpoint& to, uint64_t epoch,
+                                                uint64_t channel, uint32_t streams, Socket stream,
+                                                Deadline deadline, const CancelFlag& cancel) = 0;
+  virtual Result<std::unique_ptr<Link>> accepted(uint64_t from, uint64_t epoch, uint64_t channel,
+                                                 Socket stream, Deadline deadline,
+                                                 const CancelFlag& cancel) = 0;
 };
 
 class TcpTransport : public Transport {
  public:
-  static Result<std::unique_ptr<TcpTransport>> create(const TransportOptions& options);
+  static Result<std::unique_ptr<TcpTransport>> create(const TransportOptions& options,
+                                                      std::shared_ptr<LinkMaker> maker = nullptr);
   ~TcpTransport() override;
 
   uint16_t port() const override { return port_; }
@@ -95,7 +115,8 @@ class TcpTransport : public Transport {
     uint64_t epoch = 0;
   };
 
-  explicit TcpTransport(const TransportOptions& options) : options_(options) {}
+  TcpTransport(const TransportOptions& options, std::shared_ptr<LinkMaker> maker)
+      : options_(options), maker_(std::move(maker)) {}
   void acceptLoop();
   void acceptNew(std::vector<std::unique_ptr<Handshake>>& handshakes, Clock::time_point& pausedUntil);
   // Advances one handshake on readable input; false when it is over (parked or refused).
@@ -119,6 +140,7 @@ class TcpTransport : public Transport {
   size_t parkedFrom(const std::string& source) const;  // under mu_
 
   TransportOptions options_;
+  std::shared_ptr<LinkMaker> maker_;  // null: TCP and shared-memory links
   std::shared_ptr<security::TlsContext> tlsServer_;  // null without TLS
   std::shared_ptr<const StreamDialer> dialer_;
   std::shared_ptr<Learned> learned_ = std::make_shared<Learned>();

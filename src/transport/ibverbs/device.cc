@@ -1,0 +1,111 @@
+#include "transport/ibverbs/device.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace eccl::transport::ibverbs {
+namespace {
+
+std::string_view linkLayerName(uint8_t l) {
+  return l == IBV_LINK_LAYER_ETHERNET ? "RoCE" : "InfiniBand";
+}
+
+// "name" or "name:port".
+bool parseSelection(const std::string& s, std::string* name, int* port) {
+  const size_t colon = s.rfind(':');
+  *name = s.substr(0, colon);
+  *port = 0;
+  if (colon == std::string::npos) return true;
+  const char* b = s.data() + colon + 1;
+  const char* e = s.data() + s.size();
+  auto [p, ec] = std::from_chars(b, e, *port);
+  return ec == std::errc() && p == e && *port >= 1 && *port <= 255;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Device>> Device::open(const Api& api, const Selection& selection) {
+  std::string wantName;
+  int wantPort = 0;
+  if (!parseSelection(selection.name, &wantName, &wantPort)) {
+    return error(ecclInvalidArgument, fmt::format("RDMA device '{}': expected a device name, or "
+                                                  "name:port with a port from 1", selection.name));
+  }
+  int count = 0;
+  ibv_device** list = api.getDeviceList(&count);
+  if (list == nullptr || count == 0) {
+    if (list != nullptr) api.freeDeviceList(list);
+    return error(ecclUnsupported, "transport \"ibverbs\": no RDMA device found (ibv_get_device_list "
+                                  "lists none: is the driver loaded, e.g. mlx5_ib?)");
+  }
+  std::shared_ptr<Device> d(new Device(api));
+  std::string seen;
+  for (int i = 0; i < count && d->context_ == nullptr; ++i) {
+    const std::string name = api.getDeviceName(list[i]);
+    seen += fmt::format("{}{}", seen.empty() ? "" : ", ", name);
+    if (!wantName.empty() && name != wantName) continue;
+    ibv_context* ctx = api.openDevice(list[i]);
+    if (ctx == nullptr) {
+      seen += fmt::format(" (cannot open: {})", std::strerror(errno));
+      continue;
+    }
+    ibv_device_attr attr{};
+    bool found = false;
+    if (api.queryDevice(ctx, &attr) == 0) {
+      for (int port = 1; port <= attr.phys_port_cnt && !found; ++port) {
+        if (wantPort != 0 && port != wantPort) continue;
+        ibv_port_attr pa{};
+        if (api.queryPort(ctx, static_cast<uint8_t>(port), &pa) != 0) continue;
+        if (pa.state != IBV_PORT_ACTIVE) {
+          seen += fmt::format(" (port {} not active)", port);
+          continue;
+        }
+        found = true;
+        d->context_ = ctx;
+        d->attr_ = attr;
+        d->port_ = static_cast<uint8_t>(port);
+        d->name_ = name;
+        d->lid_ = pa.lid;
+        d->mtu_ = pa.active_mtu;
+        const bool roce = pa.link_layer == IBV_LINK_LAYER_ETHERNET;
+        d->gidIndex_ = selection.gidIndex >= 0 ? selection.gidIndex : roce ? 0 : -1;
+        ECCL_LOG(kInfo, kTransport, "RDMA device {} port {} ({}, lid {}, mtu {}, gid index {})",
+                 name, port, linkLayerName(pa.link_layer), pa.lid, 128 << pa.active_mtu, d->gidIndex_);
+      }
+    }
+    if (!found) api.closeDevice(ctx);
+  }
+  api.freeDeviceList(list);
+  if (d->context_ == nullptr) {
+    return error(ecclUnsupported,
+                 wantName.empty()
+                     ? fmt::format("transport \"ibverbs\": no RDMA device has an active port "
+                                   "(devices: {})", seen)
+                     : fmt::format("transport \"ibverbs\": RDMA device '{}' (ECCL_IB_DEVICE) not "
+                                   "found or no active port{} (devices: {})",
+                                   wantName, wantPort != 0 ? fmt::format(" {}", wantPort) : "", seen));
+  }
+  if (d->gidIndex_ >= 0 && api.queryGid(d->context_, d->port_, d->gidIndex_, &d->gid_) != 0) {
+    return error(ecclUnsupported, fmt::format("transport \"ibverbs\": {} port {} has no GID at index "
+                                              "{} (ECCL_IB_GID_INDEX)", d->name_, d->port_,
+                                              d->gidIndex_));
+  }
+  d->pd_ = api.allocPd(d->context_);
+  if (d->pd_ == nullptr) {
+    return error(ecclSystemError, fmt::format("transport \"ibverbs\": cannot allocate a protection "
+                                              "domain on {}: {}", d->name_, std::strerror(errno)));
+  }
+  return d;
+}
+
+Device::~Device() {
+  if (pd_ != nullptr) api_.deallocPd(pd_);
+  if (context_ != nullptr) api_.closeDevice(context_);
+}
+
+}  // namespace eccl::transport::ibverbs

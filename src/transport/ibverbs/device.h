@@ -1,0 +1,64 @@
+// Device: the RDMA device, port and protection domain one transport uses
+// (gloo's ibverbs/device.h). Opened once per transport; every link's queue
+// pairs, completion queues and registrations hang off its PD.
+//
+// Selection: `name` picks the device (ECCL_IB_DEVICE, "mlx5_0" or
+// "mlx5_0:2" for port 2); empty takes the first device with an active port.
+// InfiniBand ports are addressed by LID; RoCE ports (link layer Ethernet)
+// need a GID: gidIndex (ECCL_IB_GID_INDEX), 0 when not set.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "transport/ibverbs/api.h"
+#include "wire/data.h"
+
+namespace eccl::transport::ibverbs {
+
+struct Selection {
+  std::string name;   // "device" or "device:port"; empty: the first active port
+  int gidIndex = -1;  // -1: none on InfiniBand, 0 on RoCE
+};
+
+class Device {
+ public:
+  // ecclUnsupported with the reason when no device (or not the one asked
+  // for, or none with an active port) is there.
+  static Result<std::shared_ptr<Device>> open(const Api& api, const Selection& selection);
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  const Api& api() const { return api_; }
+  ibv_context* context() const { return context_; }
+  ibv_pd* pd() const { return pd_; }
+  uint8_t port() const { return port_; }
+  const std::string& name() const { return name_; }
+  // What a peer needs to address this port (VerbsOffer's lid, mtu, gid).
+  uint16_t lid() const { return lid_; }
+  ibv_mtu mtu() const { return mtu_; }
+  bool global() const { return gidIndex_ >= 0; }
+  int gidIndex() const { return gidIndex_; }
+  const ibv_gid& gid() const { return gid_; }
+  // Limits the queue pairs are sized within.
+  int maxQpWr() const { return attr_.max_qp_wr; }
+  int maxSge() const { return attr_.max_sge; }
+  int maxCqe() const { return attr_.max_cqe; }
+
+ private:
+  explicit Device(const Api& api) : api_(api) {}
+
+  const Api& api_;
+  ibv_context* context_ = nullptr;
+  ibv_pd* pd_ = nullptr;
+  ibv_device_attr attr_{};
+  uint8_t port_ = 1;
+  std::string name_;
+  uint16_t lid_ = 0;
+  ibv_mtu mtu_ = IBV_MTU_1024;
+  int gidIndex_ = -1;
+  ibv_gid gid_{};
+};
+
+}  // namespace eccl::transport::ibverbs
