@@ -155,6 +155,15 @@ TEST(IbverbsLink, CreditsKeepTheSenderBehindTheReceiver) {
     ASSERT_TRUE(f.hasValue()) << f.status().message();
     ASSERT_TRUE(std::equal(d.begin(), d.end(), f->bytes().begin(), f->bytes().end())) << i;
   }
+  // A receiver with more slots than the sender keeps in flight returns
+  // credits by what the sender holds, not by its own slot count.
+  Pair wide = connectPair(r, 1, {4096, 300});
+  ASSERT_TRUE(wide.sender && wide.receiver);
+  std::vector<std::byte> big = pattern(2 << 20, 99);
+  ASSERT_TRUE(sendOne(*wide.sender, 1, 0, big).isOk());
+  Result<Frame> f = recvOne(*wide.receiver, 1, 0);
+  ASSERT_TRUE(f.hasValue()) << f.status().message();
+  EXPECT_TRUE(std::equal(big.begin(), big.end(), f->bytes().begin(), f->bytes().end()));
   // Registrations of a payload live as long as its op.
   EXPECT_GT(r.registrations->stats().entries, 0u);
   p.sender->retire(1, 1);
@@ -381,6 +390,54 @@ TEST(IbverbsComm, TlsIsRefusedReadably) {
   ASSERT_FALSE(t.hasValue());
   EXPECT_EQ(t.status().code(), ecclInvalidUsage);
   EXPECT_NE(t.status().message().find("in the clear"), std::string::npos) << t.status().message();
+}
+
+// A group whose members disagree on the transport fails to open its links
+// (each acceptor refuses the other kind of link and logs why) instead of
+// running with garbage on the wire.
+TEST(IbverbsComm, MixedTransportsAreRefused) {
+  ScopedFakeVerbs fake;
+  LocalMaster master;
+  // Short timeouts: the links are never opened, which each side learns at its deadline.
+  auto shortConfig = [&](const PeerOptions& o) {
+    ecclCommConfig_t cfg = commConfig(master.address(), o);
+    cfg.opTimeoutMs = 3000;
+    cfg.connectTimeoutMs = 3000;
+    return cfg;
+  };
+  PeerOptions tcpPeer;
+  tcpPeer.transport = "tcp";
+  const ecclCommConfig_t tcpConfig = shortConfig(tcpPeer);
+  ecclComm_t tcp = nullptr;
+  ASSERT_EQ(ecclCommCreate(&tcpConfig, &tcp), ecclSuccess);
+  ASSERT_EQ(ecclCommConnect(tcp), ecclSuccess);
+  const auto t0 = Clock::now();
+  std::thread joining([&] {
+    const ecclCommConfig_t cfg = shortConfig(verbsPeers());
+    ecclComm_t verbs = nullptr;
+    ASSERT_EQ(ecclCommCreate(&cfg, &verbs), ecclSuccess);
+    ecclResult_t r = ecclCommConnect(verbs);
+    if (r == ecclSuccess) {
+      float x = 1;
+      r = ecclAllReduce(&x, &x, 1, ecclFloat32, ecclSum, nullptr, verbs, nullptr);
+    }
+    EXPECT_NE(r, ecclSuccess);
+    ecclCommDestroy(verbs);
+  });
+  int pending = 0;
+  for (int i = 0; i < 500 && pending == 0; ++i) {
+    ASSERT_EQ(ecclCommArePeersPending(tcp, &pending), ecclSuccess);
+    if (pending == 0) std::this_thread::sleep_for(10ms);
+  }
+  ecclResult_t r = ecclCommUpdateTopology(tcp);
+  if (r == ecclSuccess) {
+    float x = 1;
+    r = ecclAllReduce(&x, &x, 1, ecclFloat32, ecclSum, nullptr, tcp, nullptr);
+  }
+  EXPECT_NE(r, ecclSuccess);
+  joining.join();
+  EXPECT_LT(Clock::now() - t0, 15s);
+  ecclCommDestroy(tcp);
 }
 
 // A fault in the middle of an all-reduce: every member fails with

@@ -142,9 +142,9 @@ Result<std::unique_ptr<VerbsLink>> VerbsLink::dial(const Resources& resources, u
     return error(st.code(), fmt::format("RDMA link to peer {}: {}", remotePeer, st.message()));
   };
   qps = std::clamp<uint32_t>(qps, 1, wire::kMaxStreams);
-  // The credit receives are sized by the acceptor's slot count, known only
-  // from its answer: the queue pairs are made for the largest it may offer.
-  if (Status st = link->createLanes(qps, wire::kMaxVerbsSlotsPerQp); !st.isOk()) return fail(st);
+  // The queue pairs are made before the acceptor says how many slots it
+  // has: at most kMaxInFlight of them are used (credits never exceed it).
+  if (Status st = link->createLanes(qps, kMaxInFlight); !st.isOk()) return fail(st);
   wire::VerbsOffer offer = localOffer(*resources.device);
   for (const auto& lane : link->qps_) offer.qps.push_back(lane->qp.local());
   if (Status st = writeOffer(link->side_, offer, deadline, cancel); !st.isOk()) return fail(st);
@@ -160,9 +160,10 @@ Result<std::unique_ptr<VerbsLink>> VerbsLink::dial(const Resources& resources, u
   link->slots_ = {answer->slotBytes, answer->slotsPerQp};
   link->remoteSlots_ = answer->slotAddress;
   link->remoteKey_ = answer->rkey;
+  link->window_ = std::min(answer->slotsPerQp, kMaxInFlight);
   for (uint32_t i = 0; i < qps; ++i) {
-    link->qps_[i]->credits = answer->slotsPerQp;
-    for (uint32_t k = 0; k < answer->slotsPerQp; ++k) {
+    link->qps_[i]->credits = link->window_;
+    for (uint32_t k = 0; k < link->window_; ++k) {
       if (Status st = link->postCreditReceive(i); !st.isOk()) return fail(st);
     }
   }
@@ -348,10 +349,10 @@ Status VerbsLink::onCompletion(const ibv_wc& wc) {
     const uint32_t returned = ntohl(wc.imm_data);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (returned == 0 || lane.credits + returned > slots_.slotsPerQp) {
+      if (returned == 0 || lane.credits + returned > window_) {
         return error(ecclInvalidArgument, fmt::format("queue pair {}: the peer returned {} credits "
                                                       "with {} of {} held", lane.qp.qpn(), returned,
-                                                      lane.credits, slots_.slotsPerQp));
+                                                      lane.credits, window_));
       }
       lane.credits += returned;
     }
@@ -413,7 +414,10 @@ Status VerbsLink::onChunk(Lane& lane, uint32_t index, const ibv_wc& wc) {
     lane.frames.fetch_add(1, std::memory_order_relaxed);
     ECCL_RETURN_IF_ERROR(mailbox_.put(Frame{lane.header, std::move(lane.payload)}));
   }
-  if (frameDone || lane.unreturned >= slots_.slotsPerQp / 2) return returnCredits(lane, index);
+  // The sender holds at most min(slots, kMaxInFlight) credits: return them
+  // by half of that, so that it never waits for a batch it cannot fill.
+  const uint32_t batch = std::max<uint32_t>(1, std::min(slots_.slotsPerQp, kMaxInFlight) / 2);
+  if (frameDone || lane.unreturned >= batch) return returnCredits(lane, index);
   return Status::ok();
 }
 

@@ -12,10 +12,10 @@
 // message, and RDMA write lands where the receiver said without one; the
 // immediate gives the receiver its completion (a plain write gives none).
 //
-// Flow control: one credit per slot. The sender spends one per chunk and
-// waits when it has none; the receiver returns them in batches (half a
-// queue pair's slots, or at the end of a frame) as a zero-length
-// send-with-immediate whose immediate is the count. So a slot is never
+// Flow control: one credit per slot, at most kMaxInFlight per queue pair.
+// The sender spends one per chunk and waits when it has none; the receiver
+// returns them in batches (half of min(slots, kMaxInFlight), or at the end of
+// a frame) as a zero-length send-with-immediate whose immediate is the count. So a slot is never
 // overwritten before it was copied out, and writes never meet a missing
 // receive (no RNR).
 //
@@ -72,6 +72,9 @@ struct SlotConfig {
 class VerbsLink : public Link {
  public:
   static constexpr uint32_t kCopyMaxBytes = 8 << 10;
+  // Writes in flight per queue pair at most (the sender's credits), whatever
+  // number of slots the receiver offers.
+  static constexpr uint32_t kMaxInFlight = 64;
   static constexpr std::chrono::milliseconds kPoll{50};
   static constexpr std::chrono::microseconds kBusyPoll{50};
   static constexpr std::chrono::milliseconds kCompletionDeadline{2000};
@@ -156,6 +159,7 @@ class VerbsLink : public Link {
   size_t memoryBytes_ = 0;
   ibv_mr* mr_ = nullptr;
   SlotConfig slots_;
+  uint32_t window_ = 0;  // sender: credits per queue pair when none is spent
   uint64_t remoteSlots_ = 0;
   uint32_t remoteKey_ = 0;
   std::atomic<uint32_t> nextLane_{0};
