@@ -24,6 +24,7 @@ Process* Cluster::spawn(const PeerSpec& s) {
   if (!s.bind.empty()) argv.insert(argv.end(), {"--bind", s.bind});
   if (s.quant != "none") argv.insert(argv.end(), {"--quant", s.quant});
   if (s.memory != "host") argv.insert(argv.end(), {"--memory", s.memory});
+  if (s.transport != "tcp") argv.insert(argv.end(), {"--transport", s.transport});
   if (s.outOfPlace) argv.push_back("--out-of-place");
   if (s.noReconnect) argv.push_back("--no-reconnect");
   if (s.exitOnMasterLoss) argv.push_back("--exit-on-master-loss");

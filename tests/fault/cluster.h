@@ -56,6 +56,7 @@ struct PeerSpec {
   bool optimize = false;       // --optimize
   std::string quant = "none";  // --quant
   std::string memory = "host"; // --memory (cuda: device buffers, allreduce mode)
+  std::string transport = "tcp";  // --transport
 };
 
 // The peers of one run: spawned from one spec (overridable per peer), all

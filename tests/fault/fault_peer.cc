@@ -4,7 +4,8 @@
 //   eccl-fault-peer --master HOST:PORT [--mode allreduce|broadcast|async]
 //                   [--count N] [--tags K] [--root R] [--iters N] [--failure-ms T]
 //                   [--bind ADDR] [--out-of-place] [--no-reconnect] [--exit-on-master-loss]
-//                   [--quant none|bf16|fp16] [--memory host|cuda] [--id NAME]
+//                   [--quant none|bf16|fp16] [--memory host|cuda] [--transport tcp|ibverbs]
+//                   [--id NAME]
 //
 // Loop, in lockstep with the other members: ecclCommUpdateTopology, then one
 // in-place collective on a float32 buffer whose correct result depends only on
@@ -72,6 +73,7 @@ struct Options {
   bool optimize = false;
   std::string quant = "none";
   std::string memory = "host";
+  std::string transport = "tcp";
 };
 
 ecclQuantization_t quantOf(const std::string& name) {
@@ -139,6 +141,7 @@ class Peer {
     cfg.failureTimeoutMs = o_.failureMs;
     cfg.heartbeatIntervalMs = o_.heartbeatMs;
     cfg.opTimeoutMs = o_.opTimeoutMs;
+    cfg.transport = o_.transport.c_str();
     if (!o_.bind.empty()) {
       cfg.bindAddress = o_.bind.c_str();
       cfg.advertisedAddress = o_.bind.c_str();
@@ -433,6 +436,8 @@ int main(int argc, char** argv) {
   app.add_option("--bind", o.bind, "bind and advertise the data acceptor on this address");
   app.add_option("--memory", o.memory, "allreduce on host or CUDA device buffers")
       ->check(CLI::IsMember({"host", "cuda"}));
+  app.add_option("--transport", o.transport, "ecclCommConfig_t.transport")
+      ->check(CLI::IsMember({"tcp", "ibverbs", "nccl"}));
   app.add_option("--quant", o.quant, "codec of every op (16-bit codecs keep the check exact)")
       ->check(CLI::IsMember({"none", "bf16", "fp16"}));
   app.add_flag("--out-of-place", o.outOfPlace, "all-reduce from a separate send buffer");

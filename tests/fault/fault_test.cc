@@ -482,6 +482,30 @@ TEST(Fault, KillDuringAllReduceOverTcp) {
   ::unsetenv("ECCL_SHM");
 }
 
+// The same over RDMA on a real device (transport "ibverbs"): a SIGKILLed
+// peer's queue pairs vanish and its set-up stream closes; the bound and the
+// recovery are TCP's. Skips where there is no RDMA device (docs/ibverbs.md).
+TEST(Fault, KillDuringAllReduceOverIbverbs) {
+  ecclCommConfig_t probe = ECCL_COMM_CONFIG_INIT;
+  probe.masterAddress = "127.0.0.1:1";  // ecclCommCreate checks the transport, dials nothing
+  probe.transport = "ibverbs";
+  ecclComm_t comm = nullptr;
+  if (ecclCommCreate(&probe, &comm) != ecclSuccess) {
+    GTEST_SKIP() << "no RDMA device: " << ecclGetLastError(nullptr);
+  }
+  ecclCommDestroy(comm);
+  InProcessMaster master(kFailureMs);
+  ASSERT_TRUE(master.ok());
+  PeerSpec spec;
+  spec.transport = "ibverbs";
+  Cluster c = makeCluster(master.address(), spec);
+  startPeers(c, 4);
+  if (HasFatalFailure()) return;
+  killRounds("KillDuringAllReduceOverIbverbs", c, 4, SIGKILL, 0, 4, 10,
+             [&](std::mt19937& rng) { return randomPeer(c, rng); });
+  expectSharedMemory(c, false);
+}
+
 // The same over TLS (psk), through the environment every process inherits:
 // encryption changes neither the bound nor the recovery.
 TEST(Fault, KillDuringAllReduceOverTls) {

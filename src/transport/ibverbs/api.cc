@@ -3,22 +3,16 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
-#include <atomic>
 #include <cstring>
 #include <string>
+
+#include "transport/loaded_api.h"
 
 #include "common/log.h"
 
 namespace eccl::transport::ibverbs {
 namespace {
 
-std::atomic<const Api*> testApi{nullptr};
-
-template <typename F>
-void bind(void* lib, const char* name, F* fn, std::string* missing) {
-  *fn = reinterpret_cast<F>(dlsym(lib, name));
-  if (*fn == nullptr) *missing += std::string(" ") + name;
-}
 
 // verbs.h implements these inline, through the provider's ops table.
 int postSend(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad) { return ibv_post_send(qp, wr, bad); }
@@ -38,29 +32,29 @@ Result<const Api*> load() {
   }
   static Api real{};
   std::string missing;
-  bind(lib, "ibv_get_device_list", &real.getDeviceList, &missing);
-  bind(lib, "ibv_free_device_list", &real.freeDeviceList, &missing);
-  bind(lib, "ibv_get_device_name", &real.getDeviceName, &missing);
-  bind(lib, "ibv_open_device", &real.openDevice, &missing);
-  bind(lib, "ibv_close_device", &real.closeDevice, &missing);
-  bind(lib, "ibv_query_device", &real.queryDevice, &missing);
-  bind(lib, "ibv_query_port", &real.queryPort, &missing);
-  bind(lib, "ibv_query_gid", &real.queryGid, &missing);
-  bind(lib, "ibv_alloc_pd", &real.allocPd, &missing);
-  bind(lib, "ibv_dealloc_pd", &real.deallocPd, &missing);
-  bind(lib, "ibv_reg_mr", &real.regMr, &missing);
-  bind(lib, "ibv_dereg_mr", &real.deregMr, &missing);
-  bind(lib, "ibv_create_comp_channel", &real.createCompChannel, &missing);
-  bind(lib, "ibv_destroy_comp_channel", &real.destroyCompChannel, &missing);
-  bind(lib, "ibv_create_cq", &real.createCq, &missing);
-  bind(lib, "ibv_destroy_cq", &real.destroyCq, &missing);
-  bind(lib, "ibv_get_cq_event", &real.getCqEvent, &missing);
-  bind(lib, "ibv_ack_cq_events", &real.ackCqEvents, &missing);
-  bind(lib, "ibv_create_qp", &real.createQp, &missing);
-  bind(lib, "ibv_modify_qp", &real.modifyQp, &missing);
-  bind(lib, "ibv_destroy_qp", &real.destroyQp, &missing);
-  bind(lib, "ibv_fork_init", &real.forkInit, &missing);
-  bind(lib, "ibv_wc_status_str", &real.wcStatusStr, &missing);
+  bindSymbol(lib, "ibv_get_device_list", &real.getDeviceList, &missing);
+  bindSymbol(lib, "ibv_free_device_list", &real.freeDeviceList, &missing);
+  bindSymbol(lib, "ibv_get_device_name", &real.getDeviceName, &missing);
+  bindSymbol(lib, "ibv_open_device", &real.openDevice, &missing);
+  bindSymbol(lib, "ibv_close_device", &real.closeDevice, &missing);
+  bindSymbol(lib, "ibv_query_device", &real.queryDevice, &missing);
+  bindSymbol(lib, "ibv_query_port", &real.queryPort, &missing);
+  bindSymbol(lib, "ibv_query_gid", &real.queryGid, &missing);
+  bindSymbol(lib, "ibv_alloc_pd", &real.allocPd, &missing);
+  bindSymbol(lib, "ibv_dealloc_pd", &real.deallocPd, &missing);
+  bindSymbol(lib, "ibv_reg_mr", &real.regMr, &missing);
+  bindSymbol(lib, "ibv_dereg_mr", &real.deregMr, &missing);
+  bindSymbol(lib, "ibv_create_comp_channel", &real.createCompChannel, &missing);
+  bindSymbol(lib, "ibv_destroy_comp_channel", &real.destroyCompChannel, &missing);
+  bindSymbol(lib, "ibv_create_cq", &real.createCq, &missing);
+  bindSymbol(lib, "ibv_destroy_cq", &real.destroyCq, &missing);
+  bindSymbol(lib, "ibv_get_cq_event", &real.getCqEvent, &missing);
+  bindSymbol(lib, "ibv_ack_cq_events", &real.ackCqEvents, &missing);
+  bindSymbol(lib, "ibv_create_qp", &real.createQp, &missing);
+  bindSymbol(lib, "ibv_modify_qp", &real.modifyQp, &missing);
+  bindSymbol(lib, "ibv_destroy_qp", &real.destroyQp, &missing);
+  bindSymbol(lib, "ibv_fork_init", &real.forkInit, &missing);
+  bindSymbol(lib, "ibv_wc_status_str", &real.wcStatusStr, &missing);
   if (!missing.empty()) {
     return error(ecclUnsupported, fmt::format("transport \"ibverbs\": {} lacks{}", kLibrary, missing));
   }
@@ -77,14 +71,12 @@ Result<const Api*> load() {
   return &real;  // the library stays loaded
 }
 
+LoadedApi<Api> table(load);
+
 }  // namespace
 
-Result<const Api*> api() {
-  if (const Api* t = testApi.load(std::memory_order_acquire)) return t;
-  static const Result<const Api*> loaded = load();
-  return loaded;
-}
+Result<const Api*> api() { return table.get(); }
 
-void setApiForTesting(const Api* a) { testApi.store(a, std::memory_order_release); }
+void setApiForTesting(const Api* a) { table.setForTesting(a); }
 
 }  // namespace eccl::transport::ibverbs

@@ -3,20 +3,13 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
-#include <atomic>
 #include <string>
+
+#include "transport/loaded_api.h"
 
 namespace eccl::transport::nccl {
 namespace {
 
-std::atomic<const Api*> testApi{nullptr};
-
-template <typename F>
-bool bind(void* lib, const char* name, F* fn, std::string* missing) {
-  *fn = reinterpret_cast<F>(dlsym(lib, name));
-  if (*fn == nullptr) *missing += std::string(" ") + name;
-  return *fn != nullptr;
-}
 
 Result<const Api*> load() {
   constexpr const char* kLibrary = "libnccl.so.2";
@@ -38,14 +31,14 @@ Result<const Api*> load() {
   }
   static Api real{};
   std::string missing;
-  bind(lib, "ncclGetVersion", &real.getVersion, &missing);
-  bind(lib, "ncclGetUniqueId", &real.getUniqueId, &missing);
-  bind(lib, "ncclCommInitRankConfig", &real.commInitRankConfig, &missing);
-  bind(lib, "ncclCommGetAsyncError", &real.commGetAsyncError, &missing);
-  bind(lib, "ncclCommAbort", &real.commAbort, &missing);
-  bind(lib, "ncclAllReduce", &real.allReduce, &missing);
-  bind(lib, "ncclBroadcast", &real.broadcast, &missing);
-  bind(lib, "ncclGetErrorString", &real.getErrorString, &missing);
+  bindSymbol(lib, "ncclGetVersion", &real.getVersion, &missing);
+  bindSymbol(lib, "ncclGetUniqueId", &real.getUniqueId, &missing);
+  bindSymbol(lib, "ncclCommInitRankConfig", &real.commInitRankConfig, &missing);
+  bindSymbol(lib, "ncclCommGetAsyncError", &real.commGetAsyncError, &missing);
+  bindSymbol(lib, "ncclCommAbort", &real.commAbort, &missing);
+  bindSymbol(lib, "ncclAllReduce", &real.allReduce, &missing);
+  bindSymbol(lib, "ncclBroadcast", &real.broadcast, &missing);
+  bindSymbol(lib, "ncclGetErrorString", &real.getErrorString, &missing);
   if (!missing.empty()) {
     return error(ecclUnsupported, fmt::format("transport \"nccl\": {} lacks{}", kLibrary, missing));
   }
@@ -59,15 +52,13 @@ Result<const Api*> load() {
   return &real;  // the library stays loaded
 }
 
+LoadedApi<Api> table(load);
+
 }  // namespace
 
-Result<const Api*> api() {
-  if (const Api* t = testApi.load(std::memory_order_acquire)) return t;
-  static const Result<const Api*> loaded = load();
-  return loaded;
-}
+Result<const Api*> api() { return table.get(); }
 
-void setApiForTesting(const Api* a) { testApi.store(a, std::memory_order_release); }
+void setApiForTesting(const Api* a) { table.setForTesting(a); }
 
 bool toNccl(ecclDataType_t dtype, ncclDataType_t* out) {
   switch (dtype) {
