@@ -159,8 +159,11 @@ Status Communicator::registerAndJoin() {
   topts.sharedMemory = env::sharedMemory();
   topts.authToken = options_.authToken;
   topts.tls = options_.tls;
-  topts.rdmaDevice = env::ibDevice();
-  topts.rdmaGidIndex = env::ibGidIndex();
+  topts.rdma.device = env::ibDevice();
+  topts.rdma.gidIndex = env::ibGidIndex();
+  topts.rdma.timeout = env::ibTimeout();
+  topts.rdma.trafficClass = env::ibTrafficClass();
+  topts.rdma.serviceLevel = env::ibServiceLevel();
   Result<std::unique_ptr<transport::Transport>> t = transport::createTransport(options_.transport, topts);
   if (!t) return t.status();
   transport_ = std::move(*t);

@@ -10,7 +10,10 @@ constexpr Knob kKnobs[] = {
     {"ECCL_AUTH_TOKEN", "", "shared auth token, used when ecclMasterConfig_t/ecclCommConfig_t.authToken is NULL"},
     {"ECCL_CUDA_PLUGIN", "", "path of the CUDA plugin (libeccl_cuda.so) to load for ecclMemCuda buffers; empty = next to libeccl, then the loader's search path"},
     {"ECCL_IB_DEVICE", "", "transport \"ibverbs\": the RDMA device, as name or name:port (e.g. mlx5_0:1); empty = the first device with an active port"},
-    {"ECCL_IB_GID_INDEX", "-1", "transport \"ibverbs\": GID index to address peers by (RoCE; -1 = 0 on RoCE ports, LID addressing on InfiniBand)"},
+    {"ECCL_IB_GID_INDEX", "-1", "transport \"ibverbs\": GID index to address peers by (RoCE; -1 = the first RoCE v2 GID with an IPv4 address, else 0, on RoCE ports; LID addressing on InfiniBand)"},
+    {"ECCL_IB_SL", "0", "transport \"ibverbs\": InfiniBand service level of the queue pairs (0 .. 15)"},
+    {"ECCL_IB_TC", "0", "transport \"ibverbs\": traffic class of the queue pairs' packets (RoCE: DSCP << 2; 0 .. 255), for the fabric's lossless class"},
+    {"ECCL_IB_TIMEOUT", "14", "transport \"ibverbs\": local ACK timeout exponent (4.096 us * 2^t per try, 7 retries; 8 .. 24); overdue completions break a link after 4 x 8 tries + 1 s"},
     {"ECCL_LOG_LEVEL", "warn", "trace, debug, info, warn, error or off"},
     {"ECCL_LOG_SUBSYS", "", "comma-separated subsystems to log: master, comm, transport, coll, api (empty = all)"},
     {"ECCL_MASTER_MAX_CONNECTIONS", "4096", "connections a master holds at once; more are closed at accept (16 .. 1000000)"},
@@ -75,6 +78,9 @@ uint32_t masterRegisterTimeoutMs() {
 }
 std::string cudaPlugin() { return read("ECCL_CUDA_PLUGIN"); }
 std::string ibDevice() { return read("ECCL_IB_DEVICE"); }
+uint8_t ibTimeout() { return static_cast<uint8_t>(readUint("ECCL_IB_TIMEOUT", 8, 24)); }
+uint8_t ibTrafficClass() { return static_cast<uint8_t>(readUint("ECCL_IB_TC", 0, 255)); }
+uint8_t ibServiceLevel() { return static_cast<uint8_t>(readUint("ECCL_IB_SL", 0, 15)); }
 int ibGidIndex() {
   const std::string s = read("ECCL_IB_GID_INDEX");
   char* end = nullptr;

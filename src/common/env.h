@@ -41,6 +41,10 @@ std::string cudaPlugin();
 std::string ibDevice();
 // ECCL_IB_GID_INDEX: the GID index peers are addressed by (-1: 0 on RoCE, LID on InfiniBand).
 int ibGidIndex();
+// ECCL_IB_TIMEOUT, ECCL_IB_TC, ECCL_IB_SL: the queue pairs' ACK timeout exponent, traffic class, service level.
+uint8_t ibTimeout();
+uint8_t ibTrafficClass();
+uint8_t ibServiceLevel();
 // ECCL_AUTH_TOKEN: the shared token when a config leaves authToken unset.
 std::string authToken();
 // ECCL_TLS, ECCL_TLS_CERT, ECCL_TLS_KEY, ECCL_TLS_CA: TLS when a config leaves them NULL.

@@ -51,7 +51,6 @@ Result<std::unique_ptr<Transport>> createTransport(const std::string& name,
 #ifdef ECCL_HAVE_IBVERBS
   if (name == "ibverbs") {
     ibverbs::VerbsOptions verbs;
-    verbs.device = {options.rdmaDevice, options.rdmaGidIndex};
     Result<std::unique_ptr<ibverbs::VerbsTransport>> t = ibverbs::VerbsTransport::create(options, verbs);
     if (!t) return t.status();
     return std::unique_ptr<Transport>(std::move(*t));

@@ -104,6 +104,17 @@ struct Endpoint {
   uint16_t port = 0;
 };
 
+// Transport "ibverbs" (ibverbs/device.h, ibverbs/queue_pair.h; the ECCL_IB_* knobs).
+struct RdmaOptions {
+  std::string device;  // "name" or "name:port"; empty: the first device with an active port
+  // -1: on RoCE the first RoCE v2 GID with an IPv4 address (sysfs), else 0;
+  // on InfiniBand, LID addressing.
+  int gidIndex = -1;
+  uint8_t timeout = 14;  // local ACK timeout: 4.096 us * 2^timeout per try, 7 retries
+  uint8_t trafficClass = 0;
+  uint8_t serviceLevel = 0;
+};
+
 struct TransportOptions {
   std::string bindAddress;    // outgoing links leave from it; empty = the OS picks
   std::string listenAddress;  // the acceptor's; empty = bindAddress, or any (IPv4 and IPv6)
@@ -122,10 +133,7 @@ struct TransportOptions {
   bool sharedMemory = true;
   std::string authToken;
   security::TlsOptions tls;  // TLS 1.3 on every stream after the handshake
-  // Transport "ibverbs" (ibverbs/device.h): the device ("name" or
-  // "name:port"; empty: the first active port) and GID index (-1: default).
-  std::string rdmaDevice;
-  int rdmaGidIndex = -1;
+  RdmaOptions rdma;  // transport "ibverbs"
 };
 
 class Transport {

@@ -1,6 +1,6 @@
 // The RDMA transport's pieces over the stand-in provider
 // (tests/support/fake_verbs.h): device selection, the queue pair state
-// machine and the registration cache. The links themselves run in
+// machine and the registrations. The links themselves run in
 // tests/integration/ibverbs_test.cc.
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -10,6 +10,7 @@
 #include "support/fake_verbs.h"
 #include "transport/ibverbs/queue_pair.h"
 #include "transport/ibverbs/registration.h"
+#include "transport/transport.h"
 
 namespace eccl::transport::ibverbs {
 namespace {
@@ -22,7 +23,14 @@ const Api& verbs() {
   return **a;
 }
 
-std::shared_ptr<Device> openDevice(const Selection& s = {}) {
+RdmaOptions pick(const char* device, int gidIndex = -1) {
+  RdmaOptions o;
+  o.device = device;
+  o.gidIndex = gidIndex;
+  return o;
+}
+
+std::shared_ptr<Device> openDevice(const RdmaOptions& s = {}) {
   Result<const Api*> a = api();
   EXPECT_TRUE(a.hasValue());
   Result<std::shared_ptr<Device>> d = Device::open(**a, s);
@@ -56,21 +64,21 @@ TEST(Ibverbs, SelectsTheDeviceAndPortAskedFor) {
   EXPECT_EQ(d->port(), 1);
   EXPECT_TRUE(d->global()) << "RoCE is addressed by GID";
   EXPECT_EQ(d->gidIndex(), 0);
-  d = openDevice({"mlx5_1:2", 1});
+  d = openDevice(pick("mlx5_1:2", 1));
   ASSERT_TRUE(d);
   EXPECT_EQ(d->port(), 2);
   EXPECT_EQ(d->gidIndex(), 1);
   d.reset();
   for (const char* bad : {"mlx5_0", "mlx5_9", "mlx5_1:3"}) {
-    Result<std::shared_ptr<Device>> r = Device::open(verbs(), {bad, -1});
+    Result<std::shared_ptr<Device>> r = Device::open(verbs(), pick(bad));
     ASSERT_FALSE(r.hasValue()) << bad;
     EXPECT_EQ(r.status().code(), ecclUnsupported);
     EXPECT_NE(r.status().message().find("mlx5_1"), std::string::npos)
         << "names the devices found: " << r.status().message();
   }
-  Result<std::shared_ptr<Device>> r = Device::open(verbs(), {"mlx5_1:x", -1});
+  Result<std::shared_ptr<Device>> r = Device::open(verbs(), pick("mlx5_1:x"));
   EXPECT_EQ(r.status().code(), ecclInvalidArgument);
-  r = Device::open(verbs(), {"mlx5_1", 99});
+  r = Device::open(verbs(), pick("mlx5_1", 99));
   EXPECT_EQ(r.status().code(), ecclUnsupported) << "no GID at that index";
   EXPECT_EQ(fake->counts().liveContexts, 0u);
   EXPECT_EQ(fake->counts().livePds, 0u);
@@ -160,56 +168,63 @@ TEST(Ibverbs, CompletionChannelAnnouncesCompletionsAfterArming) {
   EXPECT_EQ(cq->poll(1, &wc), 1);
 }
 
-TEST(Ibverbs, RegistrationCacheHitsWithinAnOpAndDropsAtItsEnd) {
+// Sends in flight over the same pages share a registration; it is gone
+// with the last of them (nothing is kept that could go stale).
+TEST(Ibverbs, RegistrationsLiveAsLongAsTheirSends) {
   ScopedFakeVerbs fake;
   std::shared_ptr<Device> d = openDevice();
-  RegistrationCache cache(d, {});
+  Registrations regs(d, {});
   std::vector<std::byte> buf(1 << 20);
   {
-    Result<RegistrationCache::Pin> a = cache.pin(buf.data(), buf.size(), 1, 5);
+    Result<Registrations::Pin> a = regs.pin(buf.data(), buf.size());
     ASSERT_TRUE(a.hasValue()) << a.status().message();
-    // Inside the first: a hit, the same key.
-    Result<RegistrationCache::Pin> b = cache.pin(buf.data() + 4096, 1000, 1, 5);
+    Result<Registrations::Pin> b = regs.pin(buf.data() + 4096, 1000);
     ASSERT_TRUE(b.hasValue());
-    EXPECT_EQ(a->lkey(), b->lkey());
-    // In use: retiring the op keeps it.
-    cache.retire(1, 5);
-    EXPECT_EQ(cache.stats().entries, 1u);
+    EXPECT_EQ(a->lkey(), b->lkey()) << "inside the first: shared";
+    EXPECT_EQ(regs.stats().entries, 1u);
+    // A range reaching past it gets its own.
+    Result<Registrations::Pin> c = regs.pin(buf.data() + 4096, buf.size());
+    ASSERT_TRUE(c.hasValue());
+    EXPECT_NE(a->lkey(), c->lkey());
+    EXPECT_EQ(regs.stats().entries, 2u);
+    const uintptr_t misalign = reinterpret_cast<uintptr_t>(buf.data()) % 4096;
+    EXPECT_GE(regs.stats().bytes, 2 * buf.size() + (misalign != 0 ? 4096 : 0) - 4096);
   }
-  RegistrationCache::Stats s = cache.stats();
-  EXPECT_EQ(s.hits, 1u);
-  EXPECT_EQ(s.misses, 1u);
-  EXPECT_EQ(s.bytes, buf.size() + (reinterpret_cast<uintptr_t>(buf.data()) % 4096 ? 4096 : 0));
-  // Another tag's end, or an earlier op of this tag, leaves it; its own end drops it.
-  cache.retire(2, 100);
-  cache.retire(1, 4);
-  EXPECT_EQ(cache.stats().entries, 1u);
-  cache.retire(1, 5);
-  EXPECT_EQ(cache.stats().entries, 0u);
+  Registrations::Stats s = regs.stats();
+  EXPECT_EQ(s.shared, 1u);
+  EXPECT_EQ(s.made, 2u);
+  EXPECT_EQ(s.entries, 0u);
+  EXPECT_EQ(s.bytes, 0u);
   EXPECT_EQ(fake->counts().liveMrs, 0u);
+  // Moving a pin moves the hold.
+  Result<Registrations::Pin> a = regs.pin(buf.data(), 10);
+  Registrations::Pin moved = std::move(*a);
+  EXPECT_EQ(regs.stats().entries, 1u);
+  moved = Registrations::Pin();
+  EXPECT_EQ(regs.stats().entries, 0u);
 }
 
-TEST(Ibverbs, RegistrationCacheIsBounded) {
+TEST(Ibverbs, RegistrationsAreBounded) {
   ScopedFakeVerbs fake;
   std::shared_ptr<Device> d = openDevice();
-  RegistrationCache cache(d, {/*maxEntries=*/3, /*maxBytes=*/uint64_t{1} << 30});
-  std::vector<std::vector<std::byte>> bufs(5, std::vector<std::byte>(64 << 10));
-  for (auto& b : bufs) ASSERT_TRUE(cache.pin(b.data(), b.size(), 1, 1).hasValue());
-  EXPECT_EQ(cache.stats().entries, 3u);
-  EXPECT_EQ(cache.stats().dropped, 2u) << "the least recently used idle ones";
-  // All in use: a fourth is refused, not pinned past the bound.
-  std::vector<RegistrationCache::Pin> held;
+  Registrations regs(d, {/*maxEntries=*/3, /*maxBytes=*/uint64_t{1} << 30});
+  std::vector<std::vector<std::byte>> bufs(4, std::vector<std::byte>(64 << 10));
+  std::vector<Registrations::Pin> held;
   for (int i = 0; i < 3; ++i) {
-    Result<RegistrationCache::Pin> p = cache.pin(bufs[2 + i].data(), 100, 1, 2);
+    Result<Registrations::Pin> p = regs.pin(bufs[i].data(), bufs[i].size());
     ASSERT_TRUE(p.hasValue());
     held.push_back(std::move(*p));
   }
-  Result<RegistrationCache::Pin> more = cache.pin(bufs[0].data(), 100, 1, 2);
-  EXPECT_FALSE(more.hasValue());
-  EXPECT_EQ(cache.stats().entries, 3u);
+  Result<Registrations::Pin> more = regs.pin(bufs[3].data() + 8192, 100);  // clear of its neighbours
+  ASSERT_FALSE(more.hasValue());
+  EXPECT_NE(more.status().message().find("in use at once"), std::string::npos);
   held.clear();
-  EXPECT_TRUE(cache.pin(bufs[0].data(), 100, 1, 2).hasValue());
-  EXPECT_EQ(fake->counts().liveMrs, cache.stats().entries);
+  EXPECT_TRUE(regs.pin(bufs[3].data() + 8192, 100).hasValue());
+  // One frame larger than the byte bound still goes, alone.
+  Registrations small(d, {8, 4096});
+  std::vector<std::byte> big(1 << 20);
+  EXPECT_TRUE(small.pin(big.data(), big.size()).hasValue());
+  EXPECT_EQ(fake->counts().liveMrs, 0u);
 }
 
 TEST(Ibverbs, RegistrationTheDeviceRefusesIsAReadableError) {
@@ -217,13 +232,13 @@ TEST(Ibverbs, RegistrationTheDeviceRefusesIsAReadableError) {
   o.maxRegisteredBytes = 1 << 20;
   ScopedFakeVerbs fake(o);
   std::shared_ptr<Device> d = openDevice();
-  RegistrationCache cache(d, {});
+  Registrations regs(d, {});
   std::vector<std::byte> big(4 << 20);
-  Result<RegistrationCache::Pin> p = cache.pin(big.data(), big.size(), 1, 1);
+  Result<Registrations::Pin> p = regs.pin(big.data(), big.size());
   ASSERT_FALSE(p.hasValue());
   EXPECT_EQ(p.status().code(), ecclSystemError);
   EXPECT_NE(p.status().message().find("locked-memory"), std::string::npos) << p.status().message();
-  EXPECT_EQ(cache.stats().entries, 0u);
+  EXPECT_EQ(regs.stats().entries, 0u);
 }
 
 }  // namespace

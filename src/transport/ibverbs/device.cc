@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <fstream>
 
 #include "common/log.h"
 
@@ -27,14 +29,33 @@ bool parseSelection(const std::string& s, std::string* name, int* port) {
   return ec == std::errc() && p == e && *port >= 1 && *port <= 255;
 }
 
+// On RoCE: the first GID that sysfs types "RoCE v2" and that holds an IPv4
+// address (::ffff:a.b.c.d); -1 when sysfs says nothing (no such file, or none).
+int roceV2Gid(const Api& api, ibv_context* ctx, const std::string& device, uint8_t port, int tableLen) {
+  for (int i = 0; i < tableLen; ++i) {
+    std::ifstream f(fmt::format("/sys/class/infiniband/{}/ports/{}/gid_attrs/types/{}", device, port, i));
+    std::string type;
+    if (!std::getline(f, type) || type.find("v2") == std::string::npos) continue;
+    ibv_gid gid{};
+    if (api.queryGid(ctx, port, i, &gid) != 0) continue;
+    const uint8_t* r = gid.raw;
+    if (std::all_of(r, r + 10, [](uint8_t b) { return b == 0; }) && r[10] == 0xff && r[11] == 0xff) return i;
+  }
+  return -1;
+}
+
+bool zero(const ibv_gid& gid) {
+  return std::all_of(gid.raw, gid.raw + 16, [](uint8_t b) { return b == 0; });
+}
+
 }  // namespace
 
-Result<std::shared_ptr<Device>> Device::open(const Api& api, const Selection& selection) {
+Result<std::shared_ptr<Device>> Device::open(const Api& api, const RdmaOptions& options) {
   std::string wantName;
   int wantPort = 0;
-  if (!parseSelection(selection.name, &wantName, &wantPort)) {
+  if (!parseSelection(options.device, &wantName, &wantPort)) {
     return error(ecclInvalidArgument, fmt::format("RDMA device '{}': expected a device name, or "
-                                                  "name:port with a port from 1", selection.name));
+                                                  "name:port with a port from 1", options.device));
   }
   int count = 0;
   ibv_device** list = api.getDeviceList(&count);
@@ -44,6 +65,7 @@ Result<std::shared_ptr<Device>> Device::open(const Api& api, const Selection& se
                                   "lists none: is the driver loaded, e.g. mlx5_ib?)");
   }
   std::shared_ptr<Device> d(new Device(api));
+  d->path_ = options;
   std::string seen;
   for (int i = 0; i < count && d->context_ == nullptr; ++i) {
     const std::string name = api.getDeviceName(list[i]);
@@ -73,7 +95,16 @@ Result<std::shared_ptr<Device>> Device::open(const Api& api, const Selection& se
         d->lid_ = pa.lid;
         d->mtu_ = pa.active_mtu;
         const bool roce = pa.link_layer == IBV_LINK_LAYER_ETHERNET;
-        d->gidIndex_ = selection.gidIndex >= 0 ? selection.gidIndex : roce ? 0 : -1;
+        d->gidIndex_ = options.gidIndex;
+        if (d->gidIndex_ < 0 && roce) {
+          d->gidIndex_ = roceV2Gid(api, ctx, name, static_cast<uint8_t>(port), pa.gid_tbl_len);
+          if (d->gidIndex_ < 0) {
+            d->gidIndex_ = 0;
+            ECCL_LOG(kWarn, kTransport, "RDMA device {} port {}: no RoCE v2 GID with an IPv4 "
+                     "address found in sysfs; using GID index 0 (set ECCL_IB_GID_INDEX if peers "
+                     "are on other subnets)", name, port);
+          }
+        }
         ECCL_LOG(kInfo, kTransport, "RDMA device {} port {} ({}, lid {}, mtu {}, gid index {})",
                  name, port, linkLayerName(pa.link_layer), pa.lid, 128 << pa.active_mtu, d->gidIndex_);
       }
@@ -90,10 +121,11 @@ Result<std::shared_ptr<Device>> Device::open(const Api& api, const Selection& se
                                    "found or no active port{} (devices: {})",
                                    wantName, wantPort != 0 ? fmt::format(" {}", wantPort) : "", seen));
   }
-  if (d->gidIndex_ >= 0 && api.queryGid(d->context_, d->port_, d->gidIndex_, &d->gid_) != 0) {
+  if (d->gidIndex_ >= 0 &&
+      (api.queryGid(d->context_, d->port_, d->gidIndex_, &d->gid_) != 0 || zero(d->gid_))) {
     return error(ecclUnsupported, fmt::format("transport \"ibverbs\": {} port {} has no GID at index "
-                                              "{} (ECCL_IB_GID_INDEX)", d->name_, d->port_,
-                                              d->gidIndex_));
+                                              "{} (ECCL_IB_GID_INDEX; show_gids lists them)",
+                                              d->name_, d->port_, d->gidIndex_));
   }
   d->pd_ = api.allocPd(d->context_);
   if (d->pd_ == nullptr) {

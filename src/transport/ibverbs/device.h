@@ -2,30 +2,29 @@
 // (gloo's ibverbs/device.h). Opened once per transport; every link's queue
 // pairs, completion queues and registrations hang off its PD.
 //
-// Selection: `name` picks the device (ECCL_IB_DEVICE, "mlx5_0" or
+// Selection (RdmaOptions): `device` picks it (ECCL_IB_DEVICE, "mlx5_0" or
 // "mlx5_0:2" for port 2); empty takes the first device with an active port.
 // InfiniBand ports are addressed by LID; RoCE ports (link layer Ethernet)
-// need a GID: gidIndex (ECCL_IB_GID_INDEX), 0 when not set.
+// need a GID: gidIndex (ECCL_IB_GID_INDEX), or when not set the first RoCE v2
+// GID with an IPv4 address that sysfs lists for the port (routable across
+// subnets, unlike RoCE v1 or link-local ones), else index 0. An all-zero GID
+// is refused.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "transport/ibverbs/api.h"
+#include "transport/transport.h"
 #include "wire/data.h"
 
 namespace eccl::transport::ibverbs {
-
-struct Selection {
-  std::string name;   // "device" or "device:port"; empty: the first active port
-  int gidIndex = -1;  // -1: none on InfiniBand, 0 on RoCE
-};
 
 class Device {
  public:
   // ecclUnsupported with the reason when no device (or not the one asked
   // for, or none with an active port) is there.
-  static Result<std::shared_ptr<Device>> open(const Api& api, const Selection& selection);
+  static Result<std::shared_ptr<Device>> open(const Api& api, const RdmaOptions& options);
   ~Device();
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
@@ -45,6 +44,8 @@ class Device {
   int maxQpWr() const { return attr_.max_qp_wr; }
   int maxSge() const { return attr_.max_sge; }
   int maxCqe() const { return attr_.max_cqe; }
+  // The path settings every queue pair gets (timeout, traffic class, SL).
+  const RdmaOptions& path() const { return path_; }
 
  private:
   explicit Device(const Api& api) : api_(api) {}
@@ -59,6 +60,7 @@ class Device {
   ibv_mtu mtu_ = IBV_MTU_1024;
   int gidIndex_ = -1;
   ibv_gid gid_{};
+  RdmaOptions path_;
 };
 
 }  // namespace eccl::transport::ibverbs

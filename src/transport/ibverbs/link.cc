@@ -70,19 +70,26 @@ wire::VerbsOffer localOffer(const Device& d) {
 }  // namespace
 
 VerbsLink::VerbsLink(const Resources& resources, uint64_t remotePeer, Role role, tcp::Socket side)
-    : resources_(resources), remotePeer_(remotePeer), role_(role), side_(std::move(side)) {}
+    : resources_(resources),
+      remotePeer_(remotePeer),
+      role_(role),
+      side_(std::move(side)),
+      completionDeadline_(QueuePair::completionDeadline(resources.device->path().timeout)) {}
 
 Status VerbsLink::createLanes(uint32_t count, uint32_t slotsPerQp) {
   const std::shared_ptr<Device>& d = resources_.device;
-  // Sender: per lane a write per slot and a receive per credit message;
-  // receiver: a receive per slot and a credit message per slot at most.
-  Result<CompletionQueue> cq = CompletionQueue::create(d, static_cast<int>(count * slotsPerQp * 2 + 16));
-  if (!cq) return cq.status();
-  cq_.emplace(std::move(*cq));
+  // Sender: writes (at most 2 windows' worth in the send queue, credits
+  // permitting) and a receive per credit message; receiver: a receive per
+  // slot and at most kCreditSends credit messages. The CQ holds every
+  // completion the queues can have outstanding, so it cannot overrun.
   QueuePair::Config config;
-  config.sendDepth = slotsPerQp + 1;
+  config.sendDepth = role_ == Role::kSender ? 2 * slotsPerQp + 1 : kCreditSends + 1;
   config.recvDepth = slotsPerQp + 1;
   config.maxSge = 2;
+  Result<CompletionQueue> cq = CompletionQueue::create(
+      d, static_cast<int>(count * (config.sendDepth + config.recvDepth) + 16));
+  if (!cq) return cq.status();
+  cq_.emplace(std::move(*cq));
   for (uint32_t i = 0; i < count; ++i) {
     Result<QueuePair> qp = QueuePair::create(d, cq_->cq(), config);
     if (!qp) return qp.status();
@@ -151,16 +158,21 @@ Result<std::unique_ptr<VerbsLink>> VerbsLink::dial(const Resources& resources, u
   Result<wire::VerbsOffer> answer = readOffer(link->side_, /*fromAcceptor=*/true, deadline, cancel);
   if (!answer) return fail(answer.status());
   if (answer->refusal != 0) {
-    return error(static_cast<ecclResult_t>(answer->refusal) == ecclUnsupported ? ecclUnsupported
-                                                                               : ecclPeerLost,
-                 fmt::format("RDMA link to peer {}: the peer could not set up its side (result {}; "
-                             "its log says why)", remotePeer, answer->refusal));
+    // Its own result (out of memory, no registration, ...): retrying the
+    // same link would fail the same way, unlike a lost peer.
+    const ecclResult_t code = answer->refusal < static_cast<uint32_t>(ecclNumResults)
+                                  ? static_cast<ecclResult_t>(answer->refusal)
+                                  : ecclSystemError;
+    return error(code, fmt::format("RDMA link to peer {}: the peer could not set up its side "
+                                   "(its result {}; its log says why)", remotePeer,
+                                   static_cast<int>(code)));
   }
   if (Status st = link->connectLanes(*answer); !st.isOk()) return fail(st);
   link->slots_ = {answer->slotBytes, answer->slotsPerQp};
   link->remoteSlots_ = answer->slotAddress;
   link->remoteKey_ = answer->rkey;
   link->window_ = std::min(answer->slotsPerQp, kMaxInFlight);
+  link->copyMax_ = std::min<uint32_t>(kCopyMaxBytes, answer->slotBytes - kHeaderBytes);
   for (uint32_t i = 0; i < qps; ++i) {
     link->qps_[i]->credits = link->window_;
     for (uint32_t k = 0; k < link->window_; ++k) {
@@ -221,6 +233,7 @@ VerbsLink::~VerbsLink() {
   if (progress_.joinable()) progress_.join();
   // Queue pairs before the memory their work names, the CQ after them.
   qps_.clear();
+  orphans_.clear();
   cq_.reset();
   if (mr_ != nullptr) resources_.device->api().deregMr(mr_);
   std::free(memory_);
@@ -252,6 +265,7 @@ Status VerbsLink::breakLink(const std::string& why) {
 void VerbsLink::progressLoop() {
   ibv_wc wc[32];
   Clock::time_point idleSince = Clock::now();
+  Clock::time_point nextScan = idleSince;
   bool armed = false;
   while (!stop_.load(std::memory_order_acquire)) {
     const int n = cq_->poll(32, wc);
@@ -262,24 +276,27 @@ void VerbsLink::progressLoop() {
     for (int i = 0; i < n; ++i) {
       if (Status st = onCompletion(wc[i]); !st.isOk()) (void)breakLink(st.message());
     }
-    if (n > 0) {
-      idleSince = Clock::now();
-      armed = false;
-      continue;
-    }
     const Clock::time_point now = Clock::now();
-    if (role_ == Role::kSender) {
+    // Every lane's oldest write, on a timer: a stuck lane is found while its siblings are busy.
+    if (role_ == Role::kSender && now >= nextScan) {
+      nextScan = now + kPoll;
       std::unique_lock<std::mutex> lock(mu_);
       for (size_t i = 0; i < qps_.size() && broken_.isOk(); ++i) {
         const Lane& l = *qps_[i];
-        if (l.completed < l.posted && now - l.oldestPosted > kCompletionDeadline) {
+        if (l.completed < l.posted && now - l.oldestPosted > completionDeadline_) {
           lock.unlock();
-          (void)breakLink(fmt::format("queue pair {}: a write got no completion within {} ms (the HCA "
-                                "reports a dead peer sooner: the fabric or driver lost it)",
-                                l.qp.qpn(), kCompletionDeadline.count()));
+          (void)breakLink(fmt::format("queue pair {}: a write got no completion within {} ms (the "
+                                      "HCA reports a dead peer sooner, as retry exceeded: the "
+                                      "fabric or driver lost it)", l.qp.qpn(),
+                                      completionDeadline_.count()));
           break;
         }
       }
+    }
+    if (n > 0) {
+      idleSince = now;
+      armed = false;
+      continue;
     }
     if (now - idleSince < kBusyPoll) continue;
     if (!armed) {
@@ -311,14 +328,16 @@ Status VerbsLink::onCompletion(const ibv_wc& wc) {
   Lane& lane = *qps_[index];
   if (wc.status != IBV_WC_SUCCESS) {
     if (stop_.load(std::memory_order_acquire)) return Status::ok();
+    // A write that ended in error (or was flushed) is done too: the HCA
+    // reads nothing of its payload any more.
+    if (role_ == Role::kSender && ticketOf(wc.wr_id) != 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      lane.completed = std::max(lane.completed, ticketOf(wc.wr_id));
+    }
+    cv_.notify_all();
     if (wc.status == IBV_WC_WR_FLUSH_ERR) {
       // Flushed: the queue pair went to ERROR, broken here or (if not) by
-      // the HCA or the peer's error. Nothing of the send buffers is read any more.
-      if (role_ == Role::kSender) {
-        std::lock_guard<std::mutex> lock(mu_);
-        lane.completed = lane.posted;
-      }
-      cv_.notify_all();
+      // the HCA or the peer's error.
       if (!broken().isOk()) return Status::ok();
       return error(ecclPeerLost, fmt::format("queue pair {} went to the error state (its work "
                                              "completed flushed)", lane.qp.qpn()));
@@ -332,7 +351,10 @@ Status VerbsLink::onCompletion(const ibv_wc& wc) {
   }
   if (role_ == Role::kReceiver) {
     if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) return onChunk(lane, index, wc);
-    if (wc.opcode == IBV_WC_SEND) return Status::ok();  // a credit message went out
+    if (wc.opcode == IBV_WC_SEND) {  // a credit message went out: room for the next
+      --lane.creditSends;
+      return lane.unreturned > 0 ? returnCredits(lane, index) : Status::ok();
+    }
     return error(ecclInvalidArgument, fmt::format("queue pair {}: unexpected completion opcode {}",
                                                   lane.qp.qpn(), static_cast<int>(wc.opcode)));
   }
@@ -394,8 +416,8 @@ Status VerbsLink::onChunk(Lane& lane, uint32_t index, const ibv_wc& wc) {
     lane.payload = pool_->get(h->payloadBytes);
     lane.filled = 0;
     lane.inFrame = true;
-    std::memcpy(lane.payload.data(), data + kHeaderBytes, len - kHeaderBytes);
     lane.filled = len - static_cast<uint32_t>(kHeaderBytes);
+    if (lane.filled > 0) std::memcpy(lane.payload.data(), data + kHeaderBytes, lane.filled);
   } else {
     const uint32_t want = std::min(slots_.slotBytes, lane.header.payloadBytes - lane.filled);
     if (len != want) {
@@ -422,6 +444,10 @@ Status VerbsLink::onChunk(Lane& lane, uint32_t index, const ibv_wc& wc) {
 }
 
 Status VerbsLink::returnCredits(Lane& lane, uint32_t index) {
+  // The send queue is full of credit messages not yet completed: these go
+  // with the next one, when a completion makes room.
+  if (lane.creditSends >= kCreditSends) return Status::ok();
+  ++lane.creditSends;
   ibv_send_wr wr{};
   wr.wr_id = workId(index);
   wr.opcode = IBV_WR_SEND_WITH_IMM;
@@ -464,12 +490,12 @@ Status VerbsLink::send(const wire::DataHeader& header, const void* payload, Dead
   wire::encodeDataHeader(header, bounce);
   const uint32_t n = header.payloadBytes;
   const auto* src = static_cast<const std::byte*>(payload);
-  const bool copied = n <= kCopyMaxBytes;
-  std::optional<RegistrationCache::Pin> pin;
+  const bool copied = n <= copyMax_;
+  std::optional<Registrations::Pin> pin;
   if (copied) {
     if (n > 0) std::memcpy(bounce + kHeaderBytes, src, n);
   } else {
-    Result<RegistrationCache::Pin> p = resources_.registrations->pin(src, n, header.tag, header.seq);
+    Result<Registrations::Pin> p = resources_.registrations->pin(src, n);
     if (!p) return p.status();  // nothing went out: the link still works
     pin.emplace(std::move(*p));
   }
@@ -489,8 +515,10 @@ Status VerbsLink::send(const wire::DataHeader& header, const void* payload, Dead
   Deadline finishBy{};
   Status result;
   while (result.isOk() && (first || sent < n)) {
-    Status waited = awaitLane(lock, [&] { return lane.credits > 0; }, abandoned ? finishBy : deadline,
-                              abandoned ? kNever : cancel, watch);
+    // A credit, and room in the send queue: a write holds its entry until
+    // its completion is polled, which may come after the credit it earned.
+    Status waited = awaitLane(lock, [&] { return lane.credits > 0 && lane.posted - lane.completed < 2 * window_; },
+                              abandoned ? finishBy : deadline, abandoned ? kNever : cancel, watch);
     if (!broken_.isOk()) {
       result = broken_;
       break;
@@ -544,13 +572,20 @@ Status VerbsLink::send(const wire::DataHeader& header, const void* payload, Dead
   }
   // The payload stays put until the HCA has read it: the last write's
   // completion, or on a broken link the flush of what was outstanding. The
-  // progress thread breaks the link when a completion is overdue, so this
-  // wait is bounded without the op's abort.
+  // progress thread breaks the link when a completion is overdue, and a
+  // queue pair in ERROR flushes at once, so this wait is bounded.
   const uint64_t last = lane.posted;
-  Status done = awaitLane(lock, [&] { return lane.completed >= last; },
-                          Clock::now() + 2 * kCompletionDeadline, kNever, watch);
-  if (!done.isOk() && broken_.isOk()) {
-    (void)breakHere(fmt::format("no completion within {} ms", 2 * kCompletionDeadline.count()));
+  const Clock::time_point giveUp = Clock::now() + 2 * completionDeadline_;
+  while (lane.completed < last && Clock::now() < giveUp) {
+    cv_.wait_for(lock, until(giveUp, kPoll));
+  }
+  if (lane.completed < last) {
+    // No flush came: the HCA might still read these pages, so their
+    // registration stays until the queue pairs are gone (destruction).
+    if (pin) orphans_.push_back(std::move(*pin));
+    if (broken_.isOk()) {
+      (void)breakHere(fmt::format("no completion within {} ms", 2 * completionDeadline_.count()));
+    }
   }
   if (result.isOk() && !broken_.isOk()) result = broken_;
   if (result.isOk() && abandoned) result = *abandoned;
@@ -569,7 +604,6 @@ Result<Frame> VerbsLink::recvAny(const FrameKey& first, std::span<const uint8_t>
 
 void VerbsLink::retire(uint32_t tag, uint64_t seq) {
   mailbox_.retire(tag, seq);
-  if (role_ == Role::kSender) resources_.registrations->retire(tag, seq);
 }
 
 void VerbsLink::interrupt() {

@@ -21,8 +21,10 @@
 //
 // Source buffers: payloads up to kCopyMaxBytes are copied next to the header
 // into a registered bounce buffer (one write); larger ones go out from where
-// they lie through the transport's RegistrationCache (zero copy), and send()
-// returns once the HCA has read them (the last chunk's completion).
+// they lie, registered for the send (registration.h: zero copy), and send()
+// returns once the HCA has read them (the last chunk's completion, or on a
+// broken link the flush of what was outstanding; a registration the HCA may
+// still read is kept until the link is destroyed).
 //
 // Frames are striped across queue pairs whole (one frame at a time per queue
 // pair, in order on it), so several op threads send at once and a large
@@ -30,7 +32,7 @@
 //
 // Faults: an error completion (retry exceeded, remote access error, a flush
 // after the queue pair went to ERROR), a queue pair that fails to post, a
-// signalled write without completion for kCompletionDeadline, or the set-up
+// signalled write without completion for QueuePair::completionDeadline(), or the set-up
 // TCP stream closing (the peer process ended) breaks the link: ecclPeerLost
 // with the reason to every caller, as on TCP. Breaking moves the queue pairs
 // to ERROR and shuts the TCP stream down, so the peer learns at once too.
@@ -60,7 +62,7 @@ namespace eccl::transport::ibverbs {
 // What a transport's links share: the device and the registrations.
 struct Resources {
   std::shared_ptr<Device> device;
-  std::shared_ptr<RegistrationCache> registrations;
+  std::shared_ptr<Registrations> registrations;
 };
 
 // The receive slots one link's receiver offers (and the sender writes into).
@@ -75,9 +77,10 @@ class VerbsLink : public Link {
   // Writes in flight per queue pair at most (the sender's credits), whatever
   // number of slots the receiver offers.
   static constexpr uint32_t kMaxInFlight = 64;
+  // Credit messages a receiver keeps in its send queue at once.
+  static constexpr uint32_t kCreditSends = 8;
   static constexpr std::chrono::milliseconds kPoll{50};
   static constexpr std::chrono::microseconds kBusyPoll{50};
-  static constexpr std::chrono::milliseconds kCompletionDeadline{2000};
 
   // The dialler's half of the set-up, over its authenticated stream `side`:
   // creates `qps` queue pairs, offers them, connects them to the acceptor's
@@ -121,6 +124,7 @@ class VerbsLink : public Link {
     // Receiver (progress thread only): the frame being filled.
     uint32_t expectChunk = 0;
     uint32_t unreturned = 0;  // slots copied out, credits not yet returned
+    uint32_t creditSends = 0; // credit messages posted, completion not yet polled
     bool inFrame = false;
     wire::DataHeader header;
     BufferPool::Handle payload;
@@ -160,6 +164,11 @@ class VerbsLink : public Link {
   ibv_mr* mr_ = nullptr;
   SlotConfig slots_;
   uint32_t window_ = 0;  // sender: credits per queue pair when none is spent
+  uint32_t copyMax_ = 0;  // sender: payloads up to this go with the header, copied
+  // Overdue completions break the link (QueuePair::completionDeadline()).
+  std::chrono::milliseconds completionDeadline_;
+  // Registrations of sends whose writes never completed nor flushed.
+  std::vector<Registrations::Pin> orphans_;
   uint64_t remoteSlots_ = 0;
   uint32_t remoteKey_ = 0;
   std::atomic<uint32_t> nextLane_{0};

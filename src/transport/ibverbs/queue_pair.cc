@@ -101,6 +101,12 @@ QueuePair::~QueuePair() {
   if (qp_ != nullptr) device_->api().destroyQp(qp_);
 }
 
+std::chrono::milliseconds QueuePair::completionDeadline(uint8_t timeout) {
+  const double perTry = 4.096e-6 * static_cast<double>(uint64_t{1} << timeout);
+  return std::chrono::milliseconds(static_cast<int64_t>(perTry * 4 * (kRetries + 1) * 1000)) +
+         std::chrono::seconds(1);
+}
+
 Status QueuePair::modify(ibv_qp_attr& attr, int mask, State to, const char* what) {
   if (int rc = device_->api().modifyQp(qp_, &attr, mask); rc != 0) {
     state_ = State::kError;
@@ -139,11 +145,13 @@ Status QueuePair::readyToReceive(const wire::VerbsOffer& remote, const wire::Ver
   attr.min_rnr_timer = 12;  // 0.64 ms
   attr.ah_attr.port_num = device_->port();
   attr.ah_attr.dlid = remote.lid;
+  attr.ah_attr.sl = device_->path().serviceLevel;
   if (remote.global != 0) {
     attr.ah_attr.is_global = 1;
     std::memcpy(attr.ah_attr.grh.dgid.raw, remote.gid.data(), 16);
     attr.ah_attr.grh.sgid_index = static_cast<uint8_t>(device_->gidIndex());
     attr.ah_attr.grh.hop_limit = 64;
+    attr.ah_attr.grh.traffic_class = device_->path().trafficClass;
   }
   return modify(attr,
                 IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
@@ -155,7 +163,7 @@ Status QueuePair::readyToSend() {
   if (state_ != State::kReadyToReceive) return error(ecclInternalError, "queue pair: RTS from a state but RTR");
   ibv_qp_attr attr{};
   attr.qp_state = IBV_QPS_RTS;
-  attr.timeout = kTimeout;
+  attr.timeout = device_->path().timeout;
   attr.retry_cnt = kRetries;
   attr.rnr_retry = kRnrRetries;
   attr.sq_psn = psn_;

@@ -4,6 +4,7 @@
 // provider (tests/unit/ibverbs_test.cc).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 
 #include "transport/ibverbs/device.h"
@@ -73,10 +74,14 @@ class QueuePair {
   Status postSend(ibv_send_wr* wr);
   Status postRecv(ibv_recv_wr* wr);
 
-  // Transport retry: 4.096 us * 2^kTimeout per try (~67 ms), kRetries tries:
-  // a dead peer shows as IBV_WC_RETRY_EXC_ERR within about half a second.
-  static constexpr uint8_t kTimeout = 14;
+  // Transport retry: 4.096 us * 2^timeout per try (RdmaOptions::timeout,
+  // default 14: ~67 ms), then kRetries more: a dead or unreachable peer shows
+  // as IBV_WC_RETRY_EXC_ERR within 8 tries (an HCA may take up to 4x the
+  // nominal time per try: 0.5 .. 2.2 s at 14).
   static constexpr uint8_t kRetries = 7;
+  // After this a missing completion is the fabric's or driver's loss, not
+  // a retry in progress: the worst-case retry time plus a second.
+  static std::chrono::milliseconds completionDeadline(uint8_t timeout);
   // Receivers always have a receive posted (credits), so RNR never happens;
   // 7 (retry forever) only covers the moment a receive is being re-posted.
   static constexpr uint8_t kRnrRetries = 7;

@@ -9,113 +9,76 @@
 
 namespace eccl::transport::ibverbs {
 
-RegistrationCache::Pin& RegistrationCache::Pin::operator=(Pin&& o) noexcept {
+Registrations::Pin& Registrations::Pin::operator=(Pin&& o) noexcept {
   if (this != &o) {
     release();
-    cache_ = o.cache_;
-    entry_ = o.entry_;
+    owner_ = o.owner_;
+    id_ = o.id_;
     lkey_ = o.lkey_;
-    o.cache_ = nullptr;
+    o.owner_ = nullptr;
   }
   return *this;
 }
 
-void RegistrationCache::Pin::release() {
-  if (cache_ != nullptr) cache_->unpin(entry_);
-  cache_ = nullptr;
+void Registrations::Pin::release() {
+  if (owner_ != nullptr) owner_->unpin(id_);
+  owner_ = nullptr;
 }
 
-RegistrationCache::~RegistrationCache() {
-  for (auto& [start, e] : entries_) device_->api().deregMr(e.mr);
+Registrations::~Registrations() {
+  for (Entry& e : entries_) device_->api().deregMr(e.mr);
 }
 
-Result<RegistrationCache::Pin> RegistrationCache::pin(const void* p, size_t n, uint32_t tag,
-                                                      uint64_t seq) {
+Result<Registrations::Pin> Registrations::pin(const void* p, size_t n) {
   static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(p);
   const uintptr_t end = begin + n;
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.upper_bound(begin);
-  if (it != entries_.begin() && std::prev(it)->second.end >= end) {
-    --it;
-    ++stats_.hits;
+  auto it = std::find_if(entries_.begin(), entries_.end(),
+                         [&](const Entry& e) { return e.start <= begin && end <= e.end; });
+  if (it != entries_.end()) {
+    ++stats_.shared;  // in use by another send right now: its pages are the caller's
   } else {
-    ++stats_.misses;
     const uintptr_t start = begin & ~(page - 1);
     const uintptr_t stop = (end + page - 1) & ~(page - 1);
-    if (!makeRoom(stop - start)) {
-      return error(ecclSystemError, fmt::format("RDMA: {} registrations in use at once (limit {})",
-                                                entries_.size(), limits_.maxEntries));
+    if (!entries_.empty() && (entries_.size() >= limits_.maxEntries ||
+                              stats_.bytes + (stop - start) > limits_.maxBytes)) {
+      return error(ecclSystemError,
+                   fmt::format("RDMA: {} registrations ({} bytes) in use at once (limits {}, {})",
+                               entries_.size(), stats_.bytes, limits_.maxEntries, limits_.maxBytes));
     }
-    // Source buffers only: the HCA reads them, nobody writes them remotely.
-    ibv_mr* mr = device_->api().regMr(device_->pd(), reinterpret_cast<void*>(start), stop - start,
-                                      IBV_ACCESS_LOCAL_WRITE);
+    // Source buffers only: the HCA reads them. Access 0 lets read-only
+    // mappings (an mmap'd checkpoint) register, and leaves copy-on-write pages alone.
+    ibv_mr* mr = device_->api().regMr(device_->pd(), reinterpret_cast<void*>(start), stop - start, 0);
     if (mr == nullptr) {
       return error(ecclSystemError,
                    fmt::format("RDMA: cannot register {} bytes at {:#x} on {}: {} (locked-memory "
                                "limit? see ulimit -l)", stop - start, start, device_->name(),
                                std::strerror(errno)));
     }
-    auto existing = entries_.find(start);
-    if (existing != entries_.end()) {  // a shorter one at the same start: replaced
-      if (existing->second.pins == 0) {
-        drop(existing);
-      } else {
-        device_->api().deregMr(mr);
-        return error(ecclSystemError, "RDMA: a registration in use overlaps a larger one");
-      }
-    }
-    lru_.push_front(start);
-    it = entries_.emplace(start, Entry{stop, mr, 0, tag, seq, lru_.begin()}).first;
+    entries_.push_back(Entry{nextId_++, start, stop, mr, 0});
+    it = std::prev(entries_.end());
     stats_.bytes += stop - start;
+    ++stats_.made;
   }
-  Entry& e = it->second;
-  ++e.pins;
-  e.tag = tag;
-  e.seq = seq;
-  lru_.splice(lru_.begin(), lru_, e.lru);
+  ++it->pins;
   Pin pin;
-  pin.cache_ = this;
-  pin.entry_ = it->first;
-  pin.lkey_ = e.mr->lkey;
+  pin.owner_ = this;
+  pin.id_ = it->id;
+  pin.lkey_ = it->mr->lkey;
   return pin;
 }
 
-void RegistrationCache::unpin(uintptr_t start) {
+void Registrations::unpin(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(start);
-  if (it != entries_.end() && it->second.pins > 0) --it->second.pins;
-}
-
-void RegistrationCache::drop(std::map<uintptr_t, Entry>::iterator it) {
-  device_->api().deregMr(it->second.mr);
-  stats_.bytes -= it->second.end - it->first;
-  ++stats_.dropped;
-  lru_.erase(it->second.lru);
+  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.id == id; });
+  if (it == entries_.end() || --it->pins > 0) return;
+  device_->api().deregMr(it->mr);
+  stats_.bytes -= it->end - it->start;
   entries_.erase(it);
 }
 
-bool RegistrationCache::makeRoom(uint64_t bytes) {
-  while (entries_.size() >= limits_.maxEntries || stats_.bytes + bytes > limits_.maxBytes) {
-    auto victim = std::find_if(lru_.rbegin(), lru_.rend(),
-                               [&](uintptr_t start) { return entries_.at(start).pins == 0; });
-    // All in use: a frame larger than maxBytes still goes, more entries do not.
-    if (victim == lru_.rend()) return entries_.size() < limits_.maxEntries;
-    drop(entries_.find(*victim));
-  }
-  return true;
-}
-
-void RegistrationCache::retire(uint32_t tag, uint64_t seq) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    auto next = std::next(it);
-    if (it->second.pins == 0 && it->second.tag == tag && it->second.seq <= seq) drop(it);
-    it = next;
-  }
-}
-
-RegistrationCache::Stats RegistrationCache::stats() const {
+Registrations::Stats Registrations::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   Stats s = stats_;
   s.entries = entries_.size();

@@ -1,94 +1,87 @@
-// RegistrationCache: memory registrations of the buffers frames are sent
-// from, so that a large payload goes out by RDMA straight from where it lies
-// (no bounce copy), and a buffer sent on several links (a broadcast tree, the
-// small-message collectives' hops) or several times in one op is registered
-// once.
+// Registrations: the memory registrations large payloads are sent from, so
+// that they go out by RDMA straight from where they lie (no bounce copy).
+// Sends in flight over the same pages (several links, several queue pairs)
+// share one registration.
 //
-// Lifetime: a registration pins the pages it covers as they were when it was
-// made. If the program frees a buffer and gets new memory at the same
-// address, a registration kept from before would send the old pages. So
-// registrations live only as long as the op that made them: retire(tag, seq)
-// (the op ended; Link::retire) drops every one last used by that op or an
-// earlier one of its tag and not in use now. Between ops nothing is assumed
-// about user memory. (Keeping them across ops safely needs on-demand paging
-// or hooks on munmap; see docs/ibverbs.md.)
+// Lifetime: exactly as long as the sends using it (a Pin each). A
+// registration pins the pages it covers as they were when it was made; if
+// the program frees a buffer and gets new memory at the same address (a
+// munmap'd allocation mapped again, ECCL's own temporaries within one op
+// included), a registration kept from before would send the old pages,
+// silently. So nothing is kept once no send uses it: each large frame pays
+// one registration (about a page-table walk and an HCA translation update).
+// A cache across sends needs on-demand paging (IBV_ACCESS_ON_DEMAND, which
+// follows the page tables) or an explicit registration API; see
+// docs/ibverbs.md.
 //
-// Bounded: at most `maxEntries` registrations and `maxBytes` pinned; past
-// that the least recently used idle one is dropped first.
+// Bounded: at most `maxEntries` registrations in use and `maxBytes` pinned
+// (a frame larger than that still goes alone); past that pin() fails and
+// the frame is not sent.
 #pragma once
 
 #include <cstdint>
-#include <list>
-#include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "transport/ibverbs/device.h"
 
 namespace eccl::transport::ibverbs {
 
-class RegistrationCache {
+class Registrations {
  public:
   struct Limits {
-    size_t maxEntries = 256;
+    size_t maxEntries = 1024;
     uint64_t maxBytes = uint64_t{4} << 30;
   };
   struct Stats {
-    uint64_t hits = 0;
-    uint64_t misses = 0;
-    uint64_t dropped = 0;  // by retire or eviction
-    size_t entries = 0;
+    uint64_t shared = 0;  // pins that found a registration in use
+    uint64_t made = 0;    // registrations made
+    size_t entries = 0;   // in use now
     uint64_t bytes = 0;
   };
 
-  // A registration in use: its entry is not dropped while a Pin holds it.
+  // A registration in use; it is released with the last Pin on it.
   class Pin {
    public:
     Pin() = default;
-    Pin(Pin&& o) noexcept : cache_(o.cache_), entry_(o.entry_), lkey_(o.lkey_) { o.cache_ = nullptr; }
+    Pin(Pin&& o) noexcept : owner_(o.owner_), id_(o.id_), lkey_(o.lkey_) { o.owner_ = nullptr; }
     Pin& operator=(Pin&& o) noexcept;
     ~Pin() { release(); }
     uint32_t lkey() const { return lkey_; }
 
    private:
-    friend class RegistrationCache;
+    friend class Registrations;
     void release();
-    RegistrationCache* cache_ = nullptr;
-    uintptr_t entry_ = 0;
+    Registrations* owner_ = nullptr;
+    uint64_t id_ = 0;
     uint32_t lkey_ = 0;
   };
 
-  RegistrationCache(std::shared_ptr<Device> device, Limits limits)
+  Registrations(std::shared_ptr<Device> device, Limits limits)
       : device_(std::move(device)), limits_(limits) {}
-  ~RegistrationCache();
-  RegistrationCache(const RegistrationCache&) = delete;
-  RegistrationCache& operator=(const RegistrationCache&) = delete;
+  ~Registrations();
+  Registrations(const Registrations&) = delete;
+  Registrations& operator=(const Registrations&) = delete;
 
-  // A registration covering [p, p + n) for op (tag, seq); n > 0.
-  Result<Pin> pin(const void* p, size_t n, uint32_t tag, uint64_t seq);
-  void retire(uint32_t tag, uint64_t seq);
+  // A registration covering [p, p + n), n > 0, held by the Pin.
+  Result<Pin> pin(const void* p, size_t n);
   Stats stats() const;
 
  private:
   struct Entry {
-    uintptr_t end = 0;
+    uint64_t id = 0;
+    uintptr_t start = 0, end = 0;  // page-aligned
     ibv_mr* mr = nullptr;
     uint32_t pins = 0;
-    uint32_t tag = 0;  // the op that used it last
-    uint64_t seq = 0;
-    std::list<uintptr_t>::iterator lru;
   };
-  void unpin(uintptr_t start);
-  // Drops the entry at `it` (idle) under mu_.
-  void drop(std::map<uintptr_t, Entry>::iterator it);
-  // Makes room for `bytes` more (under mu_): false when every entry is in use.
-  bool makeRoom(uint64_t bytes);
+  void unpin(uint64_t id);
 
   std::shared_ptr<Device> device_;
   Limits limits_;
   mutable std::mutex mu_;
-  std::map<uintptr_t, Entry> entries_;  // by page-aligned start
-  std::list<uintptr_t> lru_;            // most recently used first
+  std::vector<Entry> entries_;  // in use now: a few per queue pair, so a scan is cheap
+  uint64_t nextId_ = 1;
   Stats stats_;
 };
 

@@ -49,11 +49,11 @@ Result<std::unique_ptr<VerbsTransport>> VerbsTransport::create(const TransportOp
   }
   Result<const Api*> a = api();
   if (!a) return a.status();
-  Result<std::shared_ptr<Device>> device = Device::open(**a, verbs.device);
+  Result<std::shared_ptr<Device>> device = Device::open(**a, options.rdma);
   if (!device) return device.status();
   std::unique_ptr<VerbsTransport> t(new VerbsTransport());
   t->resources_.device = *device;
-  t->resources_.registrations = std::make_shared<RegistrationCache>(*device, verbs.registrations);
+  t->resources_.registrations = std::make_shared<Registrations>(*device, verbs.registrations);
   TransportOptions tcpOptions = options;
   tcpOptions.sharedMemory = false;
   tcpOptions.streams = 1;

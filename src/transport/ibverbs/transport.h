@@ -15,11 +15,10 @@
 namespace eccl::transport::ibverbs {
 
 struct VerbsOptions {
-  Selection device;   // ECCL_IB_DEVICE, ECCL_IB_GID_INDEX
   SlotConfig slots;   // what this peer's receiving links offer
   // Queue pairs per link when TransportOptions::streams is 0 (adaptive on TCP).
   uint32_t defaultQps = 2;
-  RegistrationCache::Limits registrations;
+  Registrations::Limits registrations;
 };
 
 class VerbsTransport : public Transport {
