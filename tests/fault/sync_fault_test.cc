@@ -57,7 +57,9 @@ void sourceLostMidSync(const char* name, int sig) {
   std::mt19937 rng(7);
   // Delays before the kill, tried in turn until one lands mid-transfer (the
   // newcomer then reports a lost source and still ends with the right bits).
-  const int64_t delaysMs[] = {150, 80, 300, 40, 600, 220, 1000};
+  // Short ones at the end: a CI run whose transfers ran fast missed all of
+  // the first seven (the fastest took under 40 ms after admission there).
+  const int64_t delaysMs[] = {150, 80, 300, 40, 600, 220, 1000, 20, 10, 30, 5, 60};
   bool hit = false;
   int round = 0;
   for (int64_t delayMs : delaysMs) {

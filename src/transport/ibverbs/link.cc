@@ -517,8 +517,9 @@ Status VerbsLink::send(const wire::DataHeader& header, const void* payload, Dead
   while (result.isOk() && (first || sent < n)) {
     // A credit, and room in the send queue: a write holds its entry until
     // its completion is polled, which may come after the credit it earned.
-    Status waited = awaitLane(lock, [&] { return lane.credits > 0 && lane.posted - lane.completed < 2 * window_; },
-                              abandoned ? finishBy : deadline, abandoned ? kNever : cancel, watch);
+    auto ready = [&] { return lane.credits > 0 && lane.posted - lane.completed < 2 * window_; };
+    Status waited = awaitLane(lock, ready, abandoned ? finishBy : deadline,
+                              abandoned ? kNever : cancel, watch);
     if (!broken_.isOk()) {
       result = broken_;
       break;
