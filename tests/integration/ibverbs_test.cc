@@ -319,6 +319,46 @@ TEST(IbverbsLink, CancelBeforeTheFirstChunkKeepsTheLink) {
   EXPECT_EQ(recvOne(*p.receiver, 1, 1, 0s).status().code(), ecclTimeout) << "never sent";
 }
 
+// An asynchronous event about a queue pair (the HCA found it broken) ends
+// its link at once on both sides, even with nothing in flight to complete.
+TEST(IbverbsLink, QueuePairFatalEventBreaksAnIdleLink) {
+  ScopedFakeVerbs fake;
+  Resources r = resources();
+  Pair p = connectPair(r, 2, {32 << 10, 4});
+  ASSERT_TRUE(p.sender && p.receiver);
+  const auto t0 = Clock::now();
+  fake->injectAsyncEvent(IBV_EVENT_QP_FATAL, p.sender->queuePairNumbers()[1]);
+  Result<Frame> f = recvOne(*p.receiver, 1, 0, 5s);
+  EXPECT_EQ(f.status().code(), ecclPeerLost) << f.status().message();
+  EXPECT_LT(Clock::now() - t0, 1s);
+  std::vector<std::byte> d = pattern(100, 1);
+  Status st = sendOne(*p.sender, 1, 0, d);
+  EXPECT_EQ(st.code(), ecclPeerLost);
+  // The event thread or the flush of the queue pair's posted receives, whichever is first.
+  EXPECT_TRUE(st.message().find("asynchronous event") != std::string::npos ||
+              st.message().find("error state") != std::string::npos)
+      << st.message();
+}
+
+// A port error ends every link on the device (nothing else tells them here:
+// the stand-in leaves the queue pairs as they are).
+TEST(IbverbsLink, PortErrorBreaksEveryLink) {
+  ScopedFakeVerbs fake;
+  Resources r = resources();
+  Pair a = connectPair(r, 1, {32 << 10, 4});
+  Pair b = connectPair(r, 1, {32 << 10, 4});
+  ASSERT_TRUE(a.sender && a.receiver && b.sender && b.receiver);
+  fake->injectAsyncEvent(IBV_EVENT_PORT_ERR, 0, 1);
+  std::vector<std::byte> d = pattern(100, 1);
+  for (Pair* p : {&a, &b}) {
+    Result<Frame> f = recvOne(*p->receiver, 1, 0, 5s);
+    EXPECT_EQ(f.status().code(), ecclPeerLost) << f.status().message();
+    Status st = sendOne(*p->sender, 1, 0, d);
+    EXPECT_EQ(st.code(), ecclPeerLost);
+    EXPECT_NE(st.message().find("port error"), std::string::npos) << st.message();
+  }
+}
+
 // The acceptor that cannot set up its side (here: registering its slots
 // fails) refuses, and the dialler says so instead of waiting.
 TEST(IbverbsLink, AcceptorThatCannotSetUpRefuses) {

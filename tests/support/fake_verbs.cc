@@ -48,6 +48,67 @@ constexpr uint32_t kPsnMask = 0xffffff;
   std::abort();
 }
 
+// An eventfd readable exactly while a queue is not empty: setReadable when
+// the queue gets its first entry, clearReadable when it loses its last.
+void setReadable(int fd) {
+  const uint64_t one = 1;
+  if (::write(fd, &one, sizeof one) != sizeof one) die("eventfd write: %s", std::strerror(errno));
+}
+
+void clearReadable(int fd) {
+  uint64_t value;
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 0) == 1 && ::read(fd, &value, sizeof value) < 0)
+    die("eventfd read: %s", std::strerror(errno));
+}
+
+// ibv_event_type_str's text (rdma-core's libibverbs/enum_strs.c).
+const char* eventTypeStr(ibv_event_type type) {
+  // clang-format off
+  static const char* const kNames[] = {
+      "CQ error", "local work queue catastrophic error",
+      "invalid request local work queue error", "local access violation work queue error",
+      "communication established", "send queue drained", "path migrated",
+      "path migration request error", "local catastrophic error", "port active", "port error",
+      "LID change", "P_Key change", "SM change", "SRQ catastrophic error", "SRQ limit reached",
+      "last WQE reached", "client reregistration", "GID table change", "WQ fatal"};
+  // clang-format on
+  const auto i = static_cast<size_t>(type);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
+// What an asynchronous event's element names.
+enum class Affiliation { kQp, kCq, kSrq, kWq, kNone /* port_num */ };
+
+Affiliation affiliation(ibv_event_type type) {
+  switch (type) {
+    case IBV_EVENT_QP_FATAL:
+    case IBV_EVENT_QP_REQ_ERR:
+    case IBV_EVENT_QP_ACCESS_ERR:
+    case IBV_EVENT_COMM_EST:
+    case IBV_EVENT_SQ_DRAINED:
+    case IBV_EVENT_PATH_MIG:
+    case IBV_EVENT_PATH_MIG_ERR:
+    case IBV_EVENT_QP_LAST_WQE_REACHED:
+      return Affiliation::kQp;
+    case IBV_EVENT_CQ_ERR:
+      return Affiliation::kCq;
+    case IBV_EVENT_SRQ_ERR:
+    case IBV_EVENT_SRQ_LIMIT_REACHED:
+      return Affiliation::kSrq;
+    case IBV_EVENT_WQ_FATAL:
+      return Affiliation::kWq;
+    default:
+      return Affiliation::kNone;
+  }
+}
+
+// The QP events a real HCA raises after moving the QP to ERR.
+bool qpError(ibv_event_type type) {
+  return type == IBV_EVENT_QP_FATAL || type == IBV_EVENT_QP_REQ_ERR ||
+         type == IBV_EVENT_QP_ACCESS_ERR;
+}
+
 // Every ibv_* struct is value-initialized (zeroed) and comes first, so the
 // handle given out is also the address of our object.
 struct Device {
@@ -58,9 +119,10 @@ struct Device {
 };
 
 struct Context {
-  ibv_context ctx{};
+  ibv_context ctx{};  // async_fd: an eventfd, readable while `events` is not empty
   Device* device = nullptr;
-  int children = 0;  // PDs, CQs and channels open on it
+  int children = 0;                     // PDs, CQs and channels open on it
+  std::deque<ibv_async_event> events;  // raised, not yet taken by getAsyncEvent
 };
 
 struct Pd {
@@ -101,6 +163,7 @@ struct Cq {
   Arm arm = Arm::kNone;
   bool overrun = false;  // in error: later completions are lost
   uint64_t eventsRead = 0, eventsAcked = 0;
+  uint64_t asyncRead = 0, asyncAcked = 0;  // its CQ_ERR events
   int qps = 0;
 };
 
@@ -146,6 +209,7 @@ struct Qp {
   std::deque<RecvWork> rq;  // posted, not consumed
   // Slots: posted minus retired (a polled completion of it or a later WR).
   uint64_t sendSeq = 0, sendRetired = 0, recvSeq = 0, recvRetired = 0;
+  uint64_t asyncRead = 0, asyncAcked = 0;  // its asynchronous events
 
   uint32_t num() const { return qp.qp_num; }
   ibv_qp_state state() const { return qp.state; }
@@ -237,10 +301,13 @@ class FakeVerbs::Fabric {
   int postSend(ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** bad);
   int postRecv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad);
   int forkInit();
+  int getAsyncEvent(ibv_context* context, ibv_async_event* event);
+  void ackAsyncEvent(ibv_async_event* event);
 
   void inject(const Fault& fault);
   void clearFaults();
   uint64_t fired(Fault::Kind kind) const;
+  void injectAsyncEvent(ibv_event_type type, uint32_t qpNum, uint8_t port);
   Counts counts() const;
 
  private:
@@ -267,6 +334,14 @@ class FakeVerbs::Fabric {
   void dropEvents(Channel& ch, Cq* cq);
   void syncEventFd(Channel& ch);
   void removeCqes(Cq& cq, uint32_t qpn);
+  void overrunCq(Cq& cq);
+  void queueAsync(Context& ctx, const ibv_async_event& event);
+  void dropAsync(Context& ctx, const void* element);
+  // Waits (mu_ released meanwhile) until the QP or Cq that `get` looks up
+  // again after each wake has every event read acked; aborts after
+  // Options::asyncAckTimeout.
+  template <typename Get>
+  void awaitAsyncAcks(std::unique_lock<std::mutex>& lock, Get get, const char* call);
 
   // State changes.
   int checkModify(const Qp& qp, const ibv_qp_attr& attr, int mask, ibv_qp_state next) const;
@@ -310,6 +385,7 @@ class FakeVerbs::Fabric {
   std::vector<uint32_t> overrunQps_;  // QPs of an overrun CQ, to move to ERR
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::condition_variable timerCv_;
+  std::condition_variable asyncAckCv_;  // ackAsyncEvent was called
   bool stop_ = false;
   std::thread timer_;
 };
@@ -342,6 +418,7 @@ FakeVerbs::Fabric::~Fabric() {
   timerCv_.notify_all();
   timer_.join();
   for (auto& [handle, ch] : channels_) ::close(ch->ch.fd);
+  for (auto& [handle, ctx] : contexts_) ::close(ctx->ctx.async_fd);
   gFabric.store(nullptr);
 }
 
@@ -374,11 +451,16 @@ const char* FakeVerbs::Fabric::getDeviceName(ibv_device* handle) {
 
 ibv_context* FakeVerbs::Fabric::openDevice(ibv_device* handle) {
   std::lock_guard<std::mutex> lock(mu_);
+  Device& dev = device(handle);
+  // Blocking like the real async fd; the caller may set O_NONBLOCK on it.
+  const int fd = ::eventfd(0, EFD_CLOEXEC);
+  if (fd < 0) return nullptr;
   auto c = std::make_unique<Context>();
-  c->device = &device(handle);
+  c->device = &dev;
   c->ctx.device = handle;
   c->ctx.num_comp_vectors = 1;
-  c->ctx.cmd_fd = c->ctx.async_fd = -1;
+  c->ctx.cmd_fd = -1;
+  c->ctx.async_fd = fd;
   ibv_context* h = &c->ctx;
   adopt(contexts_, std::move(c), h);
   return h;
@@ -386,7 +468,9 @@ ibv_context* FakeVerbs::Fabric::openDevice(ibv_device* handle) {
 
 int FakeVerbs::Fabric::closeDevice(ibv_context* handle) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (lookup(contexts_, handle, "closeDevice").children > 0) return EBUSY;
+  Context& ctx = lookup(contexts_, handle, "closeDevice");
+  if (ctx.children > 0) return EBUSY;
+  ::close(ctx.ctx.async_fd);  // its unread events go with it
   contexts_.erase(handle);
   return 0;
 }
@@ -563,14 +647,18 @@ ibv_cq* FakeVerbs::Fabric::createCq(ibv_context* handle, int cqe, void* cqContex
 }
 
 int FakeVerbs::Fabric::destroyCq(ibv_cq* handle) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  if (lookup(cqs_, handle, "destroyCq").qps > 0) return EBUSY;
+  // libibverbs blocks until every event read is acked. Completion events: we
+  // refuse instead. A CQ_ERR event: we wait (another thread reads and acks them).
+  awaitAsyncAcks(lock, [&]() -> Cq& { return lookup(cqs_, handle, "destroyCq"); }, "destroyCq");
   Cq& cq = lookup(cqs_, handle, "destroyCq");
-  // libibverbs blocks until every event read is acked; we refuse instead.
   if (cq.qps > 0 || cq.eventsRead > cq.eventsAcked) return EBUSY;
   if (cq.channel) {
     dropEvents(*cq.channel, &cq);  // raised but never read: discarded, as the kernel does
     --cq.channel->cqs;
   }
+  dropAsync(*cq.ctx, &cq.cq);
   --cq.ctx->children;
   cqs_.erase(handle);
   return 0;
@@ -639,23 +727,30 @@ int FakeVerbs::Fabric::pollCq(ibv_cq* handle, int entries, ibv_wc* wc) {
 void FakeVerbs::Fabric::pushCqe(Cq& cq, const ibv_wc& wc, bool send, uint64_t seq, bool solicited) {
   if (cq.overrun) return;
   if (cq.entries.size() >= static_cast<size_t>(cq.cq.cqe)) {
-    // The HCA's IBV_EVENT_CQ_ERR: the CQ stops, its QPs go to ERR.
-    cq.overrun = true;
-    ++counts_.cqOverruns;
-    for (auto& [num, qp] : qpNums_)
-      if (qp->sendCq == &cq || qp->recvCq == &cq) overrunQps_.push_back(num);
+    overrunCq(cq);
     return;
   }
   cq.entries.push_back({wc, send, seq});
   if (!cq.channel || cq.arm == Arm::kNone || (cq.arm == Arm::kSolicited && !solicited)) return;
   cq.arm = Arm::kNone;
   Channel& ch = *cq.channel;
-  if (ch.events.empty()) {
-    const uint64_t one = 1;
-    if (::write(ch.ch.fd, &one, sizeof one) != sizeof one)
-      die("eventfd write: %s", std::strerror(errno));
-  }
+  if (ch.events.empty()) setReadable(ch.ch.fd);
   ch.events.push_back(&cq);
+}
+
+// The HCA's IBV_EVENT_CQ_ERR: the CQ stops (later completions are lost),
+// its QPs go to ERR (in settle()), and the event is raised on its context.
+void FakeVerbs::Fabric::overrunCq(Cq& cq) {
+  if (!cq.overrun) {
+    cq.overrun = true;
+    ++counts_.cqOverruns;
+    for (auto& [num, qp] : qpNums_)
+      if (qp->sendCq == &cq || qp->recvCq == &cq) overrunQps_.push_back(num);
+  }
+  ibv_async_event event{};
+  event.element.cq = &cq.cq;
+  event.event_type = IBV_EVENT_CQ_ERR;
+  queueAsync(*cq.ctx, event);
 }
 
 void FakeVerbs::Fabric::dropEvents(Channel& ch, Cq* cq) {
@@ -665,11 +760,7 @@ void FakeVerbs::Fabric::dropEvents(Channel& ch, Cq* cq) {
 
 // Drains the fd once the queue is empty (pushCqe writes it when it fills).
 void FakeVerbs::Fabric::syncEventFd(Channel& ch) {
-  if (!ch.events.empty()) return;
-  uint64_t value;
-  pollfd p{ch.ch.fd, POLLIN, 0};
-  if (::poll(&p, 1, 0) == 1 && ::read(ch.ch.fd, &value, sizeof value) < 0)
-    die("eventfd read: %s", std::strerror(errno));
+  if (ch.events.empty()) clearReadable(ch.ch.fd);
 }
 
 void FakeVerbs::Fabric::removeCqes(Cq& cq, uint32_t qpn) {
@@ -856,8 +947,11 @@ void FakeVerbs::Fabric::toReset(Qp& qp) {
 }
 
 int FakeVerbs::Fabric::destroyQp(ibv_qp* handle) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  // Like libibverbs: waits until every event of it read is acked.
+  awaitAsyncAcks(lock, [&]() -> Qp& { return lookup(qps_, handle, "destroyQp"); }, "destroyQp");
   Qp& qp = lookup(qps_, handle, "destroyQp");
+  dropAsync(*qp.ctx, &qp.qp);  // raised but never read: discarded, as the kernel does
   const uint32_t num = qp.num();
   removeCqes(*qp.sendCq, num);
   removeCqes(*qp.recvCq, num);
@@ -1193,6 +1287,138 @@ void FakeVerbs::Fabric::timerLoop() {
   }
 }
 
+// ---- asynchronous events ------------------------------------------------------------
+
+void FakeVerbs::Fabric::queueAsync(Context& ctx, const ibv_async_event& event) {
+  if (ctx.events.empty()) setReadable(ctx.ctx.async_fd);
+  ctx.events.push_back(event);
+  ++counts_.asyncEvents;
+}
+
+// Removes the unread events naming the QP or CQ `element`.
+void FakeVerbs::Fabric::dropAsync(Context& ctx, const void* element) {
+  std::erase_if(ctx.events, [&](const ibv_async_event& e) {
+    switch (affiliation(e.event_type)) {
+      case Affiliation::kQp:
+        return static_cast<const void*>(e.element.qp) == element;
+      case Affiliation::kCq:
+        return static_cast<const void*>(e.element.cq) == element;
+      default:
+        return false;
+    }
+  });
+  if (ctx.events.empty()) clearReadable(ctx.ctx.async_fd);
+}
+
+int FakeVerbs::Fabric::getAsyncEvent(ibv_context* handle, ibv_async_event* event) {
+  for (;;) {
+    int fd;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Context& ctx = lookup(contexts_, handle, "getAsyncEvent");
+      if (!ctx.events.empty()) {
+        *event = ctx.events.front();
+        ctx.events.pop_front();
+        if (ctx.events.empty()) clearReadable(ctx.ctx.async_fd);
+        // Its QP or CQ is alive: destroying one drops its queued events.
+        if (affiliation(event->event_type) == Affiliation::kQp)
+          ++lookup(qps_, event->element.qp, "getAsyncEvent").asyncRead;
+        else if (affiliation(event->event_type) == Affiliation::kCq)
+          ++lookup(cqs_, event->element.cq, "getAsyncEvent").asyncRead;
+        ++counts_.asyncEventsRead;
+        return 0;
+      }
+      fd = ctx.ctx.async_fd;
+    }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK)) {
+      errno = EAGAIN;
+      return -1;
+    }
+    // Readable while an event is queued; another thread may take it first.
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, -1) < 0 && errno != EINTR) return -1;
+  }
+}
+
+// Like libibverbs, only QP and CQ events are tracked (destroyQp and
+// destroyCq wait for them); port and device events are only counted.
+void FakeVerbs::Fabric::ackAsyncEvent(ibv_async_event* event) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Affiliation a = affiliation(event->event_type);
+  if (a == Affiliation::kQp) {
+    Qp& qp = lookup(qps_, event->element.qp, "ackAsyncEvent");
+    if (qp.asyncAcked >= qp.asyncRead)
+      die("ackAsyncEvent: QP %u has no event read and not acked", qp.num());
+    ++qp.asyncAcked;
+  } else if (a == Affiliation::kCq) {
+    Cq& cq = lookup(cqs_, event->element.cq, "ackAsyncEvent");
+    if (cq.asyncAcked >= cq.asyncRead)
+      die("ackAsyncEvent: CQ %p has no event read and not acked", static_cast<void*>(&cq.cq));
+    ++cq.asyncAcked;
+  }
+  ++counts_.asyncAcks;
+  asyncAckCv_.notify_all();
+}
+
+template <typename Get>
+void FakeVerbs::Fabric::awaitAsyncAcks(std::unique_lock<std::mutex>& lock, Get get,
+                                       const char* call) {
+  const auto deadline = Clock::now() + options_.asyncAckTimeout;
+  for (;;) {
+    auto& object = get();  // aborts if it was destroyed meanwhile
+    if (object.asyncRead <= object.asyncAcked) return;
+    if (asyncAckCv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      auto& again = get();
+      if (again.asyncRead <= again.asyncAcked) return;
+      die("%s: an asynchronous event read from it was not acked within %lld ms "
+          "(libibverbs would wait for ibv_ack_async_event forever)",
+          call, static_cast<long long>(options_.asyncAckTimeout.count()));
+    }
+  }
+}
+
+void FakeVerbs::Fabric::injectAsyncEvent(ibv_event_type type, uint32_t qpNum, uint8_t port) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const char* name = eventTypeStr(type);
+  auto qpOf = [&]() -> Qp& {
+    Qp* qp = qpByNum(qpNum);
+    if (!qp) die("injectAsyncEvent(%s): no QP number %u", name, qpNum);
+    return *qp;
+  };
+  ibv_async_event event{};
+  event.event_type = type;
+  switch (affiliation(type)) {
+    case Affiliation::kQp: {
+      Qp& qp = qpOf();
+      if (qpError(type)) toError(qp);  // flushed before the event can be read
+      event.element.qp = &qp.qp;
+      queueAsync(*qp.ctx, event);
+      break;
+    }
+    case Affiliation::kCq:
+      overrunCq(*qpOf().sendCq);
+      break;
+    case Affiliation::kSrq:
+    case Affiliation::kWq:
+      die("injectAsyncEvent(%s): the fake has no SRQs or WQs", name);
+    case Affiliation::kNone:
+      event.element.port_num = port;
+      if (type == IBV_EVENT_DEVICE_FATAL) {
+        for (auto& [num, qp] : qpNums_) toError(*qp);
+        for (auto& [handle, ctx] : contexts_) queueAsync(*ctx, event);
+        break;
+      }
+      if (std::none_of(devices_.begin(), devices_.end(),
+                       [&](const auto& d) { return validPort(*d, port); }))
+        die("injectAsyncEvent(%s): no device has port %u", name, unsigned{port});
+      for (auto& [handle, ctx] : contexts_)
+        if (validPort(*ctx->device, port)) queueAsync(*ctx, event);
+      break;
+  }
+  settle();
+}
+
 // ---- the rest of the table, and the test controls ---------------------------------
 
 int FakeVerbs::Fabric::forkInit() {
@@ -1253,7 +1479,7 @@ const char* wcStatusStr(ibv_wc_status status) {
   return i < std::size(kNames) ? kNames[i] : "unknown";
 }
 
-// Each entry but two forwards to the Fabric method of the same name (whose
+// Each entry but three forwards to the Fabric method of the same name (whose
 // signature must match the member's exactly, or this does not compile).
 #define ECCL_FAKE_VERBS_FORWARD(name) .name = [](auto... args) { return fabric().name(args...); }
 const transport::ibverbs::Api kApi = {
@@ -1284,6 +1510,9 @@ const transport::ibverbs::Api kApi = {
     ECCL_FAKE_VERBS_FORWARD(postRecv),
     ECCL_FAKE_VERBS_FORWARD(forkInit),
     .wcStatusStr = wcStatusStr,
+    ECCL_FAKE_VERBS_FORWARD(getAsyncEvent),
+    ECCL_FAKE_VERBS_FORWARD(ackAsyncEvent),
+    .eventTypeStr = eventTypeStr,
 };
 #undef ECCL_FAKE_VERBS_FORWARD
 
@@ -1297,6 +1526,9 @@ const transport::ibverbs::Api* FakeVerbs::api() const { return &kApi; }
 void FakeVerbs::inject(const Fault& fault) { fabric_->inject(fault); }
 void FakeVerbs::clearFaults() { fabric_->clearFaults(); }
 uint64_t FakeVerbs::fired(Fault::Kind kind) const { return fabric_->fired(kind); }
+void FakeVerbs::injectAsyncEvent(ibv_event_type type, uint32_t qpNum, uint8_t port) {
+  fabric_->injectAsyncEvent(type, qpNum, port);
+}
 FakeVerbs::Counts FakeVerbs::counts() const { return fabric_->counts(); }
 
 }  // namespace eccl::test

@@ -19,7 +19,8 @@
 //    later WR of the same QP is polled, so posting only unsignaled WRs fills
 //    the queue (postSend returns ENOMEM), as on real hardware.
 //  - CQs hold exactly `cqe` entries; one more overruns the CQ: it drops
-//    further completions and every QP using it goes to ERR.
+//    further completions, every QP using it goes to ERR, and it raises
+//    IBV_EVENT_CQ_ERR.
 //  - ERR flushes every outstanding WR (FLUSH_ERR, signaled or not). RESET
 //    and destroyQp drop the QP's work without completions and also remove
 //    its completions still queued in its CQs (as mlx5 does): to account for
@@ -28,18 +29,32 @@
 //    completion (never for ones already queued when it was armed).
 //    channel->fd is readable while an event is queued; getCqEvent blocks
 //    unless the caller made that fd O_NONBLOCK (then -1 with EAGAIN).
+//  - Asynchronous events: every context has its own queue, and
+//    context->async_fd (an eventfd, blocking) is readable exactly while it
+//    holds an event. getAsyncEvent takes the oldest (blocking, or -1 with
+//    EAGAIN when the caller made async_fd O_NONBLOCK); eventTypeStr gives
+//    libibverbs' text. Events come from injectAsyncEvent() and from a CQ
+//    overrun (IBV_EVENT_CQ_ERR naming that CQ, on its context). Events of a
+//    QP or CQ still queued when it is destroyed are discarded (as the kernel
+//    does); the rest go with closeDevice.
 //
 // Where it differs from libibverbs (callers must not rely on these):
-//  - destroyCq with events read but not acked returns EBUSY (libibverbs
-//    blocks); closeDevice with PDs, CQs or channels still open returns EBUSY
-//    (the kernel would tear them down).
+//  - destroyCq with completion events read but not acked returns EBUSY
+//    (libibverbs blocks); closeDevice with PDs, CQs or channels still open
+//    returns EBUSY (the kernel would tear them down). Asynchronous events are
+//    as in libibverbs: destroyQp / destroyCq wait while an event of that QP
+//    / CQ is read and not acked (another thread may be handling it), but
+//    abort after Options::asyncAckTimeout instead of hanging; port and
+//    device events need no ack before closeDevice (ackAsyncEvent only counts
+//    them). Acking more events of a QP or CQ than were read aborts.
 //  - A handle that is unknown or already destroyed aborts the process with a
 //    message (a real provider would crash or corrupt memory).
 //  - Capabilities are granted exactly as asked (providers round up).
 //  - Delivery is instantaneous unless delayed by a fault or a retry.
 //
 // Thread safety: every Api call may come from any thread; one mutex guards
-// the fabric, and getCqEvent waits without it. A timer thread runs delayed
+// the fabric, and getCqEvent, getAsyncEvent and a destroy waiting for an
+// ack wait without it. A timer thread runs delayed
 // work (slow completions, retry timeouts). One FakeVerbs may live at a time
 // (the Api table is plain function pointers); a second one aborts.
 #pragma once
@@ -74,6 +89,9 @@ class FakeVerbs {
     std::vector<DeviceSpec> devices{DeviceSpec{}};                   // may be empty
     size_t maxRegisteredBytes = std::numeric_limits<size_t>::max();  // regMr: ENOMEM above
     std::chrono::milliseconds transportTimeout{20};                  // until RETRY_EXC_ERR
+    // destroyQp / destroyCq wait this long for an asynchronous event of the
+    // object read but not yet acked, then abort (libibverbs waits forever).
+    std::chrono::milliseconds asyncAckTimeout{5000};
   };
 
   // Armed by inject(); fires on the afterPosts-th matching send WR posted
@@ -112,6 +130,9 @@ class FakeVerbs {
     uint64_t liveContexts = 0;
     uint64_t forkInits = 0;
     uint64_t cqOverruns = 0;
+    uint64_t asyncEvents = 0;      // raised (injected or CQ_ERR): one per context queued on
+    uint64_t asyncEventsRead = 0;  // returned by getAsyncEvent
+    uint64_t asyncAcks = 0;        // ackAsyncEvent calls, any event type
   };
 
   FakeVerbs();
@@ -127,6 +148,28 @@ class FakeVerbs {
   void inject(const Fault& fault);
   void clearFaults();  // disarms faults not yet fired (fired() keeps counting)
   uint64_t fired(Fault::Kind kind) const;
+
+  // Raises an asynchronous event now, as the HCA would:
+  //  - QP events (QP_FATAL, QP_REQ_ERR, QP_ACCESS_ERR, and COMM_EST,
+  //    SQ_DRAINED, PATH_MIG, PATH_MIG_ERR, QP_LAST_WQE_REACHED): on the
+  //    context of QP `qpNum` (aborts if there is no such QP), element.qp =
+  //    that QP. The three errors first move it to ERR, so its outstanding
+  //    work is flushed into its CQs before the event can be read.
+  //  - IBV_EVENT_CQ_ERR: the send CQ of QP `qpNum` overruns as if one
+  //    completion too many arrived: it stops, its QPs go to ERR, and the
+  //    event (element.cq) is raised on its context.
+  //  - IBV_EVENT_DEVICE_FATAL: every QP of the fabric goes to ERR (flushing),
+  //    then the event (element.port_num = `port`) is queued on every open
+  //    context. The devices keep working otherwise (no EIO from later calls).
+  //  - Port events (PORT_ERR, PORT_ACTIVE, LID_CHANGE, PKEY_CHANGE,
+  //    SM_CHANGE, CLIENT_REREGISTER, GID_CHANGE): element.port_num = `port`,
+  //    queued on every open context of every device that has that port
+  //    (aborts if no configured device has it). Only the event: the port's
+  //    state and traffic are unchanged (DeviceSpec::state sets a port down).
+  //  - SRQ and WQ events abort: the fake has neither.
+  // An event with no open context to go to is dropped (and not counted).
+  void injectAsyncEvent(ibv_event_type type, uint32_t qpNum = 0, uint8_t port = 1);
+
   Counts counts() const;
 
   class Fabric;

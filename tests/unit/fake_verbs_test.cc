@@ -1,13 +1,14 @@
 // The in-process verbs provider (support/fake_verbs.h) against the verbs
 // semantics the RDMA transport relies on: queries, the RC state machine,
 // writes and sends with their completions, keys, RNR, retry timeouts,
-// completion channels and every injectable fault. Every test ends with all
-// objects freed (TearDown checks the live counts).
+// completion channels, asynchronous events and every injectable fault.
+// Every test ends with all objects freed (TearDown checks the live counts).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -222,6 +223,24 @@ class FakeVerbsTest : public ::testing::Test {
     return out;
   }
   std::vector<ibv_wc> drain(ibv_cq* cq) { return poll(cq, 1 << 20, 0ms); }
+
+  static bool readable(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1;
+  }
+
+  // The next asynchronous event of `ctx`, which must have one queued (if
+  // not: a failure, and an event of no known type rather than a hang).
+  ibv_async_event nextEvent(ibv_context* ctx) {
+    ibv_async_event e{};
+    e.event_type = static_cast<ibv_event_type>(99);
+    if (!readable(ctx->async_fd)) {
+      ADD_FAILURE() << "no asynchronous event queued";
+      return e;
+    }
+    EXPECT_EQ(v.getAsyncEvent(ctx, &e), 0);
+    return e;
+  }
 
   std::unique_ptr<FakeVerbs> fake_;
   transport::ibverbs::Api v{};
@@ -656,13 +675,36 @@ TEST_F(FakeVerbsTest, CqOverrunMovesItsQpsToError) {
   ibv_context* ctx = open();
   Side a = side(ctx, 4), b = side(ctx);
   connect(a, b);
+  EXPECT_FALSE(readable(ctx->async_fd));
   for (int i = 0; i < 5; ++i)
     ASSERT_EQ(post(a, b, {.id = uint64_t(i), .op = IBV_WR_RDMA_WRITE}), 0);
   EXPECT_EQ(fake_->counts().cqOverruns, 1u);
   EXPECT_EQ(a.qp->state, IBV_QPS_ERR);
   EXPECT_EQ(drain(a.cq).size(), 4u);  // what fit; later completions are lost
+
+  // The overrun raises IBV_EVENT_CQ_ERR on the CQ's context, once.
+  ibv_async_event e = nextEvent(ctx);
+  EXPECT_EQ(e.event_type, IBV_EVENT_CQ_ERR);
+  EXPECT_EQ(e.element.cq, a.cq);
+  EXPECT_FALSE(readable(ctx->async_fd));
+  ASSERT_EQ(v.destroyQp(a.qp), 0);
+  a.qp = nullptr;
+  v.ackAsyncEvent(&e);  // else destroyCq would wait for it (see AsyncEventMisuseAborts)
+
+  // Injected: b's CQ overruns as if one completion too many arrived.
+  ASSERT_EQ(postRecv(b, 1), 0);
+  fake_->injectAsyncEvent(IBV_EVENT_CQ_ERR, b.qp->qp_num);
+  EXPECT_EQ(b.qp->state, IBV_QPS_ERR);
+  EXPECT_TRUE(drain(b.cq).empty());  // the flush was lost with the CQ
+  EXPECT_TRUE(readable(ctx->async_fd));
+  const FakeVerbs::Counts c = fake_->counts();
+  EXPECT_EQ(c.cqOverruns, 2u);
+  EXPECT_EQ(c.asyncEvents, 2u);
+  EXPECT_EQ(c.asyncEventsRead, 1u);
+  EXPECT_EQ(c.asyncAcks, 1u);
   destroy(a);
-  destroy(b);
+  destroy(b);  // its CQ_ERR, never read, is discarded with the CQ
+  EXPECT_FALSE(readable(ctx->async_fd));
 }
 
 // ---- completion channels ------------------------------------------------------------
@@ -970,6 +1012,211 @@ TEST_F(FakeVerbsTest, PeerReadyWithinTheRetryWindow) {
   EXPECT_EQ(wc[0].status, IBV_WC_SUCCESS);
   destroy(a);
   destroy(b);
+}
+
+// ---- asynchronous events -------------------------------------------------------------
+
+TEST_F(FakeVerbsTest, AsyncEventTypeNames) {
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_CQ_ERR), "CQ error");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_QP_FATAL), "local work queue catastrophic error");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_QP_REQ_ERR), "invalid request local work queue error");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_QP_ACCESS_ERR),
+               "local access violation work queue error");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_DEVICE_FATAL), "local catastrophic error");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_PORT_ACTIVE), "port active");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_PORT_ERR), "port error");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_GID_CHANGE), "GID table change");
+  EXPECT_STREQ(v.eventTypeStr(IBV_EVENT_WQ_FATAL), "WQ fatal");
+  EXPECT_STREQ(v.eventTypeStr(static_cast<ibv_event_type>(99)), "unknown");
+}
+
+TEST_F(FakeVerbsTest, AsyncFdReadableOnlyWhileAnEventIsQueued) {
+  ibv_context* ctx = open();
+  const int fd = ctx->async_fd;
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(ctx->cmd_fd, -1);
+  EXPECT_TRUE(::fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  const int flags = ::fcntl(fd, F_GETFL);
+  EXPECT_FALSE(flags & O_NONBLOCK);  // blocking, like the real one
+  EXPECT_FALSE(readable(fd));
+
+  fake_->injectAsyncEvent(IBV_EVENT_PORT_ERR);
+  fake_->injectAsyncEvent(IBV_EVENT_PORT_ACTIVE);
+  EXPECT_TRUE(readable(fd));
+  ibv_async_event e{};
+  ASSERT_EQ(v.getAsyncEvent(ctx, &e), 0);  // the oldest first
+  EXPECT_EQ(e.event_type, IBV_EVENT_PORT_ERR);
+  EXPECT_EQ(e.element.port_num, 1);
+  v.ackAsyncEvent(&e);
+  EXPECT_TRUE(readable(fd));  // one left
+  ASSERT_EQ(v.getAsyncEvent(ctx, &e), 0);
+  EXPECT_EQ(e.event_type, IBV_EVENT_PORT_ACTIVE);
+  v.ackAsyncEvent(&e);
+  EXPECT_FALSE(readable(fd));
+
+  // With O_NONBLOCK an empty queue gives EAGAIN; without it getAsyncEvent waits.
+  ASSERT_EQ(::fcntl(fd, F_SETFL, flags | O_NONBLOCK), 0);
+  errno = 0;
+  EXPECT_EQ(v.getAsyncEvent(ctx, &e), -1);
+  EXPECT_EQ(errno, EAGAIN);
+  ASSERT_EQ(::fcntl(fd, F_SETFL, flags), 0);
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    ibv_async_event w{};
+    EXPECT_EQ(v.getAsyncEvent(ctx, &w), 0);
+    EXPECT_EQ(w.event_type, IBV_EVENT_LID_CHANGE);
+    got = true;
+    v.ackAsyncEvent(&w);
+  });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(got.load());
+  fake_->injectAsyncEvent(IBV_EVENT_LID_CHANGE);
+  waiter.join();
+  EXPECT_TRUE(got.load());
+  EXPECT_FALSE(readable(fd));
+  const FakeVerbs::Counts c = fake_->counts();
+  EXPECT_EQ(c.asyncEvents, 3u);
+  EXPECT_EQ(c.asyncEventsRead, 3u);
+  EXPECT_EQ(c.asyncAcks, 3u);
+}
+
+TEST_F(FakeVerbsTest, QpFatalMovesTheQpToErrorAndFlushes) {
+  ibv_context* ctx = open();
+  Side a = side(ctx), b = side(ctx);
+  connect(a, b);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(postRecv(a, 10 + i), 0);
+  fake_->injectAsyncEvent(IBV_EVENT_QP_FATAL, a.qp->qp_num);
+  EXPECT_EQ(a.qp->state, IBV_QPS_ERR);
+  EXPECT_EQ(b.qp->state, IBV_QPS_RTS);  // the peer is not told
+  std::vector<ibv_wc> wc = drain(a.cq);  // flushed before the event could be read
+  ASSERT_EQ(wc.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(wc[i].wr_id, 10 + i);
+    EXPECT_EQ(wc[i].status, IBV_WC_WR_FLUSH_ERR);
+  }
+  ibv_async_event e = nextEvent(ctx);
+  EXPECT_EQ(e.event_type, IBV_EVENT_QP_FATAL);
+  EXPECT_EQ(e.element.qp, a.qp);
+  EXPECT_STREQ(v.eventTypeStr(e.event_type), "local work queue catastrophic error");
+  EXPECT_FALSE(readable(ctx->async_fd));
+  // As in libibverbs, destroying the QP waits until its event is acked.
+  std::atomic<bool> destroyed{false};
+  std::thread destroyer([&] {
+    EXPECT_EQ(v.destroyQp(a.qp), 0);
+    destroyed = true;
+  });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(destroyed.load());
+  v.ackAsyncEvent(&e);
+  destroyer.join();
+  EXPECT_TRUE(destroyed.load());
+  a.qp = nullptr;
+
+  // A QP event that is no error leaves the state alone.
+  fake_->injectAsyncEvent(IBV_EVENT_COMM_EST, b.qp->qp_num);
+  EXPECT_EQ(b.qp->state, IBV_QPS_RTS);
+  e = nextEvent(ctx);
+  EXPECT_EQ(e.event_type, IBV_EVENT_COMM_EST);
+  EXPECT_EQ(e.element.qp, b.qp);
+  v.ackAsyncEvent(&e);
+  // REQ_ERR and ACCESS_ERR move it to ERR too; left unread, they go with the QP.
+  ASSERT_EQ(postRecv(b, 20), 0);
+  fake_->injectAsyncEvent(IBV_EVENT_QP_REQ_ERR, b.qp->qp_num);
+  EXPECT_EQ(b.qp->state, IBV_QPS_ERR);
+  wc = drain(b.cq);
+  ASSERT_EQ(wc.size(), 1u);
+  EXPECT_EQ(wc[0].wr_id, 20u);
+  EXPECT_EQ(wc[0].status, IBV_WC_WR_FLUSH_ERR);
+  fake_->injectAsyncEvent(IBV_EVENT_QP_ACCESS_ERR, b.qp->qp_num);
+  EXPECT_TRUE(readable(ctx->async_fd));
+  destroy(a);
+  destroy(b);
+  EXPECT_FALSE(readable(ctx->async_fd));
+  const FakeVerbs::Counts c = fake_->counts();
+  EXPECT_EQ(c.asyncEvents, 4u);
+  EXPECT_EQ(c.asyncEventsRead, 2u);
+  EXPECT_EQ(c.asyncAcks, 2u);
+}
+
+TEST_F(FakeVerbsTest, PortAndDeviceEventsReachOpenContexts) {
+  FakeVerbs::Options o;
+  o.devices = {{.name = "ib0", .ports = 2}, {.name = "ib1"}};
+  restart(o);
+  ibv_context* x = open(0);
+  ibv_context* y = open(0);
+  ibv_context* z = open(1);
+  Side a = side(x), b = side(z);
+  connect(a, b);
+  ASSERT_EQ(postRecv(a, 1), 0);
+  ASSERT_EQ(postRecv(b, 2), 0);
+
+  // Port 2: only the contexts of a device that has one.
+  fake_->injectAsyncEvent(IBV_EVENT_PORT_ERR, 0, 2);
+  EXPECT_TRUE(readable(x->async_fd));
+  EXPECT_TRUE(readable(y->async_fd));
+  EXPECT_FALSE(readable(z->async_fd));
+  EXPECT_EQ(a.qp->state, IBV_QPS_RTS);  // the event only
+  ibv_async_event e = nextEvent(y);
+  EXPECT_EQ(e.event_type, IBV_EVENT_PORT_ERR);
+  EXPECT_EQ(e.element.port_num, 2);
+  v.ackAsyncEvent(&e);
+  EXPECT_FALSE(readable(y->async_fd));
+
+  // Device fatal: every open context, and every QP goes to ERR first.
+  fake_->injectAsyncEvent(IBV_EVENT_DEVICE_FATAL);
+  EXPECT_EQ(a.qp->state, IBV_QPS_ERR);
+  EXPECT_EQ(b.qp->state, IBV_QPS_ERR);
+  std::vector<ibv_wc> wc = drain(a.cq);
+  ASSERT_EQ(wc.size(), 1u);
+  EXPECT_EQ(wc[0].status, IBV_WC_WR_FLUSH_ERR);
+  wc = drain(b.cq);
+  ASSERT_EQ(wc.size(), 1u);
+  EXPECT_EQ(wc[0].wr_id, 2u);
+  e = nextEvent(x);  // its port error came first
+  EXPECT_EQ(e.event_type, IBV_EVENT_PORT_ERR);
+  v.ackAsyncEvent(&e);
+  for (ibv_context* ctx : {x, y, z}) {
+    e = nextEvent(ctx);
+    EXPECT_EQ(e.event_type, IBV_EVENT_DEVICE_FATAL);
+    EXPECT_STREQ(v.eventTypeStr(e.event_type), "local catastrophic error");
+    v.ackAsyncEvent(&e);
+    EXPECT_FALSE(readable(ctx->async_fd));
+  }
+  // Port and device events need no ack to close; unread ones go with the context.
+  fake_->injectAsyncEvent(IBV_EVENT_PORT_ERR);
+  const FakeVerbs::Counts c = fake_->counts();
+  EXPECT_EQ(c.asyncEvents, 2u + 3u + 3u);
+  EXPECT_EQ(c.asyncEventsRead, 5u);
+  EXPECT_EQ(c.asyncAcks, 5u);
+  destroy(a);
+  destroy(b);
+  EXPECT_TRUE(readable(z->async_fd));
+}
+
+TEST_F(FakeVerbsTest, AsyncEventMisuseAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the timer thread is running
+  FakeVerbs::Options o;
+  o.asyncAckTimeout = 50ms;
+  restart(o);
+  ibv_context* ctx = open();
+  Side a = side(ctx);
+  EXPECT_DEATH(fake_->injectAsyncEvent(IBV_EVENT_QP_FATAL, 0), "no QP number 0");
+  EXPECT_DEATH(fake_->injectAsyncEvent(IBV_EVENT_PORT_ERR, 0, 2), "no device has port 2");
+  EXPECT_DEATH(fake_->injectAsyncEvent(IBV_EVENT_SRQ_ERR), "no SRQs");
+  // An event read and never acked: the destroy gives up instead of hanging.
+  fake_->injectAsyncEvent(IBV_EVENT_SQ_DRAINED, a.qp->qp_num);
+  ibv_async_event e = nextEvent(ctx);
+  EXPECT_DEATH(v.destroyQp(a.qp), "destroyQp: an asynchronous event read from it was not acked");
+  v.ackAsyncEvent(&e);
+  EXPECT_DEATH(v.ackAsyncEvent(&e), "has no event read and not acked");
+  fake_->injectAsyncEvent(IBV_EVENT_CQ_ERR, a.qp->qp_num);
+  ibv_async_event c = nextEvent(ctx);
+  EXPECT_EQ(c.element.cq, a.cq);
+  ASSERT_EQ(v.destroyQp(a.qp), 0);
+  a.qp = nullptr;
+  EXPECT_DEATH(v.destroyCq(a.cq), "destroyCq: an asynchronous event read from it was not acked");
+  v.ackAsyncEvent(&c);
+  destroy(a);
 }
 
 // ---- injected faults -----------------------------------------------------------------

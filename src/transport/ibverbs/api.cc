@@ -55,6 +55,9 @@ Result<const Api*> load() {
   bindSymbol(lib, "ibv_destroy_qp", &real.destroyQp, &missing);
   bindSymbol(lib, "ibv_fork_init", &real.forkInit, &missing);
   bindSymbol(lib, "ibv_wc_status_str", &real.wcStatusStr, &missing);
+  bindSymbol(lib, "ibv_get_async_event", &real.getAsyncEvent, &missing);
+  bindSymbol(lib, "ibv_ack_async_event", &real.ackAsyncEvent, &missing);
+  bindSymbol(lib, "ibv_event_type_str", &real.eventTypeStr, &missing);
   if (!missing.empty()) {
     return error(ecclUnsupported, fmt::format("transport \"ibverbs\": {} lacks{}", kLibrary, missing));
   }

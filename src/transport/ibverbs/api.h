@@ -42,6 +42,9 @@ struct Api {
   int (*postRecv)(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad);
   int (*forkInit)();
   const char* (*wcStatusStr)(ibv_wc_status status);
+  int (*getAsyncEvent)(ibv_context* context, ibv_async_event* event);
+  void (*ackAsyncEvent)(ibv_async_event* event);
+  const char* (*eventTypeStr)(ibv_event_type type);
 };
 
 // The stand-in when one is installed, else libibverbs.so.1, loaded once

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <fcntl.h>
+#include <poll.h>
 
 #include "common/log.h"
 
@@ -132,10 +134,78 @@ Result<std::shared_ptr<Device>> Device::open(const Api& api, const RdmaOptions& 
     return error(ecclSystemError, fmt::format("transport \"ibverbs\": cannot allocate a protection "
                                               "domain on {}: {}", d->name_, std::strerror(errno)));
   }
+  if (d->context_->async_fd >= 0) {
+    // Non-blocking: an event announced by poll() may be gone by the time it
+    // is read (its queue pair destroyed meanwhile), and a blocked read would
+    // hold the device's destruction.
+    ::fcntl(d->context_->async_fd, F_SETFL, ::fcntl(d->context_->async_fd, F_GETFL) | O_NONBLOCK);
+    Device* self = d.get();
+    const log::Context ctx = log::threadContext();
+    d->async_ = std::thread([self, ctx] {
+      log::threadContext() = ctx;
+      self->asyncLoop();
+    });
+  }
   return d;
 }
 
+uint64_t Device::watch(std::vector<uint32_t> qpns, OnFatal onFatal) {
+  std::lock_guard<std::mutex> lock(watchMu_);
+  const uint64_t id = nextWatch_++;
+  watchers_.emplace(id, Watcher{std::move(qpns), std::move(onFatal)});
+  return id;
+}
+
+void Device::unwatch(uint64_t id) {
+  std::lock_guard<std::mutex> lock(watchMu_);
+  watchers_.erase(id);
+}
+
+void Device::notify(uint32_t qpn, const std::string& why) {
+  std::lock_guard<std::mutex> lock(watchMu_);
+  for (auto& [id, w] : watchers_) {
+    if (qpn == 0 || std::find(w.qpns.begin(), w.qpns.end(), qpn) != w.qpns.end()) w.onFatal(why);
+  }
+}
+
+void Device::asyncLoop() {
+  while (!stop_.load(std::memory_order_acquire)) {
+    pollfd p{context_->async_fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0 || (p.revents & POLLIN) == 0) continue;
+    ibv_async_event ev{};
+    if (api_.getAsyncEvent(context_, &ev) != 0) continue;
+    const std::string what = api_.eventTypeStr(ev.event_type);
+    switch (ev.event_type) {
+      case IBV_EVENT_QP_FATAL:
+      case IBV_EVENT_QP_REQ_ERR:
+      case IBV_EVENT_QP_ACCESS_ERR:
+      case IBV_EVENT_PATH_MIG_ERR:
+        notify(ev.element.qp->qp_num,
+               fmt::format("queue pair {}: {} (asynchronous event)", ev.element.qp->qp_num, what));
+        break;
+      case IBV_EVENT_CQ_ERR:
+        notify(0, fmt::format("{}: {} (asynchronous event)", name_, what));
+        break;
+      case IBV_EVENT_PORT_ERR:
+        if (ev.element.port_num == port_) {
+          notify(0, fmt::format("{} port {}: {} (asynchronous event)", name_, port_, what));
+        }
+        break;
+      case IBV_EVENT_DEVICE_FATAL:
+        notify(0, fmt::format("{}: {} (asynchronous event)", name_, what));
+        break;
+      default:
+        ECCL_LOG(kInfo, kTransport, "RDMA device {}: {}", name_, what);
+        break;
+    }
+    // After the watchers: a queue pair is destroyed only once its events are acknowledged.
+    api_.ackAsyncEvent(&ev);
+  }
+}
+
 Device::~Device() {
+  stop_.store(true, std::memory_order_release);
+  if (async_.joinable()) async_.join();
   if (pd_ != nullptr) api_.deallocPd(pd_);
   if (context_ != nullptr) api_.closeDevice(context_);
 }

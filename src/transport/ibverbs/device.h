@@ -11,8 +11,14 @@
 // is refused.
 #pragma once
 
+#include <atomic>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "transport/ibverbs/api.h"
 #include "transport/transport.h"
@@ -47,8 +53,22 @@ class Device {
   // The path settings every queue pair gets (timeout, traffic class, SL).
   const RdmaOptions& path() const { return path_; }
 
+  // Asynchronous events (ibv_get_async_event) are read by one thread per
+  // device: a queue pair's fatal error ends the link that owns it, and a
+  // port error (this port), device fatal error or CQ error every link on
+  // the device, at once rather than at the next completion or the
+  // completion deadline. watch() registers a link's queue pairs; `onFatal`
+  // runs on that thread with the reason. unwatch() returns once no call of
+  // it runs any more.
+  using OnFatal = std::function<void(const std::string& why)>;
+  uint64_t watch(std::vector<uint32_t> qpns, OnFatal onFatal);
+  void unwatch(uint64_t id);
+
  private:
   explicit Device(const Api& api) : api_(api) {}
+  void asyncLoop();
+  // Calls the watchers of `qpn`, or every watcher when qpn is 0.
+  void notify(uint32_t qpn, const std::string& why);
 
   const Api& api_;
   ibv_context* context_ = nullptr;
@@ -61,6 +81,15 @@ class Device {
   int gidIndex_ = -1;
   ibv_gid gid_{};
   RdmaOptions path_;
+  struct Watcher {
+    std::vector<uint32_t> qpns;
+    OnFatal onFatal;
+  };
+  std::mutex watchMu_;  // held while a watcher runs
+  std::map<uint64_t, Watcher> watchers_;
+  uint64_t nextWatch_ = 1;
+  std::atomic<bool> stop_{false};
+  std::thread async_;
 };
 
 }  // namespace eccl::transport::ibverbs

@@ -221,6 +221,11 @@ Result<std::unique_ptr<VerbsLink>> VerbsLink::accept(const Resources& resources,
 }
 
 void VerbsLink::start() {
+  std::vector<uint32_t> qpns;
+  for (const auto& lane : qps_) qpns.push_back(lane->qp.qpn());
+  watchId_ = resources_.device->watch(std::move(qpns), [this](const std::string& why) {
+    (void)breakLink(why);
+  });
   const log::Context ctx = log::threadContext();
   progress_ = std::thread([this, ctx] {
     log::threadContext() = ctx;
@@ -229,6 +234,7 @@ void VerbsLink::start() {
 }
 
 VerbsLink::~VerbsLink() {
+  if (watchId_ != 0) resources_.device->unwatch(watchId_);  // no event handler runs on us after this
   stop_.store(true, std::memory_order_release);
   if (progress_.joinable()) progress_.join();
   // Queue pairs before the memory their work names, the CQ after them.
@@ -610,6 +616,12 @@ void VerbsLink::retire(uint32_t tag, uint64_t seq) {
 void VerbsLink::interrupt() {
   mailbox_.interrupt();
   cv_.notify_all();
+}
+
+std::vector<uint32_t> VerbsLink::queuePairNumbers() const {
+  std::vector<uint32_t> v;
+  for (const auto& lane : qps_) v.push_back(lane->qp.qpn());
+  return v;
 }
 
 std::vector<uint64_t> VerbsLink::framesPerStream() const {

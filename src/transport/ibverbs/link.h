@@ -107,6 +107,8 @@ class VerbsLink : public Link {
   uint64_t remotePeer() const override { return remotePeer_; }
   uint32_t streamCount() const override { return static_cast<uint32_t>(qps_.size()); }
   std::vector<uint64_t> framesPerStream() const override;
+  // Its queue pairs' numbers (diagnostics and tests).
+  std::vector<uint32_t> queuePairNumbers() const;
 
  private:
   enum class Role { kSender, kReceiver };
@@ -172,6 +174,7 @@ class VerbsLink : public Link {
   uint64_t remoteSlots_ = 0;
   uint32_t remoteKey_ = 0;
   std::atomic<uint32_t> nextLane_{0};
+  uint64_t watchId_ = 0;  // the device's asynchronous-event watch of our queue pairs
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
