@@ -38,6 +38,20 @@ constexpr uint32_t kMaxInline = 256;
 constexpr uint64_t kMaxMrSize = 1ULL << 40;
 constexpr uint32_t kPsnMask = 0xffffff;
 
+// A blocking get*Event with nothing queued: -1 with EAGAIN when the caller
+// made the event fd non-blocking, else waits until it is readable (an event
+// was queued; another thread may take it first) and returns 0 to look again.
+int awaitEvent(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, -1) < 0 && errno != EINTR) return -1;
+  return 0;
+}
+
 [[noreturn]] void die(const char* format, ...) {
   va_list args;
   va_start(args, format);
@@ -689,14 +703,7 @@ int FakeVerbs::Fabric::getCqEvent(ibv_comp_channel* handle, ibv_cq** cq, void** 
       }
       fd = ch.ch.fd;
     }
-    const int flags = ::fcntl(fd, F_GETFL);
-    if (flags >= 0 && (flags & O_NONBLOCK)) {
-      errno = EAGAIN;
-      return -1;
-    }
-    // Readable while an event is queued; another thread may take it first.
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, -1) < 0 && errno != EINTR) return -1;
+    if (awaitEvent(fd) != 0) return -1;
   }
 }
 
@@ -1330,14 +1337,7 @@ int FakeVerbs::Fabric::getAsyncEvent(ibv_context* handle, ibv_async_event* event
       }
       fd = ctx.ctx.async_fd;
     }
-    const int flags = ::fcntl(fd, F_GETFL);
-    if (flags >= 0 && (flags & O_NONBLOCK)) {
-      errno = EAGAIN;
-      return -1;
-    }
-    // Readable while an event is queued; another thread may take it first.
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, -1) < 0 && errno != EINTR) return -1;
+    if (awaitEvent(fd) != 0) return -1;
   }
 }
 
