@@ -89,6 +89,20 @@ std::vector<std::byte> pattern(size_t n, uint32_t seed) {
 
 const CancelFlag kGo{0};
 
+// No queue pair, CQ, channel or registration is left; with `device`, no
+// PD or open device either (nothing holds a transport's device any more).
+void expectVerbsFreed(const FakeVerbs& fake, bool device) {
+  const FakeVerbs::Counts c = fake.counts();
+  EXPECT_EQ(c.liveQps, 0u);
+  EXPECT_EQ(c.liveCqs, 0u);
+  EXPECT_EQ(c.liveChannels, 0u);
+  EXPECT_EQ(c.liveMrs, 0u);
+  if (device) {
+    EXPECT_EQ(c.livePds, 0u);
+    EXPECT_EQ(c.liveContexts, 0u);
+  }
+}
+
 Status sendOne(VerbsLink& l, uint32_t tag, uint32_t segment, const std::vector<std::byte>& data,
                const transport::StallWatch* watch = nullptr) {
   return l.send(header(tag, 1, segment, static_cast<uint32_t>(data.size())), data.data(),
@@ -288,11 +302,7 @@ TEST(IbverbsLink, PeerThatGoesAwayBreaksTheLink) {
   EXPECT_EQ(st.code(), ecclPeerLost) << st.message();
   EXPECT_LT(Clock::now() - t0, 2s);
   p.sender.reset();
-  const FakeVerbs::Counts c = fake->counts();
-  EXPECT_EQ(c.liveQps, 0u);
-  EXPECT_EQ(c.liveCqs, 0u);
-  EXPECT_EQ(c.liveChannels, 0u);
-  EXPECT_EQ(c.liveMrs, 0u);
+  expectVerbsFreed(*fake, /*device=*/false);
 }
 
 // An op that gives up while it waits for credits, before anything of its
@@ -541,12 +551,7 @@ TEST_P(IbverbsCommFault, FailsTheOpEverywhereAndTheNextEpochWorks) {
     }
   }, verbsPeers());
   EXPECT_EQ(fake->fired(GetParam().kind), 1u) << "the fault never fired";
-  const FakeVerbs::Counts c = fake->counts();
-  EXPECT_EQ(c.liveQps, 0u);
-  EXPECT_EQ(c.liveMrs, 0u);
-  EXPECT_EQ(c.liveCqs, 0u);
-  EXPECT_EQ(c.livePds, 0u);
-  EXPECT_EQ(c.liveContexts, 0u);
+  expectVerbsFreed(*fake, /*device=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(

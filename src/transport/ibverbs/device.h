@@ -46,9 +46,7 @@ class Device {
   bool global() const { return gidIndex_ >= 0; }
   int gidIndex() const { return gidIndex_; }
   const ibv_gid& gid() const { return gid_; }
-  // Limits the queue pairs are sized within.
-  int maxQpWr() const { return attr_.max_qp_wr; }
-  int maxSge() const { return attr_.max_sge; }
+  // The largest completion queue it makes.
   int maxCqe() const { return attr_.max_cqe; }
   // The path settings every queue pair gets (timeout, traffic class, SL).
   const RdmaOptions& path() const { return path_; }

@@ -127,17 +127,12 @@ Status VerbsLink::connectLanes(const wire::VerbsOffer& remote) {
   return Status::ok();
 }
 
-Status VerbsLink::postSlotReceive(uint32_t index) {
+Status VerbsLink::postReceive(uint32_t index) {
+  // No buffer: a write-with-immediate lands in its slot (receiver), and a
+  // credit message is a zero-length send (sender); the receive only completes them.
   ibv_recv_wr wr{};
   wr.wr_id = workId(index);
-  wr.num_sge = 0;  // a write-with-immediate lands in the slot; the receive only completes it
-  return qps_[index]->qp.postRecv(&wr);
-}
-
-Status VerbsLink::postCreditReceive(uint32_t index) {
-  ibv_recv_wr wr{};
-  wr.wr_id = workId(index);
-  wr.num_sge = 0;  // credit messages are zero-length sends with an immediate
+  wr.num_sge = 0;
   return qps_[index]->qp.postRecv(&wr);
 }
 
@@ -176,7 +171,7 @@ Result<std::unique_ptr<VerbsLink>> VerbsLink::dial(const Resources& resources, u
   for (uint32_t i = 0; i < qps; ++i) {
     link->qps_[i]->credits = link->window_;
     for (uint32_t k = 0; k < link->window_; ++k) {
-      if (Status st = link->postCreditReceive(i); !st.isOk()) return fail(st);
+      if (Status st = link->postReceive(i); !st.isOk()) return fail(st);
     }
   }
   link->start();
@@ -197,7 +192,7 @@ Result<std::unique_ptr<VerbsLink>> VerbsLink::accept(const Resources& resources,
   Status st = link->createLanes(count, slots.slotsPerQp);
   if (st.isOk()) st = link->connectLanes(*offer);
   for (uint32_t i = 0; st.isOk() && i < count; ++i) {
-    for (uint32_t k = 0; k < slots.slotsPerQp && st.isOk(); ++k) st = link->postSlotReceive(i);
+    for (uint32_t k = 0; k < slots.slotsPerQp && st.isOk(); ++k) st = link->postReceive(i);
   }
   wire::VerbsOffer answer = localOffer(*resources.device);
   if (st.isOk()) {
@@ -385,7 +380,7 @@ Status VerbsLink::onCompletion(const ibv_wc& wc) {
       lane.credits += returned;
     }
     cv_.notify_all();
-    return postCreditReceive(index);
+    return postReceive(index);
   }
   return error(ecclInvalidArgument, fmt::format("queue pair {}: unexpected completion opcode {} "
                                                 "({} bytes)", lane.qp.qpn(),
@@ -420,7 +415,6 @@ Status VerbsLink::onChunk(Lane& lane, uint32_t index, const ibv_wc& wc) {
     }
     lane.header = *h;
     lane.payload = pool_->get(h->payloadBytes);
-    lane.filled = 0;
     lane.inFrame = true;
     lane.filled = len - static_cast<uint32_t>(kHeaderBytes);
     if (lane.filled > 0) std::memcpy(lane.payload.data(), data + kHeaderBytes, lane.filled);
@@ -434,7 +428,7 @@ Status VerbsLink::onChunk(Lane& lane, uint32_t index, const ibv_wc& wc) {
     lane.filled += len;
   }
   // The slot is free again: a receive for the next write, a credit for the sender.
-  ECCL_RETURN_IF_ERROR(postSlotReceive(index));
+  ECCL_RETURN_IF_ERROR(postReceive(index));
   ++lane.unreturned;
   const bool frameDone = lane.filled == lane.header.payloadBytes;
   if (frameDone) {

@@ -144,8 +144,8 @@ class VerbsLink : public Link {
   Status onCompletion(const ibv_wc& wc);
   Status onChunk(Lane& lane, uint32_t index, const ibv_wc& wc);
   Status returnCredits(Lane& lane, uint32_t index);
-  Status postCreditReceive(uint32_t index);
-  Status postSlotReceive(uint32_t index);
+  // A receive on lane `index`: for a slot's write (receiver) or a credit message (sender).
+  Status postReceive(uint32_t index);
   // Ends the link for good (any thread): callers get ecclPeerLost with `why`.
   Status breakLink(const std::string& why);
   Status broken() const;

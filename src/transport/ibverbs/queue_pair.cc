@@ -74,7 +74,6 @@ Result<QueuePair> QueuePair::create(std::shared_ptr<Device> device, ibv_cq* cq, 
   attr.cap.max_recv_wr = config.recvDepth;
   attr.cap.max_send_sge = config.maxSge;
   attr.cap.max_recv_sge = 1;
-  attr.cap.max_inline_data = config.inlineBytes;
   q.qp_ = q.device_->api().createQp(q.device_->pd(), &attr);
   if (q.qp_ == nullptr) {
     return error(ecclSystemError, fmt::format("cannot create an RC queue pair on {} ({} send, {} "

@@ -45,7 +45,6 @@ class QueuePair {
     uint32_t sendDepth = 64;
     uint32_t recvDepth = 64;
     uint32_t maxSge = 2;
-    uint32_t inlineBytes = 0;
   };
   // Reliable connected, both queues on `cq`; a random first PSN.
   static Result<QueuePair> create(std::shared_ptr<Device> device, ibv_cq* cq, const Config& config);
