@@ -4,6 +4,12 @@
 // all-reduce copies each byte into a shared ring and out again per hop, and
 // reduces it once, so the busbw README reports is set against this.
 //
+// Three ways: one memcpy of the whole buffer (glibc streams copies this
+// large past the cache), memcpy in 1 MiB pieces (how the ring copies: one
+// segment at a time, through the cache) and eccl::streamCopy in 1 MiB pieces
+// (non-temporal stores, common/stream_copy.h: the ring's backup and
+// all-gather copies into large buffers).
+//
 // Usage: memcpy_bw [--mib N] [--reps R] [--threads "1 2"]
 #include <algorithm>
 #include <chrono>
@@ -15,9 +21,29 @@
 #include <thread>
 #include <vector>
 
+#include "common/stream_copy.h"
+
 namespace {
 
-double copyRate(int threads, size_t bytes, int reps) {
+enum class Way { kWhole, kPieces, kStreamPieces };
+constexpr size_t kPiece = 1 << 20;
+
+void copy(Way way, char* dst, const char* src, size_t bytes) {
+  if (way == Way::kWhole) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  for (size_t o = 0; o < bytes; o += kPiece) {
+    const size_t n = std::min(kPiece, bytes - o);
+    if (way == Way::kPieces) {
+      std::memcpy(dst + o, src + o, n);
+    } else {
+      eccl::streamCopy(dst + o, src + o, n);
+    }
+  }
+}
+
+double copyRate(Way way, int threads, size_t bytes, int reps) {
   std::vector<std::vector<char>> src(threads), dst(threads);
   for (int t = 0; t < threads; ++t) {
     src[t].assign(bytes, static_cast<char>(t + 1));
@@ -28,7 +54,7 @@ double copyRate(int threads, size_t bytes, int reps) {
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] { std::memcpy(dst[t].data(), src[t].data(), bytes); });
+      pool.emplace_back([&, t] { copy(way, dst[t].data(), src[t].data(), bytes); });
     }
     for (auto& th : pool) th.join();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -63,9 +89,12 @@ int main(int argc, char** argv) {
   std::printf("# memcpy of %zu MiB per thread, best of %d\n", mib, reps);
   while (in >> t) {
     if (t <= 0) continue;
-    const double rate = copyRate(t, mib << 20, reps);
+    const double rate = copyRate(Way::kWhole, t, mib << 20, reps);
     std::printf("threads %d  copy %.2f GB/s  (memory traffic %.2f GB/s: read + write)\n", t, rate / 1e9,
                 2 * rate / 1e9);
+    std::printf("threads %d  in 1 MiB pieces: memcpy %.2f GB/s, streamCopy %.2f GB/s\n", t,
+                copyRate(Way::kPieces, t, mib << 20, reps) / 1e9,
+                copyRate(Way::kStreamPieces, t, mib << 20, reps) / 1e9);
   }
   return 0;
 }

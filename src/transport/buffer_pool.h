@@ -1,6 +1,9 @@
 // BufferPool: recycles payload buffers of received frames. Frames are up to a
 // segment long (1 MiB by default); allocating each one fresh costs page
-// faults on every frame, which shows at tens of GB per second.
+// faults on every frame, which shows at tens of GB per second. A pool made
+// with largePages puts segment-sized buffers on huge pages
+// (common/large_pages.h): the shared-memory link's, whose buffers the next
+// peer reads with process_vm_readv when the all-gather forwards them.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +12,8 @@
 #include <span>
 #include <vector>
 
+#include "common/large_pages.h"
+
 namespace eccl::transport {
 
 class BufferPool : public std::enable_shared_from_this<BufferPool> {
@@ -16,7 +21,7 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
   class Handle {
    public:
     Handle() = default;
-    Handle(std::shared_ptr<BufferPool> pool, std::vector<std::byte> buf, size_t size)
+    Handle(std::shared_ptr<BufferPool> pool, LargePageBytes buf, size_t size)
         : pool_(std::move(pool)), buf_(std::move(buf)), size_(size) {}
     Handle(Handle&&) noexcept = default;
     Handle& operator=(Handle&& o) noexcept {
@@ -38,14 +43,16 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
       pool_.reset();
     }
     std::shared_ptr<BufferPool> pool_;
-    std::vector<std::byte> buf_;
+    LargePageBytes buf_;
     size_t size_ = 0;
   };
 
-  static std::shared_ptr<BufferPool> create() { return std::shared_ptr<BufferPool>(new BufferPool()); }
+  static std::shared_ptr<BufferPool> create(bool largePages = false) {
+    return std::shared_ptr<BufferPool>(new BufferPool(largePages));
+  }
 
   Handle get(size_t size) {
-    std::vector<std::byte> buf;
+    LargePageBytes buf{LargePageAllocator<std::byte>(largePages_)};
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!free_.empty()) {
@@ -58,14 +65,15 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
   }
 
  private:
-  BufferPool() = default;
-  void put(std::vector<std::byte> buf) {
+  explicit BufferPool(bool largePages) : largePages_(largePages) {}
+  void put(LargePageBytes buf) {
     std::lock_guard<std::mutex> lock(mu_);
     if (free_.size() < kMaxFree) free_.push_back(std::move(buf));
   }
   static constexpr size_t kMaxFree = 64;
+  const bool largePages_;
   std::mutex mu_;
-  std::vector<std::vector<std::byte>> free_;
+  std::vector<LargePageBytes> free_;
 };
 
 }  // namespace eccl::transport
