@@ -9,6 +9,8 @@
 
 #include "collectives/schedule.h"
 #include "common/dtype.h"
+#include "common/large_pages.h"
+#include "common/stream_copy.h"
 #include "reduce/reduce.h"
 
 namespace eccl::collectives {
@@ -125,7 +127,8 @@ class RingIo {
     if (codec_ != nullptr) {
       codec_->decode(ctx_.codecParams, f.bytes().data(), elems, dst);
     } else if (elems > 0) {
-      std::memcpy(dst, f.bytes().data(), elems * elem_);
+      // Into the op's buffer, which the op does not read again.
+      streamCopy(dst, f.bytes().data(), elems * elem_);
     }
     return Status::ok();
   }
@@ -205,15 +208,31 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
   RingIo io(ctx, dtype);
   const size_t seg = io.segElems();
   const uint32_t agBase = static_cast<uint32_t>(n - 1);  // all-gather step numbers follow
+  // Partial sums (every reduce-scatter step but the owner's) go to one
+  // segment of scratch, not to `out`: they are sent on and never needed
+  // again (a send returns once the link is done reading them), so the
+  // segment stays in cache and `out` is written once per byte. Elements in
+  // a store (device buffers) stay where the store keeps them.
+  const bool partialsAside = ctx.elements == nullptr;
+  thread_local LargePageBytes scratch{LargePageAllocator<std::byte>(true)};
+  if (partialsAside && scratch.size() < std::min(seg, count) * esz) {
+    scratch.resize(std::min(seg, count) * esz);
+  }
+  // The reduce-scatter reads every input byte once (our own chunk to send
+  // it, the others to add to them): the backup of an in-place input
+  // (ctx.beforeOverwrite) is taken right there, where the bytes are read
+  // anyway, rather than when the all-gather overwrites them.
 
   // Reduce-scatter step 0: our own contribution to chunk r.
   const Range first = chunkRange(count, n, r);
   for (uint32_t j = 0; j < segmentCount(first.count, seg); ++j) {
     const Range s = segmentRange(first, seg, j);
     ECCL_RETURN_IF_ERROR(awaitInput(ctx, s.begin * esz, s.count * esz));
+    keep(ctx, s, esz);
     ECCL_RETURN_IF_ERROR(io.sendElems(0, j, s, in + s.begin * esz));
   }
-  // Steps 0..n-2: reduce what arrives into `out`, pass it on.
+  // Steps 0..n-2: add what arrives to our input (a partial sum, into scratch;
+  // the owner's final sum, into `out`) and pass it on.
   for (int step = 0; step < n - 1; ++step) {
     const Range chunk = chunkRange(count, n, mod(r - step - 1, n));
     const bool owner = step == n - 2;  // this chunk is now complete here
@@ -224,9 +243,9 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       Range s;
       Result<transport::Frame> f = io.recvNext(static_cast<uint32_t>(step), chunk, pending, &j, &s);
       if (!f) return f.status();
-      std::byte* dst = out + s.begin * esz;
+      std::byte* dst = owner || !partialsAside ? out + s.begin * esz : scratch.data();
       ECCL_RETURN_IF_ERROR(awaitInput(ctx, s.begin * esz, s.count * esz));
-      keep(ctx, s, esz);  // every chunk but ours is first written here
+      keep(ctx, s, esz);
       ECCL_RETURN_IF_ERROR(io.combine(op, dst, in + s.begin * esz, *f, s.count));
       if (owner && op == ecclAvg) {
         ECCL_RETURN_IF_ERROR(io.divide(dst, s.count, static_cast<uint64_t>(n)));
@@ -250,7 +269,6 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
       Range s;
       Result<transport::Frame> f = io.recvNext(wireStep, chunk, pending, &j, &s);
       if (!f) return f.status();
-      if (step == 0) keep(ctx, s, esz);  // our own chunk, first written now
       ECCL_RETURN_IF_ERROR(io.unpack(*f, s.count, out + s.begin * esz));
       if (step < n - 2) {
         ECCL_RETURN_IF_ERROR(

@@ -72,9 +72,10 @@ struct RingContext {
   std::function<void(uint64_t neighbour, bool sending, std::chrono::milliseconds stuck)> onStall;
   const transport::CancelFlag* cancel = nullptr;
   size_t segmentBytes = 1 << 20;
-  // Called, when set, just before the op first overwrites bytes [offset,
-  // offset + len) of recvbuf (once per byte), so that the caller can keep
-  // them and restore its input if the op fails.
+  // Called, when set, before the op first overwrites bytes [offset, offset +
+  // len) of recvbuf (once per byte), so that the caller can keep them and
+  // restore its input if the op fails. The all-reduce calls it where it
+  // first reads them (they are in cache then).
   std::function<void(size_t offset, size_t len)> beforeOverwrite;
   // Called, when set, before the op first reads bytes [offset, offset + len)
   // of its input: they may still be arriving (device buffers staged in

@@ -13,6 +13,7 @@
 #include "common/dtype.h"
 #include "common/env.h"
 #include "common/log.h"
+#include "common/stream_copy.h"
 
 namespace eccl::comm {
 namespace {
@@ -638,7 +639,8 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
   ctx.cancel = &req.cancel;
   if (overwritesInput) {
     ctx.beforeOverwrite = [&](size_t offset, size_t len) {
-      std::memcpy(backup.data() + offset, static_cast<const std::byte*>(a.recvbuf) + offset, len);
+      // Read again only if the op fails: past the cache.
+      streamCopy(backup.data() + offset, static_cast<const std::byte*>(a.recvbuf) + offset, len);
       saved.emplace_back(offset, len);
     };
   }

@@ -84,7 +84,7 @@ class ShmLink : public Link {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> frames_{0};
   std::atomic<uint32_t> maxFrame_{wire::kMaxSegmentBytes};
-  std::shared_ptr<BufferPool> pool_ = BufferPool::create();
+  std::shared_ptr<BufferPool> pool_ = BufferPool::create(/*largePages=*/true);
   Mailbox mailbox_;
   std::thread reader_;
 };
