@@ -208,12 +208,13 @@ Status ringAllReduce(RingContext& ctx, const void* sendbuf, void* recvbuf, size_
   RingIo io(ctx, dtype);
   const size_t seg = io.segElems();
   const uint32_t agBase = static_cast<uint32_t>(n - 1);  // all-gather step numbers follow
-  // Partial sums (every reduce-scatter step but the owner's) go to one
-  // segment of scratch, not to `out`: they are sent on and never needed
-  // again (a send returns once the link is done reading them), so the
-  // segment stays in cache and `out` is written once per byte. Elements in
-  // a store (device buffers) stay where the store keeps them.
-  const bool partialsAside = ctx.elements == nullptr;
+  // Partial sums (every reduce-scatter step but the owner's; none at two
+  // members) go to one segment of scratch, not to `out`: they are sent on and
+  // never needed again (a send returns once the link is done reading them,
+  // or broke the link), so the segment stays in cache and `out` is written
+  // only by the owner's sum and the all-gather. Elements in a store (device
+  // buffers) stay where the store keeps them.
+  const bool partialsAside = ctx.elements == nullptr && n > 2;
   thread_local LargePageBytes scratch{LargePageAllocator<std::byte>(true)};
   if (partialsAside && scratch.size() < std::min(seg, count) * esz) {
     scratch.resize(std::min(seg, count) * esz);

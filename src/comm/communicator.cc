@@ -591,8 +591,9 @@ Status Communicator::runRing(Request& req, ecclOpInfo_t& info, TagQueue& tag) {
   // (device buffers are their own backup: the ring works on a copy).
   const bool overwritesInput = staging == nullptr && changesInput &&
                                (a.kind != wire::OpKind::kAllReduce || a.sendbuf == a.recvbuf);
-  // The ring copies each part just before it first overwrites it (inside the
-  // pipeline, not as a pass over the whole buffer before it starts).
+  // The ring copies each part before it first overwrites it, inside the
+  // pipeline (the all-reduce where it first reads the part), not as a pass
+  // over the whole buffer before it starts.
   std::vector<std::pair<size_t, size_t>> saved;  // (offset, bytes) copied to `backup`
   if (overwritesInput && bytes > 0 && local.isOk()) {
     try {

@@ -1,16 +1,18 @@
 // Buffers of a megabyte and more on transparent huge pages, where the kernel
 // offers them (THP "always" or "madvise"). A same-host peer reads such a
-// buffer with process_vm_readv (transport/shm/), which pins every page of it
-// per call: a 1 MiB segment is 256 small pages but one huge page, and the
-// copies into and out of it miss the TLB less. The price: a huge page is
-// 2 MiB, so a 1 MiB buffer takes 2 MiB. Allocators made with `large` false,
-// and buffers under a megabyte, come from the ordinary heap.
+// buffer with process_vm_readv (transport/shm/), which looks up and pins each
+// of its pages per call: on a huge page that is one page-table entry per
+// 2 MiB instead of one per 4 KiB, and the copies into and out of it miss the
+// TLB less. Each such buffer is a mapping of its own, aligned to and rounded
+// up to whole huge pages (so a 1 MiB buffer takes 2 MiB), and unmapped when
+// freed. Allocators made with `large` false, and buffers under a megabyte,
+// use the ordinary heap. Without THP the advice is ignored: small pages.
 #pragma once
 
 #include <sys/mman.h>
 
 #include <cstddef>
-#include <cstdlib>
+#include <cstdint>
 #include <new>
 #include <type_traits>
 #include <vector>
@@ -19,15 +21,18 @@ namespace eccl {
 
 template <class T>
 class LargePageAllocator {
+  static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "the ordinary heap's alignment");
+
  public:
   using value_type = T;
   // A buffer keeps the allocator it was made with, whatever it is moved to.
   using propagate_on_container_move_assignment = std::true_type;
   using propagate_on_container_swap = std::true_type;
-  static constexpr size_t kHugePage = 2 << 20;
+  static constexpr size_t kHugePage = 2 << 20;  // x86-64's (elsewhere only the gain is lost)
   static constexpr size_t kMinBytes = 1 << 20;
 
-  explicit LargePageAllocator(bool large = false) : large_(large) {}
+  LargePageAllocator() = default;
+  explicit LargePageAllocator(bool large) : large_(large) {}
   template <class U>
   LargePageAllocator(const LargePageAllocator<U>& o) : large_(o.large()) {}  // NOLINT: rebinding
 
@@ -36,16 +41,23 @@ class LargePageAllocator {
   T* allocate(size_t n) {
     const size_t bytes = n * sizeof(T);
     if (!onHugePages(bytes)) return static_cast<T*>(::operator new(bytes));
-    // Whole huge pages, aligned, so that every part of the buffer can be one.
-    const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-    void* p = std::aligned_alloc(kHugePage, rounded);
-    if (p == nullptr) throw std::bad_alloc();
-    ::madvise(p, rounded, MADV_HUGEPAGE);  // advice: without THP, small pages
-    return static_cast<T*>(p);
+    // Map one huge page more than needed, then unmap the unaligned ends.
+    const size_t size = rounded(bytes);
+    void* m = ::mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    const auto start = reinterpret_cast<uintptr_t>(m);
+    const uintptr_t aligned = (start + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
+    if (aligned > start) ::munmap(m, aligned - start);
+    if (const size_t tail = start + kHugePage - aligned; tail > 0) {
+      ::munmap(reinterpret_cast<void*>(aligned + size), tail);
+    }
+    ::madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);  // advice only
+    return reinterpret_cast<T*>(aligned);
   }
   void deallocate(T* p, size_t n) {
     if (onHugePages(n * sizeof(T))) {
-      std::free(p);
+      ::munmap(p, rounded(n * sizeof(T)));
     } else {
       ::operator delete(p);
     }
@@ -54,8 +66,9 @@ class LargePageAllocator {
   bool operator==(const LargePageAllocator<U>& o) const { return large_ == o.large(); }
 
  private:
+  static size_t rounded(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
   bool onHugePages(size_t bytes) const { return large_ && bytes >= kMinBytes; }
-  bool large_;
+  bool large_ = false;
 };
 
 // A byte buffer; on huge pages once it is a megabyte or more when its

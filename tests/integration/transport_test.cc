@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "codec/codec.h"
 #include "collectives/ring.h"
 #include "transport/shm/link.h"
 #include "transport/tcp/socket.h"
@@ -662,20 +663,30 @@ TEST(ShmLink, LargePayloadsAreReadFromTheSendersMemory) {
 namespace eccl::transport {
 namespace {
 
-// The ring all-reduce straight over shared-memory links (4 members on 4
-// threads, an in-place float32 sum of an odd count in 256 KiB segments, so
-// payloads are read from the sender's memory): the backup hook
-// (RingContext::beforeOverwrite, which all-or-nothing restores from) sees
-// every byte of the buffer exactly once and always before the op changed it,
-// although the reduce-scatter's partial sums go to scratch and the backup is
-// taken where the bytes are first read; every member ends with the same bits.
-TEST(RingAllReduce, BackupSeesEveryByteOnceBeforeItChanges) {
-  constexpr int kWorld = 4;
-  constexpr size_t kCount = (3 << 18) + 7;
-  constexpr size_t kBytes = kCount * sizeof(float);
-  std::vector<std::unique_ptr<shm::ShmLink>> out(kWorld), in(kWorld);  // out[i]: i -> i+1
-  std::vector<int> watches;
-  for (int i = 0; i < kWorld; ++i) {
+// The ring all-reduce straight over shared-memory links (members on threads,
+// an in-place float32 op; 256 KiB and 1 MiB segments, so payloads are read
+// from the sender's memory and the 1 MiB scratch is on huge pages): the
+// backup hook (RingContext::beforeOverwrite, which all-or-nothing restores
+// from) sees every byte of the buffer exactly once and always before the op
+// changed it, although the reduce-scatter's partial sums go to scratch and
+// the backup is taken where the bytes are first read; every member ends with
+// the same bits, and without a codec with the sum (or mean).
+struct BackupCase {
+  int world;
+  ecclRedOp_t op;
+  ecclQuantization_t quant;
+  size_t count;
+  size_t segmentBytes;
+};
+
+class RingBackup : public ::testing::TestWithParam<BackupCase> {};
+
+TEST_P(RingBackup, SeesEveryByteOnceBeforeItChanges) {
+  const BackupCase c = GetParam();
+  const int world = c.world;
+  const size_t bytes = c.count * sizeof(float);
+  std::vector<std::unique_ptr<shm::ShmLink>> out(world), in(world);  // out[i]: i -> i+1
+  for (int i = 0; i < world; ++i) {
     wire::ShmOffer offer;
     Result<shm::Ring> w = shm::Ring::create(shm::kRingBytes, &offer);
     ASSERT_TRUE(w.hasValue()) << w.status().message();
@@ -683,7 +694,7 @@ TEST(RingAllReduce, BackupSeesEveryByteOnceBeforeItChanges) {
     ASSERT_TRUE(r.hasValue()) << r.status().message();
     int sv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    const int next = (i + 1) % kWorld;
+    const int next = (i + 1) % world;
     out[i] = std::make_unique<shm::ShmLink>(next, shm::ShmLink::Role::kSender, std::move(*w),
                                             tcp::Socket(sv[0]));
     in[next] = std::make_unique<shm::ShmLink>(i, shm::ShmLink::Role::kReceiver, std::move(*r),
@@ -691,7 +702,7 @@ TEST(RingAllReduce, BackupSeesEveryByteOnceBeforeItChanges) {
   }
   std::mt19937 rng(12);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::vector<std::vector<float>> buf(kWorld, std::vector<float>(kCount));
+  std::vector<std::vector<float>> buf(world, std::vector<float>(c.count));
   for (auto& b : buf) {
     for (float& v : b) v = value(rng);
   }
@@ -700,25 +711,27 @@ TEST(RingAllReduce, BackupSeesEveryByteOnceBeforeItChanges) {
     std::vector<uint8_t> times;       // per byte: backed up how often
     std::vector<std::string> errors;  // a backup of bytes that had already changed
   };
-  std::vector<Seen> seen(kWorld);
+  std::vector<Seen> seen(world);
   CancelFlag go{0};
   std::vector<std::future<Status>> members;
-  for (int rank = 0; rank < kWorld; ++rank) {
+  for (int rank = 0; rank < world; ++rank) {
     members.push_back(std::async(std::launch::async, [&, rank] {
       collectives::RingContext ctx;
       ctx.rank = rank;
-      ctx.world = kWorld;
+      ctx.world = world;
       ctx.right = out[rank].get();
       ctx.left = in[rank].get();
       ctx.base.kind = static_cast<uint8_t>(wire::OpKind::kAllReduce);
       ctx.base.dtype = static_cast<uint8_t>(ecclFloat32);
-      ctx.base.redop = static_cast<uint8_t>(ecclSum);
-      ctx.base.count = kCount;
+      ctx.base.redop = static_cast<uint8_t>(c.op);
+      ctx.base.count = c.count;
       ctx.base.epoch = 1;
       ctx.cancel = &go;
-      ctx.segmentBytes = 256 << 10;
+      ctx.segmentBytes = c.segmentBytes;
+      ctx.codec = codec::find(c.quant);
+      ctx.codecParams = {ecclFloat32, ecclRoundNearest, 0};
       Seen& s = seen[rank];
-      s.times.assign(kBytes, 0);
+      s.times.assign(bytes, 0);
       const auto* now = reinterpret_cast<const std::byte*>(buf[rank].data());
       const auto* was = reinterpret_cast<const std::byte*>(input[rank].data());
       ctx.beforeOverwrite = [&s, now, was](size_t offset, size_t len) {
@@ -727,29 +740,45 @@ TEST(RingAllReduce, BackupSeesEveryByteOnceBeforeItChanges) {
         }
         for (size_t i = offset; i < offset + len && i < s.times.size(); ++i) ++s.times[i];
       };
-      return collectives::ringAllReduce(ctx, buf[rank].data(), buf[rank].data(), kCount,
-                                        ecclFloat32, ecclSum);
+      return collectives::ringAllReduce(ctx, buf[rank].data(), buf[rank].data(), c.count,
+                                        ecclFloat32, c.op);
     }));
   }
-  for (int rank = 0; rank < kWorld; ++rank) {
+  for (int rank = 0; rank < world; ++rank) {
     const Status st = members[rank].get();
     EXPECT_TRUE(st.isOk()) << "rank " << rank << ": " << st.message();
   }
-  for (int rank = 0; rank < kWorld; ++rank) {
+  for (int rank = 0; rank < world; ++rank) {
     EXPECT_TRUE(seen[rank].errors.empty()) << "rank " << rank << ": " << seen[rank].errors.front();
     const auto wrong = std::find_if(seen[rank].times.begin(), seen[rank].times.end(),
                                     [](uint8_t t) { return t != 1; });
     EXPECT_EQ(wrong, seen[rank].times.end())
         << "rank " << rank << ": byte " << (wrong - seen[rank].times.begin()) << " backed up "
         << static_cast<int>(*wrong) << " times";
-    EXPECT_EQ(std::memcmp(buf[rank].data(), buf[0].data(), kBytes), 0) << "rank " << rank;
+    EXPECT_EQ(std::memcmp(buf[rank].data(), buf[0].data(), bytes), 0) << "rank " << rank;
   }
-  for (size_t i = 0; i < kCount; i += 997) {
+  const double tolerance = c.quant == ecclQuantNone ? 1e-5 : 0.05;  // bfloat16 on the wire
+  for (size_t i = 0; i < c.count; i += 997) {
     double sum = 0;
-    for (int rank = 0; rank < kWorld; ++rank) sum += input[rank][i];
-    EXPECT_NEAR(buf[0][i], sum, 1e-5) << "element " << i;
+    for (int rank = 0; rank < world; ++rank) sum += input[rank][i];
+    if (c.op == ecclAvg) sum /= world;
+    EXPECT_NEAR(buf[0][i], sum, tolerance) << "element " << i;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, RingBackup,
+    ::testing::Values(BackupCase{4, ecclSum, ecclQuantNone, (3 << 18) + 7, 256 << 10},
+                      BackupCase{4, ecclSum, ecclQuantNone, (3 << 19) + 7, 1 << 20},
+                      BackupCase{2, ecclSum, ecclQuantNone, (1 << 18) + 3, 256 << 10},
+                      BackupCase{3, ecclAvg, ecclQuantNone, (1 << 18) + 5, 256 << 10},
+                      BackupCase{5, ecclSum, ecclQuantBfloat16, (1 << 18) + 9, 256 << 10},
+                      BackupCase{4, ecclSum, ecclQuantNone, 3, 256 << 10}),
+    [](const ::testing::TestParamInfo<BackupCase>& info) {
+      const BackupCase& c = info.param;
+      return fmt::format("world{}_{}{}_count{}_seg{}k", c.world, c.op == ecclAvg ? "avg" : "sum",
+                         c.quant == ecclQuantNone ? "" : "_bf16", c.count, c.segmentBytes >> 10);
+    });
 
 }  // namespace
 }  // namespace eccl::transport
